@@ -1,0 +1,173 @@
+//! Who is calling: API keys (by SHA-256, from config or provisioned by the
+//! host's key store), JWTs, and the tenant's IP allow/deny lists.
+
+pub mod jwt;
+
+use crate::config::{Config, Tenant};
+use crate::error::GatewayError;
+use crate::request::Headers;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+
+/// An API key provisioned outside the config (e.g. in Workers KV), keyed by
+/// the key's SHA-256. The host looks it up by [`presented_key_hash`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    pub tenant: String,
+    /// Required when the tenant is not in the config.
+    #[serde(default)]
+    pub tier: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    ApiKey,
+    Jwt,
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant_id: String,
+    /// Index into `Config::tenants`; `None` for a tenant known only from a
+    /// token or a provisioned key.
+    pub tenant: Option<usize>,
+    pub tier: usize,
+    pub user: Option<String>,
+    pub method: AuthMethod,
+}
+
+impl Principal {
+    pub fn tenant<'c>(&self, config: &'c Config) -> Option<&'c Tenant> {
+        self.tenant.map(|i| &config.tenants[i])
+    }
+}
+
+/// The credential a request presents: `Authorization: Bearer …` or `x-api-key`.
+pub fn presented_credential(headers: &Headers) -> Option<&str> {
+    if let Some(v) = headers.get("authorization") {
+        let v = v.trim();
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .unwrap_or(v);
+        return Some(token.trim()).filter(|t| !t.is_empty());
+    }
+    headers
+        .get("x-api-key")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+pub fn key_hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Hex SHA-256 of the presented API key (not for JWTs): what a host looks up
+/// in its key store before calling `admit`.
+pub fn presented_key_hash(headers: &Headers) -> Option<String> {
+    presented_credential(headers)
+        .filter(|c| !jwt::looks_like_jwt(c))
+        .map(|c| hex::encode(key_hash(c)))
+}
+
+pub fn authenticate(
+    config: &Config,
+    headers: &Headers,
+    now_ms: u64,
+    provisioned: Option<&ApiKeyRecord>,
+) -> Result<Principal, GatewayError> {
+    let credential = presented_credential(headers).ok_or_else(|| {
+        GatewayError::unauthenticated(
+            "no API key provided (use `Authorization: Bearer <key>` or `x-api-key`)",
+        )
+    })?;
+    if jwt::looks_like_jwt(credential) {
+        return from_token(config, credential, now_ms / 1000);
+    }
+    let hash = key_hash(credential);
+    if let Some(t) = config.tenant_by_key_hash(&hash) {
+        let tenant = &config.tenants[t];
+        return Ok(Principal {
+            tenant_id: tenant.id.clone(),
+            tenant: Some(t),
+            tier: tenant.tier,
+            user: None,
+            method: AuthMethod::ApiKey,
+        });
+    }
+    match provisioned {
+        Some(record) => from_record(config, record),
+        None => Err(GatewayError::unauthenticated("invalid API key")),
+    }
+}
+
+fn from_record(config: &Config, record: &ApiKeyRecord) -> Result<Principal, GatewayError> {
+    let tenant = config.tenant(&record.tenant);
+    let tier = match (&record.tier, tenant) {
+        (Some(name), _) => config.tier(name),
+        (None, Some(t)) => Some(config.tenants[t].tier),
+        (None, None) => None,
+    }
+    // A record naming an unknown tier is an operator mistake; refuse rather
+    // than guess a tier.
+    .ok_or_else(|| GatewayError::unauthenticated("API key record is not usable"))?;
+    Ok(Principal {
+        tenant_id: record.tenant.clone(),
+        tenant,
+        tier,
+        user: None,
+        method: AuthMethod::ApiKey,
+    })
+}
+
+fn from_token(config: &Config, token: &str, now_s: u64) -> Result<Principal, GatewayError> {
+    let (issuer, claims) = jwt::verify(&config.jwt_issuers, token, now_s)?;
+    let issuer = &config.jwt_issuers[issuer];
+    let tenant = config.tenant(&claims.tenant);
+    let tier = match (&claims.tier, tenant) {
+        (Some(name), _) => config
+            .tier(name)
+            .ok_or_else(|| GatewayError::unauthenticated("token names an unknown tier"))?,
+        (None, Some(t)) => config.tenants[t].tier,
+        (None, None) => issuer
+            .unlisted_tenant_tier
+            .ok_or_else(|| GatewayError::unauthenticated("token names an unknown tenant"))?,
+    };
+    if tenant.is_none() && issuer.unlisted_tenant_tier.is_none() {
+        return Err(GatewayError::unauthenticated(
+            "token names an unknown tenant",
+        ));
+    }
+    Ok(Principal {
+        tenant_id: claims.tenant,
+        tenant,
+        tier,
+        user: claims.user,
+        method: AuthMethod::Jwt,
+    })
+}
+
+/// Applies the tenant's IP deny list, then its allow list (empty = allow all).
+pub fn check_ip(tenant: Option<&Tenant>, client_ip: Option<IpAddr>) -> Result<(), GatewayError> {
+    let Some(tenant) = tenant else { return Ok(()) };
+    if tenant.ip_allow.is_empty() && tenant.ip_deny.is_empty() {
+        return Ok(());
+    }
+    let denied = || GatewayError::PermissionDenied {
+        reason: "requests from this IP address are not allowed for this tenant".into(),
+    };
+    let ip = client_ip.ok_or_else(denied)?;
+    if tenant.ip_deny.iter().any(|c| c.contains(ip)) {
+        return Err(denied());
+    }
+    if !tenant.ip_allow.is_empty() && !tenant.ip_allow.iter().any(|c| c.contains(ip)) {
+        return Err(denied());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,881 @@
+//! Validated, runtime configuration. [`Config::from_json`] parses the
+//! user-edited `[vars.gateway]` table and validates it into these types; every
+//! error names the field path it is about (`routes[2].split[1].weight: ...`).
+
+pub(crate) mod raw;
+
+use crate::auth::jwt::JwtIssuer;
+use crate::geo::GeoPoint;
+use crate::net::Cidr;
+use crate::quota::QuotaLimits;
+use crate::request::Endpoint;
+use crate::safety::InjectionMode;
+use raw::*;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+/// Secrets by name (wrangler secrets, `.dev.vars`, or the process environment).
+pub type Secrets = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    pub max_body_bytes: usize,
+    pub max_messages: usize,
+    pub max_json_depth: usize,
+    pub reservation_ttl_ms: u64,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_body_bytes: 1 << 20,
+            max_messages: 512,
+            max_json_depth: 32,
+            reservation_ttl_ms: 600_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tier {
+    pub name: String,
+    pub limits: QuotaLimits,
+    pub max_tokens_cap: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: String,
+    pub tier: usize,
+    /// `None` means every model.
+    pub models: Option<Vec<usize>>,
+    pub ip_allow: Vec<Cidr>,
+    pub ip_deny: Vec<Cidr>,
+    pub residency: Option<String>,
+    pub quota_shards: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelVersion {
+    pub name: String,
+    pub upstream_model: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub endpoints: Vec<Endpoint>,
+    pub context_window: u32,
+    /// Micro-USD per million tokens, so cost in micro-USD is exact integer math.
+    pub input_micros_per_million: u64,
+    pub output_micros_per_million: u64,
+    pub versions: Vec<ModelVersion>,
+}
+
+impl Model {
+    /// Cost in micro-USD (rounded up) of the given token counts.
+    pub fn cost_micros(&self, input_tokens: u64, output_tokens: u64) -> u64 {
+        let total = u128::from(input_tokens) * u128::from(self.input_micros_per_million)
+            + u128::from(output_tokens) * u128::from(self.output_micros_per_million);
+        u64::try_from(total.div_ceil(1_000_000)).unwrap_or(u64::MAX)
+    }
+}
+
+/// A model version: indexes into `Config::models` and its `versions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VersionRef {
+    pub model: usize,
+    pub version: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Timeouts {
+    pub connect_ms: u64,
+    pub first_byte_ms: u64,
+    pub stream_idle_ms: u64,
+    pub total_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheScope {
+    Tenant,
+    Global,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachePolicy {
+    pub enabled: bool,
+    pub ttl_seconds: u64,
+    pub scope: CacheScope,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SafetyPolicy {
+    pub injection: InjectionMode,
+    pub redact_pii: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSettings {
+    pub timeouts: Timeouts,
+    pub cache: CachePolicy,
+    pub safety: SafetyPolicy,
+    /// Upstream attempts at most (targets tried before giving up).
+    pub max_attempts: u32,
+}
+
+impl Default for RouteSettings {
+    fn default() -> Self {
+        RouteSettings {
+            timeouts: Timeouts {
+                connect_ms: 2_000,
+                first_byte_ms: 30_000,
+                stream_idle_ms: 30_000,
+                total_ms: 300_000,
+            },
+            cache: CachePolicy {
+                enabled: false,
+                ttl_seconds: 300,
+                scope: CacheScope::Tenant,
+            },
+            safety: SafetyPolicy {
+                injection: InjectionMode::Off,
+                redact_pii: false,
+            },
+            max_attempts: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub model: usize,
+    pub endpoints: Option<Vec<Endpoint>>,
+    /// (version index, weight > 0); never empty.
+    pub split: Vec<(usize, f64)>,
+    pub pin_header: Option<String>,
+    pub fallback: Vec<VersionRef>,
+    pub settings: RouteSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct Region {
+    pub name: String,
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub location: GeoPoint,
+    pub residency: Option<String>,
+    pub capacity_weight: f64,
+    /// (model, `None` = every version).
+    pub serves: Vec<(usize, Option<usize>)>,
+    pub health_path: String,
+}
+
+impl Region {
+    pub fn serves(&self, v: VersionRef) -> bool {
+        self.serves
+            .iter()
+            .any(|&(m, ver)| m == v.model && ver.is_none_or(|ver| ver == v.version))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub limits: RequestLimits,
+    pub tiers: Vec<Tier>,
+    pub tenants: Vec<Tenant>,
+    pub jwt_issuers: Vec<JwtIssuer>,
+    pub models: Vec<Model>,
+    pub routes: Vec<Route>,
+    pub regions: Vec<Region>,
+    pub default_location: Option<GeoPoint>,
+    pub defaults: RouteSettings,
+    tier_index: HashMap<String, usize>,
+    tenant_index: HashMap<String, usize>,
+    key_index: HashMap<[u8; 32], usize>,
+    model_index: HashMap<String, usize>,
+}
+
+impl Config {
+    /// Parses and validates the gateway config (the JSON form of `[vars.gateway]`).
+    pub fn from_json(json: &str, secrets: &Secrets) -> Result<Config> {
+        let de = &mut serde_json::Deserializer::from_str(json);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            ConfigError::new(path, e.into_inner().to_string())
+        })?;
+        Self::validate(raw, secrets)
+    }
+
+    pub fn tier(&self, name: &str) -> Option<usize> {
+        self.tier_index.get(name).copied()
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<usize> {
+        self.tenant_index.get(id).copied()
+    }
+
+    pub fn tenant_by_key_hash(&self, hash: &[u8; 32]) -> Option<usize> {
+        self.key_index.get(hash).copied()
+    }
+
+    /// Resolves a model name or alias.
+    pub fn model(&self, name: &str) -> Option<usize> {
+        self.model_index.get(name).copied()
+    }
+
+    pub fn version(&self, v: VersionRef) -> &ModelVersion {
+        &self.models[v.model].versions[v.version]
+    }
+
+    /// The route for a model and endpoint: the first matching one, else an
+    /// implicit route to the model's first version with the defaults.
+    pub fn route_for(&self, model: usize, endpoint: Endpoint) -> std::borrow::Cow<'_, Route> {
+        self.routes
+            .iter()
+            .find(|r| {
+                r.model == model && r.endpoints.as_ref().is_none_or(|e| e.contains(&endpoint))
+            })
+            .map(std::borrow::Cow::Borrowed)
+            .unwrap_or_else(|| {
+                std::borrow::Cow::Owned(Route {
+                    model,
+                    endpoints: None,
+                    split: vec![(0, 1.0)],
+                    pin_header: None,
+                    fallback: Vec::new(),
+                    settings: self.defaults,
+                })
+            })
+    }
+
+    fn validate(raw: RawConfig, secrets: &Secrets) -> Result<Config> {
+        let limits = validate_limits(&raw.limits)?;
+
+        let mut tiers = Vec::new();
+        let mut tier_index = HashMap::new();
+        for (name, t) in &raw.tiers {
+            tier_index.insert(name.clone(), tiers.len());
+            tiers.push(validate_tier(&format!("tiers.{name}"), name, t)?);
+        }
+        if tiers.is_empty() {
+            return Err(ConfigError::new("tiers", "at least one tier is required"));
+        }
+
+        let mut models = Vec::new();
+        let mut model_index = HashMap::new();
+        for (i, m) in raw.models.iter().enumerate() {
+            let path = format!("models[{i}]");
+            let model = validate_model(&path, m)?;
+            for (j, name) in std::iter::once(&model.name)
+                .chain(&model.aliases)
+                .enumerate()
+            {
+                if model_index.insert(name.clone(), i).is_some() {
+                    let field = if j == 0 {
+                        format!("{path}.name")
+                    } else {
+                        format!("{path}.aliases[{}]", j - 1)
+                    };
+                    return Err(ConfigError::new(
+                        field,
+                        format!("`{name}` is already a model name or alias"),
+                    ));
+                }
+            }
+            models.push(model);
+        }
+        if models.is_empty() {
+            return Err(ConfigError::new("models", "at least one model is required"));
+        }
+        let lookup = Lookup {
+            models: &models,
+            model_index: &model_index,
+            tier_index: &tier_index,
+        };
+
+        let mut tenants = Vec::new();
+        let mut tenant_index = HashMap::new();
+        let mut key_index = HashMap::new();
+        for (i, t) in raw.tenants.iter().enumerate() {
+            let path = format!("tenants[{i}]");
+            if t.id.is_empty() {
+                return Err(ConfigError::new(format!("{path}.id"), "must not be empty"));
+            }
+            if tenant_index.insert(t.id.clone(), i).is_some() {
+                return Err(ConfigError::new(
+                    format!("{path}.id"),
+                    format!("duplicate tenant `{}`", t.id),
+                ));
+            }
+            for (k, hex_hash) in t.api_key_sha256.iter().enumerate() {
+                let hash = parse_sha256(hex_hash).ok_or_else(|| {
+                    ConfigError::new(
+                        format!("{path}.api_key_sha256[{k}]"),
+                        "must be 64 hex characters (the SHA-256 of the key, not the key)",
+                    )
+                })?;
+                if key_index.insert(hash, i).is_some() {
+                    return Err(ConfigError::new(
+                        format!("{path}.api_key_sha256[{k}]"),
+                        "this key hash is already assigned",
+                    ));
+                }
+            }
+            tenants.push(validate_tenant(&path, t, &lookup)?);
+        }
+
+        let jwt_issuers = raw
+            .jwt_issuers
+            .iter()
+            .enumerate()
+            .map(|(i, j)| JwtIssuer::from_raw(&format!("jwt_issuers[{i}]"), j, secrets, &lookup))
+            .collect::<Result<Vec<_>>>()?;
+
+        let defaults = validate_settings(
+            "defaults",
+            &RouteSettings::default(),
+            raw.defaults.timeouts.as_ref(),
+            raw.defaults.cache.as_ref(),
+            raw.defaults.safety.as_ref(),
+            raw.defaults.max_attempts,
+        )?;
+
+        let routes = raw
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| validate_route(&format!("routes[{i}]"), r, &defaults, &lookup))
+            .collect::<Result<Vec<_>>>()?;
+
+        let mut regions: Vec<Region> = Vec::new();
+        for (i, r) in raw.regions.iter().enumerate() {
+            let path = format!("regions[{i}]");
+            if regions.iter().any(|x| x.name == r.name) {
+                return Err(ConfigError::new(
+                    format!("{path}.name"),
+                    format!("duplicate region `{}`", r.name),
+                ));
+            }
+            regions.push(validate_region(&path, r, &lookup)?);
+        }
+        if regions.is_empty() {
+            return Err(ConfigError::new(
+                "regions",
+                "at least one region is required",
+            ));
+        }
+
+        let default_location = raw
+            .default_location
+            .as_ref()
+            .map(|l| validate_location("default_location", l.latitude, l.longitude))
+            .transpose()?;
+
+        Ok(Config {
+            limits,
+            tiers,
+            tenants,
+            jwt_issuers,
+            models,
+            routes,
+            regions,
+            default_location,
+            defaults,
+            tier_index,
+            tenant_index,
+            key_index,
+            model_index,
+        })
+    }
+}
+
+/// Name lookups available while validating later sections.
+pub(crate) struct Lookup<'a> {
+    models: &'a [Model],
+    model_index: &'a HashMap<String, usize>,
+    tier_index: &'a HashMap<String, usize>,
+}
+
+impl Lookup<'_> {
+    pub(crate) fn tier(&self, path: &str, name: &str) -> Result<usize> {
+        self.tier_index
+            .get(name)
+            .copied()
+            .ok_or_else(|| ConfigError::new(path, format!("unknown tier `{name}`")))
+    }
+
+    fn model(&self, path: &str, name: &str) -> Result<usize> {
+        self.model_index
+            .get(name)
+            .copied()
+            .ok_or_else(|| ConfigError::new(path, format!("unknown model `{name}`")))
+    }
+
+    fn version(&self, path: &str, model: usize, name: &str) -> Result<usize> {
+        self.models[model]
+            .versions
+            .iter()
+            .position(|v| v.name == name)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    path,
+                    format!(
+                        "model `{}` has no version `{name}`",
+                        self.models[model].name
+                    ),
+                )
+            })
+    }
+
+    /// "model" or "model@version".
+    fn model_spec(&self, path: &str, spec: &str) -> Result<(usize, Option<usize>)> {
+        match spec.split_once('@') {
+            Some((m, v)) => {
+                let model = self.model(path, m)?;
+                Ok((model, Some(self.version(path, model, v)?)))
+            }
+            None => Ok((self.model(path, spec)?, None)),
+        }
+    }
+}
+
+pub(crate) fn config_error(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::new(path, message)
+}
+
+fn parse_sha256(s: &str) -> Option<[u8; 32]> {
+    let bytes = hex::decode(s.trim()).ok()?;
+    bytes.try_into().ok()
+}
+
+fn positive(path: &str, v: u64) -> Result<u64> {
+    if v == 0 {
+        Err(ConfigError::new(path, "must be > 0"))
+    } else {
+        Ok(v)
+    }
+}
+
+fn to_u32(path: &str, v: u64) -> Result<u32> {
+    u32::try_from(v).map_err(|_| ConfigError::new(path, format!("must be at most {}", u32::MAX)))
+}
+
+fn validate_limits(raw: &RawLimits) -> Result<RequestLimits> {
+    let d = RequestLimits::default();
+    let field = |name: &str, v: Option<u64>, default: usize| -> Result<usize> {
+        match v {
+            None => Ok(default),
+            Some(v) => Ok(positive(&format!("limits.{name}"), v)? as usize),
+        }
+    };
+    Ok(RequestLimits {
+        max_body_bytes: field("max_body_bytes", raw.max_body_bytes, d.max_body_bytes)?,
+        max_messages: field("max_messages", raw.max_messages, d.max_messages)?,
+        max_json_depth: field("max_json_depth", raw.max_json_depth, d.max_json_depth)?,
+        reservation_ttl_ms: match raw.reservation_ttl_seconds {
+            None => d.reservation_ttl_ms,
+            Some(s) => positive("limits.reservation_ttl_seconds", s)?.saturating_mul(1000),
+        },
+    })
+}
+
+fn validate_tier(path: &str, name: &str, t: &RawTier) -> Result<Tier> {
+    let rpm = positive(
+        &format!("{path}.requests_per_minute"),
+        t.requests_per_minute,
+    )?;
+    let tpm = positive(&format!("{path}.tokens_per_minute"), t.tokens_per_minute)?;
+    let opt = |field: &str, v: Option<u64>| -> Result<Option<u64>> {
+        v.map(|v| positive(&format!("{path}.{field}"), v))
+            .transpose()
+    };
+    let cost = match t.cost_per_day_usd {
+        None => None,
+        Some(usd) if usd.is_finite() && usd > 0.0 => Some((usd * 1e6).round() as u64),
+        Some(_) => {
+            return Err(ConfigError::new(
+                format!("{path}.cost_per_day_usd"),
+                "must be a finite number > 0",
+            ));
+        }
+    };
+    let max_tokens_cap = opt("max_tokens_cap", t.max_tokens_cap)?
+        .map(|v| to_u32(&format!("{path}.max_tokens_cap"), v))
+        .transpose()?;
+    let token_burst = opt("token_burst", t.token_burst)?.unwrap_or(tpm);
+    if let Some(cap) = max_tokens_cap
+        && u64::from(cap) > token_burst
+    {
+        return Err(ConfigError::new(
+            format!("{path}.max_tokens_cap"),
+            format!(
+                "{cap} exceeds the token bucket size {token_burst}: no request could ever be admitted"
+            ),
+        ));
+    }
+    Ok(Tier {
+        name: name.to_owned(),
+        limits: QuotaLimits {
+            requests_per_minute: rpm,
+            request_burst: opt("request_burst", t.request_burst)?.unwrap_or(rpm),
+            tokens_per_minute: tpm,
+            token_burst,
+            tokens_per_day: opt("tokens_per_day", t.tokens_per_day)?,
+            cost_per_day_micros: cost,
+            max_concurrent: opt("max_concurrent", t.max_concurrent)?,
+        },
+        max_tokens_cap,
+    })
+}
+
+fn parse_endpoints(path: &str, names: &[String]) -> Result<Vec<Endpoint>> {
+    if names.is_empty() {
+        return Err(ConfigError::new(path, "must not be empty"));
+    }
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            Endpoint::from_config_name(n).ok_or_else(|| {
+                ConfigError::new(
+                    format!("{path}[{i}]"),
+                    format!("unknown endpoint `{n}` (expected chat, completions or embeddings)"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn price_micros(path: &str, usd: f64) -> Result<u64> {
+    if usd.is_finite() && usd >= 0.0 {
+        Ok((usd * 1e6).round() as u64)
+    } else {
+        Err(ConfigError::new(path, "must be a finite number >= 0"))
+    }
+}
+
+fn validate_model(path: &str, m: &RawModel) -> Result<Model> {
+    if m.name.is_empty() || m.name.contains('@') {
+        return Err(ConfigError::new(
+            format!("{path}.name"),
+            "must be non-empty and must not contain `@`",
+        ));
+    }
+    let endpoints = match &m.endpoints {
+        None => vec![Endpoint::ChatCompletions, Endpoint::Completions],
+        Some(e) => parse_endpoints(&format!("{path}.endpoints"), e)?,
+    };
+    let context_window = to_u32(
+        &format!("{path}.context_window"),
+        positive(&format!("{path}.context_window"), m.context_window)?,
+    )?;
+    let mut versions: Vec<ModelVersion> = Vec::new();
+    for (i, v) in m.versions.iter().enumerate() {
+        if v.name.is_empty() || versions.iter().any(|x| x.name == v.name) {
+            return Err(ConfigError::new(
+                format!("{path}.versions[{i}].name"),
+                "must be non-empty and unique within the model",
+            ));
+        }
+        versions.push(ModelVersion {
+            name: v.name.clone(),
+            upstream_model: v
+                .upstream_model
+                .clone()
+                .unwrap_or_else(|| format!("{}-{}", m.name, v.name)),
+        });
+    }
+    if versions.is_empty() {
+        versions.push(ModelVersion {
+            name: "default".into(),
+            upstream_model: m.name.clone(),
+        });
+    }
+    Ok(Model {
+        name: m.name.clone(),
+        aliases: m.aliases.clone(),
+        endpoints,
+        context_window,
+        input_micros_per_million: price_micros(
+            &format!("{path}.input_usd_per_million"),
+            m.input_usd_per_million,
+        )?,
+        output_micros_per_million: price_micros(
+            &format!("{path}.output_usd_per_million"),
+            m.output_usd_per_million,
+        )?,
+        versions,
+    })
+}
+
+fn parse_cidrs(path: &str, list: &[String]) -> Result<Vec<Cidr>> {
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse::<Cidr>()
+                .map_err(|e| ConfigError::new(format!("{path}[{i}]"), e))
+        })
+        .collect()
+}
+
+fn validate_tenant(path: &str, t: &RawTenant, lookup: &Lookup) -> Result<Tenant> {
+    let models = match &t.models {
+        None => None,
+        Some(list) if list.iter().any(|m| m == "*") => None,
+        Some(list) => Some(
+            list.iter()
+                .enumerate()
+                .map(|(i, m)| lookup.model(&format!("{path}.models[{i}]"), m))
+                .collect::<Result<Vec<_>>>()?,
+        ),
+    };
+    let quota_shards = match t.quota_shards {
+        None => 1,
+        Some(n) if (1..=64).contains(&n) => n as u32,
+        Some(_) => {
+            return Err(ConfigError::new(
+                format!("{path}.quota_shards"),
+                "must be between 1 and 64",
+            ));
+        }
+    };
+    Ok(Tenant {
+        id: t.id.clone(),
+        tier: lookup.tier(&format!("{path}.tier"), &t.tier)?,
+        models,
+        ip_allow: parse_cidrs(&format!("{path}.ip_allow"), &t.ip_allow)?,
+        ip_deny: parse_cidrs(&format!("{path}.ip_deny"), &t.ip_deny)?,
+        residency: t.residency.clone(),
+        quota_shards,
+    })
+}
+
+fn validate_settings(
+    path: &str,
+    base: &RouteSettings,
+    timeouts: Option<&RawTimeouts>,
+    cache: Option<&RawCache>,
+    safety: Option<&RawSafety>,
+    max_attempts: Option<u64>,
+) -> Result<RouteSettings> {
+    let mut s = *base;
+    if let Some(t) = timeouts {
+        let pick = |name: &str, v: Option<u64>, d: u64| -> Result<u64> {
+            v.map_or(Ok(d), |v| positive(&format!("{path}.timeouts.{name}"), v))
+        };
+        s.timeouts = Timeouts {
+            connect_ms: pick("connect_ms", t.connect_ms, s.timeouts.connect_ms)?,
+            first_byte_ms: pick("first_byte_ms", t.first_byte_ms, s.timeouts.first_byte_ms)?,
+            stream_idle_ms: pick(
+                "stream_idle_ms",
+                t.stream_idle_ms,
+                s.timeouts.stream_idle_ms,
+            )?,
+            total_ms: pick("total_ms", t.total_ms, s.timeouts.total_ms)?,
+        };
+    }
+    if let Some(c) = cache {
+        s.cache.enabled = c.enabled.unwrap_or(true);
+        if let Some(ttl) = c.ttl_seconds {
+            s.cache.ttl_seconds = positive(&format!("{path}.cache.ttl_seconds"), ttl)?;
+        }
+        if let Some(scope) = &c.scope {
+            s.cache.scope = match scope.as_str() {
+                "tenant" => CacheScope::Tenant,
+                "global" => CacheScope::Global,
+                other => {
+                    return Err(ConfigError::new(
+                        format!("{path}.cache.scope"),
+                        format!("unknown scope `{other}` (expected tenant or global)"),
+                    ));
+                }
+            };
+        }
+    }
+    if let Some(sf) = safety {
+        if let Some(mode) = &sf.injection {
+            s.safety.injection = match mode.as_str() {
+                "off" => InjectionMode::Off,
+                "flag" => InjectionMode::Flag,
+                "block" => InjectionMode::Block,
+                other => {
+                    return Err(ConfigError::new(
+                        format!("{path}.safety.injection"),
+                        format!("unknown mode `{other}` (expected off, flag or block)"),
+                    ));
+                }
+            };
+        }
+        if let Some(r) = sf.redact_pii {
+            s.safety.redact_pii = r;
+        }
+    }
+    if let Some(n) = max_attempts {
+        s.max_attempts = to_u32(
+            &format!("{path}.max_attempts"),
+            positive(&format!("{path}.max_attempts"), n)?,
+        )?;
+    }
+    Ok(s)
+}
+
+fn validate_route(
+    path: &str,
+    r: &RawRoute,
+    defaults: &RouteSettings,
+    lookup: &Lookup,
+) -> Result<Route> {
+    let model = lookup.model(&format!("{path}.model"), &r.model)?;
+    let endpoints = r
+        .endpoints
+        .as_ref()
+        .map(|e| parse_endpoints(&format!("{path}.endpoints"), e))
+        .transpose()?;
+    let mut split = Vec::new();
+    for (i, s) in r.split.iter().enumerate() {
+        let version = lookup.version(&format!("{path}.split[{i}].version"), model, &s.version)?;
+        if !(s.weight.is_finite() && s.weight > 0.0) {
+            return Err(ConfigError::new(
+                format!("{path}.split[{i}].weight"),
+                "must be > 0",
+            ));
+        }
+        split.push((version, s.weight));
+    }
+    if split.is_empty() {
+        split.push((0, 1.0));
+    }
+    let fallback = r
+        .fallback
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let p = format!("{path}.fallback[{i}]");
+            match lookup.model_spec(&p, spec)? {
+                (model, Some(version)) => Ok(VersionRef { model, version }),
+                (model, None) => Ok(VersionRef { model, version: 0 }),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let pin_header = r.pin_header.as_ref().map(|h| h.to_ascii_lowercase());
+    Ok(Route {
+        model,
+        endpoints,
+        split,
+        pin_header,
+        fallback,
+        settings: validate_settings(
+            path,
+            defaults,
+            r.timeouts.as_ref(),
+            r.cache.as_ref(),
+            r.safety.as_ref(),
+            r.max_attempts,
+        )?,
+    })
+}
+
+fn validate_location(path: &str, lat: f64, lon: f64) -> Result<GeoPoint> {
+    if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
+        return Err(ConfigError::new(
+            format!("{path}.latitude"),
+            "must be between -90 and 90",
+        ));
+    }
+    if !(lon.is_finite() && (-180.0..=180.0).contains(&lon)) {
+        return Err(ConfigError::new(
+            format!("{path}.longitude"),
+            "must be between -180 and 180",
+        ));
+    }
+    Ok(GeoPoint {
+        latitude: lat,
+        longitude: lon,
+    })
+}
+
+fn validate_region(path: &str, r: &RawRegion, lookup: &Lookup) -> Result<Region> {
+    let base_url = r.base_url.trim_end_matches('/').to_owned();
+    let valid_url = ["http://", "https://"].iter().any(|scheme| {
+        base_url
+            .strip_prefix(scheme)
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace))
+    });
+    if !valid_url {
+        return Err(ConfigError::new(
+            format!("{path}.base_url"),
+            "must be an http:// or https:// URL",
+        ));
+    }
+    let capacity_weight = r.capacity_weight.unwrap_or(1.0);
+    if !(capacity_weight.is_finite() && capacity_weight > 0.0) {
+        return Err(ConfigError::new(
+            format!("{path}.capacity_weight"),
+            "must be > 0",
+        ));
+    }
+    if r.models.is_empty() {
+        return Err(ConfigError::new(
+            format!("{path}.models"),
+            "must list at least one model",
+        ));
+    }
+    let serves = r
+        .models
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| lookup.model_spec(&format!("{path}.models[{i}]"), spec))
+        .collect::<Result<Vec<_>>>()?;
+    let health_path = r.health_path.clone().unwrap_or_else(|| "/health".into());
+    if !health_path.starts_with('/') {
+        return Err(ConfigError::new(
+            format!("{path}.health_path"),
+            "must start with `/`",
+        ));
+    }
+    Ok(Region {
+        name: r.name.clone(),
+        base_url,
+        location: validate_location(path, r.latitude, r.longitude)?,
+        residency: r.residency.clone(),
+        capacity_weight,
+        serves,
+        health_path,
+    })
+}
+
+#[cfg(test)]
+mod tests;

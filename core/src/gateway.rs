@@ -1,0 +1,515 @@
+//! The request's path through the gateway, top to bottom. A host supplies the
+//! I/O (clock, client address and location, region health, key store, quota
+//! store, cache, upstream HTTP); every decision is made here.
+//!
+//! `admit`: endpoint → authenticate → IP policy → validate → model and route
+//! → safety → token estimate and caps → version (split, pin) → fallback chain
+//! → regions (geo, health, residency) → upstream bodies → cache decision →
+//! quota reservation to make.
+//! `settle`: the backend's real usage → what to charge.
+
+use crate::auth::{self, ApiKeyRecord, AuthMethod, Principal};
+use crate::cache::{self, CacheDecision};
+use crate::config::{Config, ConfigError, Route, Secrets, Timeouts, VersionRef};
+use crate::error::GatewayError;
+use crate::geo::{self, ClientGeo, RegionStatus};
+use crate::quota::{Amounts, QuotaLimits, QuotaSnapshot, ReserveOutcome};
+use crate::request::{self, Endpoint, HttpRequest, ParsedBody};
+use crate::response::{ResponseKind, Usage};
+use crate::routing;
+use crate::safety::{self, SafetyReport};
+use crate::tokens;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::net::IpAddr;
+
+/// Everything the host knows about a request besides the request itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RequestContext {
+    /// Unix time in milliseconds.
+    pub now_ms: u64,
+    /// Unique per request (the host's random id); also the reservation id.
+    pub request_id: String,
+    pub client_ip: Option<IpAddr>,
+    pub client_geo: Option<ClientGeo>,
+    /// The host's current view of region health.
+    #[serde(default)]
+    pub regions: Vec<RegionStatus>,
+    /// The key-store record for the presented API key, if the host has one
+    /// (looked up by [`auth::presented_key_hash`]).
+    pub provisioned_key: Option<ApiKeyRecord>,
+}
+
+/// A response the gateway gives without calling a backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl LocalResponse {
+    pub fn json(status: u16, body: String, request_id: &str) -> Self {
+        LocalResponse {
+            status,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("x-request-id".into(), request_id.to_owned()),
+            ],
+            body,
+        }
+    }
+
+    /// The OpenAI-shaped error response, with `Retry-After` when it helps.
+    pub fn error(err: &GatewayError, request_id: &str) -> Self {
+        let mut r = LocalResponse::json(err.status(), err.to_openai_json().to_string(), request_id);
+        if let Some(secs) = err.retry_after_secs() {
+            r.headers.push(("retry-after".into(), secs.to_string()));
+        }
+        if let GatewayError::RateLimited {
+            retry_after_ms: Some(ms),
+            ..
+        } = err
+        {
+            r.headers.push(("retry-after-ms".into(), ms.to_string()));
+        }
+        r
+    }
+}
+
+/// The reservation the host makes in its quota store before forwarding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaRequest {
+    /// Quota state key: the tenant, or `tenant#shard` for a sharded tenant.
+    pub key: String,
+    pub limits: QuotaLimits,
+    pub amounts: Amounts,
+    /// An unsettled reservation expires after this long.
+    pub ttl_ms: u64,
+}
+
+impl QuotaRequest {
+    /// Maps a store's answer to the headers to send, or the 429 to return.
+    pub fn outcome(
+        outcome: ReserveOutcome,
+    ) -> Result<QuotaSnapshot, (GatewayError, QuotaSnapshot)> {
+        match outcome {
+            ReserveOutcome::Admit { snapshot } => Ok(snapshot),
+            ReserveOutcome::Deny {
+                limit,
+                retry_after_ms,
+                snapshot,
+            } => Err((
+                GatewayError::RateLimited {
+                    limit,
+                    retry_after_ms,
+                },
+                snapshot,
+            )),
+        }
+    }
+}
+
+/// One upstream try: a model version in a region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub region: String,
+    pub url: String,
+    pub model: String,
+    pub version: String,
+    /// Index into `ForwardPlan::bodies`.
+    pub body: usize,
+}
+
+impl Attempt {
+    pub fn version_label(&self) -> String {
+        format!("{}@{}", self.model, self.version)
+    }
+}
+
+/// What to do with an admitted request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForwardPlan {
+    pub request_id: String,
+    pub tenant_id: String,
+    pub tier: String,
+    pub user: Option<String>,
+    pub auth: AuthMethod,
+    pub endpoint: Endpoint,
+    /// The model as configured (aliases resolved).
+    pub model: String,
+    pub stream: bool,
+    /// The gateway asked the backend for a usage chunk the client did not ask for.
+    pub strip_usage_chunk: bool,
+    pub client_wants_usage: bool,
+    pub prompt_tokens_estimate: u64,
+    pub max_output_tokens: u64,
+    pub quota: QuotaRequest,
+    pub cache: CacheDecision,
+    /// In order: try the next only on connect errors, timeouts before the
+    /// first byte, and retryable statuses.
+    pub attempts: Vec<Attempt>,
+    /// Upstream JSON bodies, one per model version in `attempts`.
+    pub bodies: Vec<String>,
+    pub timeouts: Timeouts,
+    pub safety: SafetyReport,
+    /// Headers to add to the client's response.
+    pub response_headers: Vec<(String, String)>,
+}
+
+impl ForwardPlan {
+    pub fn response_kind(&self) -> ResponseKind {
+        match self.endpoint {
+            Endpoint::Completions => ResponseKind::Completion,
+            Endpoint::Embeddings => ResponseKind::Embedding,
+            Endpoint::ChatCompletions | Endpoint::Models => ResponseKind::Chat,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    Respond(LocalResponse),
+    Forward(Box<ForwardPlan>),
+}
+
+/// What to charge once the backend answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    pub actual: Amounts,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// False when the backend reported no usage and the reservation was charged.
+    pub usage_reported: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    config: Config,
+}
+
+impl Gateway {
+    pub fn new(config: Config) -> Self {
+        Gateway { config }
+    }
+
+    /// Parses and validates the `[vars.gateway]` JSON with the given secrets.
+    pub fn from_json(json: &str, secrets: &Secrets) -> Result<Self, ConfigError> {
+        Config::from_json(json, secrets).map(Gateway::new)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn admit(&self, req: &HttpRequest, ctx: &RequestContext) -> Result<Decision, GatewayError> {
+        let config = &self.config;
+        let endpoint = Endpoint::resolve(&req.method, &req.path)?;
+        let principal = auth::authenticate(
+            config,
+            &req.headers,
+            ctx.now_ms,
+            ctx.provisioned_key.as_ref(),
+        )?;
+        let tenant = principal.tenant(config);
+        auth::check_ip(tenant, ctx.client_ip)?;
+        if endpoint == Endpoint::Models {
+            return Ok(Decision::Respond(self.models_response(&principal, ctx)));
+        }
+
+        let mut parsed = request::parse_body(endpoint, &req.body, &config.limits)?;
+        let model_index = config
+            .model(&parsed.model)
+            .filter(|m| {
+                tenant
+                    .and_then(|t| t.models.as_ref())
+                    .is_none_or(|allowed| allowed.contains(m))
+            })
+            .ok_or_else(|| GatewayError::ModelNotFound {
+                model: parsed.model.chars().take(100).collect(),
+            })?;
+        let model = &config.models[model_index];
+        if !model.endpoints.contains(&endpoint) {
+            return Err(GatewayError::invalid(
+                format!(
+                    "The model `{}` does not support {}.",
+                    model.name,
+                    endpoint.path()
+                ),
+                Some("model"),
+            ));
+        }
+        let route = config.route_for(model_index, endpoint);
+        let safety = safety::apply(&route.settings.safety, &mut parsed)?;
+
+        let prompt_tokens = u64::from(tokens::estimate_request(&parsed));
+        let max_output_tokens =
+            self.output_budget(&principal, model_index, &parsed, prompt_tokens)?;
+
+        let user = principal.user.as_deref().or_else(|| parsed.user());
+        let chosen =
+            routing::choose_version(config, &route, &req.headers, &principal.tenant_id, user)?;
+        let chain = routing::version_chain(&route, chosen);
+        let residency = tenant.and_then(|t| t.residency.as_deref());
+        let (attempts, bodies) =
+            self.plan_attempts(&route, &chain, &parsed, ctx, residency, max_output_tokens)?;
+
+        let primary = &attempts[0];
+        let cache = cache::decide(
+            &route.settings.cache,
+            &req.headers,
+            &parsed,
+            &principal.tenant_id,
+            &primary.version_label(),
+        );
+
+        let tier = &config.tiers[principal.tier];
+        let shards = tenant.map_or(1, |t| t.quota_shards);
+        let key = if shards > 1 {
+            let shard = routing::stable_hash(&[&ctx.request_id]) % u64::from(shards);
+            format!("{}#{shard}", principal.tenant_id)
+        } else {
+            principal.tenant_id.clone()
+        };
+        let quota = QuotaRequest {
+            key,
+            limits: tier.limits.shard(shards),
+            amounts: Amounts {
+                requests: 1,
+                tokens: prompt_tokens + max_output_tokens,
+                cost_micros: model.cost_micros(prompt_tokens, max_output_tokens),
+            },
+            ttl_ms: config.limits.reservation_ttl_ms,
+        };
+
+        let mut response_headers = vec![("x-request-id".to_owned(), ctx.request_id.clone())];
+        if let Some(rule) = &safety.injection_rule {
+            response_headers.push(("x-edgegate-safety".into(), format!("flagged; rule={rule}")));
+        }
+
+        Ok(Decision::Forward(Box::new(ForwardPlan {
+            request_id: ctx.request_id.clone(),
+            tenant_id: principal.tenant_id.clone(),
+            tier: tier.name.clone(),
+            user: user.map(str::to_owned),
+            auth: principal.method,
+            endpoint,
+            model: model.name.clone(),
+            stream: parsed.stream,
+            strip_usage_chunk: parsed.stream && !parsed.client_wants_usage,
+            client_wants_usage: parsed.client_wants_usage,
+            prompt_tokens_estimate: prompt_tokens,
+            max_output_tokens,
+            quota,
+            cache,
+            attempts,
+            bodies,
+            timeouts: route.settings.timeouts,
+            safety,
+            response_headers,
+        })))
+    }
+
+    /// The most output tokens the request may produce (all `n` choices),
+    /// checked against the tier's cap and the model's context window.
+    fn output_budget(
+        &self,
+        principal: &Principal,
+        model: usize,
+        parsed: &ParsedBody,
+        prompt_tokens: u64,
+    ) -> Result<u64, GatewayError> {
+        if parsed.endpoint == Endpoint::Embeddings {
+            let window = u64::from(self.config.models[model].context_window);
+            if prompt_tokens > window {
+                return Err(GatewayError::ContextLengthExceeded {
+                    message: format!(
+                        "This model's maximum context length is {window} tokens, but the input is about {prompt_tokens} tokens."
+                    ),
+                    param: Some("input".into()),
+                });
+            }
+            return Ok(0);
+        }
+        let cap = self.config.tiers[principal.tier].max_tokens_cap;
+        let window = u64::from(self.config.models[model].context_window);
+        let param = if parsed.body.contains_key("max_completion_tokens") {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        let prompt_param = match parsed.endpoint {
+            Endpoint::Completions => "prompt",
+            _ => "messages",
+        };
+        let requested = match (parsed.max_tokens, cap) {
+            (Some(m), Some(cap)) if m > cap => {
+                return Err(GatewayError::invalid(
+                    format!("`{param}` is too large: {m}. This tier allows at most {cap}."),
+                    Some(param),
+                ));
+            }
+            (Some(m), _) => u64::from(m),
+            (None, cap) => {
+                let room = window.saturating_sub(prompt_tokens);
+                cap.map_or(room, |c| room.min(u64::from(c)))
+            }
+        };
+        if requested == 0 || prompt_tokens + requested > window {
+            return Err(GatewayError::ContextLengthExceeded {
+                message: format!(
+                    "This model's maximum context length is {window} tokens. However, you requested about {} tokens ({prompt_tokens} in the prompt, {requested} for the completion). Please reduce the prompt or `{param}`.",
+                    prompt_tokens + requested
+                ),
+                param: Some(prompt_param.into()),
+            });
+        }
+        let n = parsed
+            .body
+            .get("n")
+            .and_then(Value::as_u64)
+            .unwrap_or(1)
+            .max(1);
+        Ok(requested * n)
+    }
+
+    /// Orders (version, region) tries: each version's regions by geo and
+    /// health; reachable ones before regions known to be down; at most
+    /// `max_attempts`.
+    fn plan_attempts(
+        &self,
+        route: &Route,
+        chain: &[VersionRef],
+        parsed: &ParsedBody,
+        ctx: &RequestContext,
+        residency: Option<&str>,
+        max_output_tokens: u64,
+    ) -> Result<(Vec<Attempt>, Vec<String>), GatewayError> {
+        let config = &self.config;
+        let client = ctx.client_geo.as_ref().and_then(ClientGeo::point);
+        let mut up = Vec::new();
+        let mut down = Vec::new();
+        for v in chain {
+            let serving = (0..config.regions.len()).filter(|&r| config.regions[r].serves(*v));
+            for r in geo::rank_regions(
+                config,
+                serving,
+                client,
+                &ctx.regions,
+                residency,
+                &ctx.request_id,
+            ) {
+                let is_down = ctx
+                    .regions
+                    .iter()
+                    .any(|s| s.region == config.regions[r].name && s.health == geo::Health::Down);
+                if is_down { &mut down } else { &mut up }.push((*v, r));
+            }
+        }
+        let mut attempts = Vec::new();
+        let mut bodies = Vec::new();
+        let mut body_of: Vec<VersionRef> = Vec::new();
+        for (v, r) in up
+            .into_iter()
+            .chain(down)
+            .take(route.settings.max_attempts as usize)
+        {
+            let body = match body_of.iter().position(|b| *b == v) {
+                Some(i) => i,
+                None => {
+                    bodies.push(self.upstream_body(v, parsed, max_output_tokens));
+                    body_of.push(v);
+                    bodies.len() - 1
+                }
+            };
+            let region = &config.regions[r];
+            attempts.push(Attempt {
+                region: region.name.clone(),
+                url: format!("{}{}", region.base_url, parsed.endpoint.path()),
+                model: config.models[v.model].name.clone(),
+                version: config.version(v).name.clone(),
+                body,
+            });
+        }
+        if attempts.is_empty() {
+            return Err(GatewayError::NoUpstream {
+                model: config.models[route.model].name.clone(),
+            });
+        }
+        Ok((attempts, bodies))
+    }
+
+    /// The body a backend gets: its own model name, an explicit output cap
+    /// (so the reservation is an upper bound), and usage in streams.
+    fn upstream_body(&self, v: VersionRef, parsed: &ParsedBody, max_output_tokens: u64) -> String {
+        let mut body = parsed.body.clone();
+        body.insert(
+            "model".into(),
+            Value::String(self.config.version(v).upstream_model.clone()),
+        );
+        if parsed.endpoint != Endpoint::Embeddings && parsed.max_tokens.is_none() {
+            let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
+            body.insert("max_tokens".into(), json!(max_output_tokens / n));
+        }
+        if parsed.stream {
+            let options = body.entry("stream_options").or_insert_with(|| json!({}));
+            if let Value::Object(o) = options {
+                o.insert("include_usage".into(), Value::Bool(true));
+            }
+        }
+        Value::Object(body).to_string()
+    }
+
+    fn models_response(&self, principal: &Principal, ctx: &RequestContext) -> LocalResponse {
+        let allowed = principal
+            .tenant(&self.config)
+            .and_then(|t| t.models.as_ref());
+        let data: Vec<Value> = self
+            .config
+            .models
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| allowed.is_none_or(|a| a.contains(i)))
+            .flat_map(|(_, m)| std::iter::once(&m.name).chain(&m.aliases))
+            .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "edgegate"}))
+            .collect();
+        LocalResponse::json(
+            200,
+            json!({"object": "list", "data": data}).to_string(),
+            &ctx.request_id,
+        )
+    }
+
+    /// What to charge for an answered request: the backend's usage priced at
+    /// the version that answered, or the whole reservation when the backend
+    /// reported no usage (never undercharge).
+    pub fn settle(&self, plan: &ForwardPlan, attempt: usize, usage: Option<Usage>) -> Settlement {
+        let model = plan
+            .attempts
+            .get(attempt)
+            .and_then(|a| self.config.model(&a.model))
+            .map(|m| &self.config.models[m]);
+        match (usage, model) {
+            (Some(u), Some(model)) => Settlement {
+                actual: Amounts {
+                    requests: 1,
+                    tokens: u.total(),
+                    cost_micros: model.cost_micros(u.prompt_tokens, u.completion_tokens),
+                },
+                input_tokens: u.prompt_tokens,
+                output_tokens: u.completion_tokens,
+                usage_reported: true,
+            },
+            _ => Settlement {
+                actual: plan.quota.amounts,
+                input_tokens: plan.prompt_tokens_estimate,
+                output_tokens: plan.max_output_tokens,
+                usage_reported: false,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,447 @@
+//! Quota math as pure functions over serialisable state that a Durable Object
+//! or a local database persists: estimate, reserve, then settle with real
+//! usage (or release a failed call).
+//!
+//! - requests and tokens per minute: token buckets (GCRA-equivalent) with a
+//!   burst size; levels are scaled by 60 000 (ms per minute) so a refill of
+//!   `limit` units per minute is exact integer math;
+//! - tokens and cost per UTC day: fixed daily windows;
+//! - concurrency: outstanding reservations, which also make settle and
+//!   release idempotent and let stale reservations expire.
+
+use crate::error::LimitKind;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+const MS_PER_MINUTE: i64 = 60_000;
+const MS_PER_DAY: u64 = 86_400_000;
+/// Retry hint when only the concurrency cap is full (no clock tells when a slot frees).
+const CONCURRENCY_RETRY_MS: u64 = 1_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaLimits {
+    pub requests_per_minute: u64,
+    pub request_burst: u64,
+    pub tokens_per_minute: u64,
+    pub token_burst: u64,
+    pub tokens_per_day: Option<u64>,
+    pub cost_per_day_micros: Option<u64>,
+    pub max_concurrent: Option<u64>,
+}
+
+impl QuotaLimits {
+    /// The share of these limits one of `shards` quota objects enforces.
+    pub fn shard(&self, shards: u32) -> QuotaLimits {
+        let n = u64::from(shards.max(1));
+        let part = |v: u64| (v / n).max(1);
+        QuotaLimits {
+            requests_per_minute: part(self.requests_per_minute),
+            request_burst: part(self.request_burst),
+            tokens_per_minute: part(self.tokens_per_minute),
+            token_burst: part(self.token_burst),
+            tokens_per_day: self.tokens_per_day.map(part),
+            cost_per_day_micros: self.cost_per_day_micros.map(part),
+            max_concurrent: self.max_concurrent.map(part),
+        }
+    }
+}
+
+/// What one request takes from a quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Amounts {
+    pub requests: u64,
+    pub tokens: u64,
+    pub cost_micros: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Bucket {
+    /// Units × 60 000; negative when real usage overran a reservation.
+    level: i64,
+    updated_ms: u64,
+}
+
+impl Bucket {
+    fn full(capacity: u64, now_ms: u64) -> Self {
+        Bucket {
+            level: scaled(capacity),
+            updated_ms: now_ms,
+        }
+    }
+
+    fn refill(&mut self, now_ms: u64, per_minute: u64, capacity: u64) {
+        // A clock that steps back never refills and never moves `updated_ms` back.
+        if now_ms > self.updated_ms {
+            let gained = i128::from(now_ms - self.updated_ms) * i128::from(per_minute);
+            let level = (i128::from(self.level) + gained).min(i128::from(scaled(capacity)));
+            self.level = level as i64;
+            self.updated_ms = now_ms;
+        }
+        self.level = self.level.min(scaled(capacity));
+    }
+
+    /// Milliseconds until `amount` fits, or `None` if it never can.
+    fn wait_for(&self, amount: u64, per_minute: u64, capacity: u64) -> Option<u64> {
+        if amount > capacity {
+            return None;
+        }
+        let deficit = scaled(amount) - self.level;
+        if deficit <= 0 {
+            Some(0)
+        } else {
+            Some((deficit as u64).div_ceil(per_minute))
+        }
+    }
+
+    fn take(&mut self, amount: u64) {
+        self.level = self.level.saturating_sub(scaled(amount));
+    }
+
+    fn give_back(&mut self, amount: u64, capacity: u64) {
+        self.level = self
+            .level
+            .saturating_add(scaled(amount))
+            .min(scaled(capacity));
+    }
+
+    fn remaining(&self) -> u64 {
+        (self.level.max(0) / MS_PER_MINUTE) as u64
+    }
+
+    /// Milliseconds until the bucket is full again.
+    fn until_full(&self, per_minute: u64, capacity: u64) -> u64 {
+        let missing = scaled(capacity) - self.level;
+        if missing <= 0 {
+            0
+        } else {
+            (missing as u64).div_ceil(per_minute)
+        }
+    }
+}
+
+fn scaled(units: u64) -> i64 {
+    i64::try_from(i128::from(units) * i128::from(MS_PER_MINUTE)).unwrap_or(i64::MAX)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outstanding {
+    pub amounts: Amounts,
+    /// UTC day the daily counters were charged in.
+    pub day: u64,
+    pub expires_ms: u64,
+}
+
+/// One tenant's (or one shard's) quota state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaState {
+    requests: Bucket,
+    tokens: Bucket,
+    day: u64,
+    day_tokens: u64,
+    day_cost_micros: u64,
+    outstanding: BTreeMap<String, Outstanding>,
+}
+
+/// Numbers for the `x-ratelimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaSnapshot {
+    pub limit_requests: u64,
+    pub limit_tokens: u64,
+    pub remaining_requests: u64,
+    pub remaining_tokens: u64,
+    pub reset_requests_ms: u64,
+    pub reset_tokens_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReserveOutcome {
+    Admit {
+        snapshot: QuotaSnapshot,
+    },
+    Deny {
+        limit: LimitKind,
+        /// `None`: the request alone exceeds the limit; waiting cannot help.
+        retry_after_ms: Option<u64>,
+        snapshot: QuotaSnapshot,
+    },
+}
+
+impl QuotaState {
+    pub fn new(limits: &QuotaLimits, now_ms: u64) -> Self {
+        QuotaState {
+            requests: Bucket::full(limits.request_burst, now_ms),
+            tokens: Bucket::full(limits.token_burst, now_ms),
+            day: now_ms / MS_PER_DAY,
+            day_tokens: 0,
+            day_cost_micros: 0,
+            outstanding: BTreeMap::new(),
+        }
+    }
+
+    pub fn outstanding(&self) -> &BTreeMap<String, Outstanding> {
+        &self.outstanding
+    }
+
+    /// Tokens and cost charged in the current UTC day.
+    pub fn day_usage(&self) -> (u64, u64) {
+        (self.day_tokens, self.day_cost_micros)
+    }
+
+    /// The earliest expiry among outstanding reservations (for an alarm).
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        self.outstanding.values().map(|o| o.expires_ms).min()
+    }
+
+    fn advance(&mut self, now_ms: u64, limits: &QuotaLimits) {
+        self.requests
+            .refill(now_ms, limits.requests_per_minute, limits.request_burst);
+        self.tokens
+            .refill(now_ms, limits.tokens_per_minute, limits.token_burst);
+        let today = now_ms / MS_PER_DAY;
+        if today > self.day {
+            self.day = today;
+            self.day_tokens = 0;
+            self.day_cost_micros = 0;
+        }
+        self.expire(now_ms, limits);
+    }
+
+    /// Reservations whose holder never settled (it crashed, or its isolate
+    /// died mid-stream) are charged as reserved and free their slot.
+    pub fn expire(&mut self, now_ms: u64, limits: &QuotaLimits) -> usize {
+        let expired: Vec<String> = self
+            .outstanding
+            .iter()
+            .filter(|(_, o)| o.expires_ms <= now_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            if let Some(o) = self.outstanding.remove(id) {
+                self.reconcile(&o, o.amounts, limits);
+            }
+        }
+        expired.len()
+    }
+
+    pub fn snapshot(&self, limits: &QuotaLimits) -> QuotaSnapshot {
+        QuotaSnapshot {
+            limit_requests: limits.requests_per_minute,
+            limit_tokens: limits.tokens_per_minute,
+            remaining_requests: self.requests.remaining(),
+            remaining_tokens: self.tokens.remaining(),
+            reset_requests_ms: self
+                .requests
+                .until_full(limits.requests_per_minute, limits.request_burst),
+            reset_tokens_ms: self
+                .tokens
+                .until_full(limits.tokens_per_minute, limits.token_burst),
+        }
+    }
+
+    /// Takes `amounts` atomically if every limit allows it. Reserving an id
+    /// that is already outstanding admits again without taking twice.
+    pub fn reserve(
+        &mut self,
+        now_ms: u64,
+        limits: &QuotaLimits,
+        id: &str,
+        amounts: Amounts,
+        ttl_ms: u64,
+    ) -> ReserveOutcome {
+        self.advance(now_ms, limits);
+        if self.outstanding.contains_key(id) {
+            return ReserveOutcome::Admit {
+                snapshot: self.snapshot(limits),
+            };
+        }
+        if let Some((limit, retry_after_ms)) = self.first_denial(now_ms, limits, amounts) {
+            return ReserveOutcome::Deny {
+                limit,
+                retry_after_ms,
+                snapshot: self.snapshot(limits),
+            };
+        }
+        self.requests.take(amounts.requests);
+        self.tokens.take(amounts.tokens);
+        self.day_tokens = self.day_tokens.saturating_add(amounts.tokens);
+        self.day_cost_micros = self.day_cost_micros.saturating_add(amounts.cost_micros);
+        self.outstanding.insert(
+            id.to_owned(),
+            Outstanding {
+                amounts,
+                day: self.day,
+                expires_ms: now_ms.saturating_add(ttl_ms),
+            },
+        );
+        ReserveOutcome::Admit {
+            snapshot: self.snapshot(limits),
+        }
+    }
+
+    /// The limit that refuses `amounts` with the longest wait, if any does.
+    fn first_denial(
+        &self,
+        now_ms: u64,
+        limits: &QuotaLimits,
+        amounts: Amounts,
+    ) -> Option<(LimitKind, Option<u64>)> {
+        let until_tomorrow = MS_PER_DAY - now_ms % MS_PER_DAY;
+        let daily = |used: u64, amount: u64, limit: Option<u64>| match limit {
+            None => Some(0),
+            Some(l) if amount > l => None,
+            Some(l) if used.saturating_add(amount) > l => Some(until_tomorrow),
+            Some(_) => Some(0),
+        };
+        let concurrency = match limits.max_concurrent {
+            Some(max) if self.outstanding.len() as u64 >= max => Some(CONCURRENCY_RETRY_MS),
+            _ => Some(0),
+        };
+        let waits = [
+            (LimitKind::Concurrency, concurrency),
+            (
+                LimitKind::Requests,
+                self.requests.wait_for(
+                    amounts.requests,
+                    limits.requests_per_minute,
+                    limits.request_burst,
+                ),
+            ),
+            (
+                LimitKind::Tokens,
+                self.tokens
+                    .wait_for(amounts.tokens, limits.tokens_per_minute, limits.token_burst),
+            ),
+            (
+                LimitKind::TokensPerDay,
+                daily(self.day_tokens, amounts.tokens, limits.tokens_per_day),
+            ),
+            (
+                LimitKind::Cost,
+                daily(
+                    self.day_cost_micros,
+                    amounts.cost_micros,
+                    limits.cost_per_day_micros,
+                ),
+            ),
+        ];
+        // A limit that can never be met wins; otherwise the longest wait.
+        if let Some((kind, _)) = waits.iter().find(|(_, w)| w.is_none()) {
+            return Some((*kind, None));
+        }
+        waits
+            .iter()
+            .filter_map(|(k, w)| w.filter(|ms| *ms > 0).map(|ms| (*k, ms)))
+            .max_by_key(|(_, ms)| *ms)
+            .map(|(k, ms)| (k, Some(ms)))
+    }
+
+    /// Replaces the reservation's charge with the real usage: gives back what
+    /// was not used, takes what was used beyond it. Returns false (and changes
+    /// nothing) if `id` is not outstanding, so a repeated settle is harmless.
+    pub fn settle(&mut self, now_ms: u64, limits: &QuotaLimits, id: &str, actual: Amounts) -> bool {
+        self.advance(now_ms, limits);
+        match self.outstanding.remove(id) {
+            Some(o) => {
+                self.reconcile(&o, actual, limits);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A call that failed before the backend did any work: give everything back.
+    pub fn release(&mut self, now_ms: u64, limits: &QuotaLimits, id: &str) -> bool {
+        self.settle(now_ms, limits, id, Amounts::default())
+    }
+
+    fn reconcile(&mut self, o: &Outstanding, actual: Amounts, limits: &QuotaLimits) {
+        let reserved = o.amounts;
+        adjust_bucket(
+            &mut self.requests,
+            reserved.requests,
+            actual.requests,
+            limits.request_burst,
+        );
+        adjust_bucket(
+            &mut self.tokens,
+            reserved.tokens,
+            actual.tokens,
+            limits.token_burst,
+        );
+        // Daily counters only change if the reservation was charged today.
+        if o.day == self.day {
+            self.day_tokens = adjust(self.day_tokens, reserved.tokens, actual.tokens);
+            self.day_cost_micros = adjust(
+                self.day_cost_micros,
+                reserved.cost_micros,
+                actual.cost_micros,
+            );
+        }
+    }
+}
+
+fn adjust_bucket(bucket: &mut Bucket, reserved: u64, actual: u64, capacity: u64) {
+    if actual < reserved {
+        bucket.give_back(reserved - actual, capacity);
+    } else {
+        bucket.take(actual - reserved);
+    }
+}
+
+fn adjust(counter: u64, reserved: u64, actual: u64) -> u64 {
+    if actual < reserved {
+        counter.saturating_sub(reserved - actual)
+    } else {
+        counter.saturating_add(actual - reserved)
+    }
+}
+
+/// OpenAI's duration format for reset headers: `1s`, `6m0s`, `20ms`.
+pub fn format_duration_ms(ms: u64) -> String {
+    if ms < 1_000 {
+        return format!("{ms}ms");
+    }
+    let secs = ms.div_ceil(1_000);
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The `x-ratelimit-*` headers OpenAI clients read.
+pub fn rate_limit_headers(s: &QuotaSnapshot) -> Vec<(String, String)> {
+    vec![
+        (
+            "x-ratelimit-limit-requests".into(),
+            s.limit_requests.to_string(),
+        ),
+        (
+            "x-ratelimit-limit-tokens".into(),
+            s.limit_tokens.to_string(),
+        ),
+        (
+            "x-ratelimit-remaining-requests".into(),
+            s.remaining_requests.to_string(),
+        ),
+        (
+            "x-ratelimit-remaining-tokens".into(),
+            s.remaining_tokens.to_string(),
+        ),
+        (
+            "x-ratelimit-reset-requests".into(),
+            format_duration_ms(s.reset_requests_ms),
+        ),
+        (
+            "x-ratelimit-reset-tokens".into(),
+            format_duration_ms(s.reset_tokens_ms),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests;

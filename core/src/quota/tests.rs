@@ -1,0 +1,426 @@
+use super::*;
+use proptest::prelude::*;
+
+fn limits() -> QuotaLimits {
+    QuotaLimits {
+        requests_per_minute: 60,
+        request_burst: 5,
+        tokens_per_minute: 6_000,
+        token_burst: 3_000,
+        tokens_per_day: Some(40_000),
+        cost_per_day_micros: Some(500_000),
+        max_concurrent: Some(4),
+    }
+}
+
+fn amounts(tokens: u64) -> Amounts {
+    Amounts {
+        requests: 1,
+        tokens,
+        cost_micros: tokens * 10,
+    }
+}
+
+const T0: u64 = 1_795_305_600_000;
+
+fn admitted(o: &ReserveOutcome) -> bool {
+    matches!(o, ReserveOutcome::Admit { .. })
+}
+
+#[test]
+fn burst_then_refill_at_the_configured_rate() {
+    let l = QuotaLimits {
+        max_concurrent: None,
+        ..limits()
+    };
+    let mut s = QuotaState::new(&l, T0);
+    for i in 0..5 {
+        assert!(admitted(&s.reserve(
+            T0,
+            &l,
+            &format!("r{i}"),
+            amounts(1),
+            60_000
+        )));
+    }
+    match s.reserve(T0, &l, "r5", amounts(1), 60_000) {
+        ReserveOutcome::Deny {
+            limit,
+            retry_after_ms,
+            snapshot,
+        } => {
+            assert_eq!(limit, LimitKind::Requests);
+            assert_eq!(retry_after_ms, Some(1_000), "one request per second");
+            assert_eq!(snapshot.remaining_requests, 0);
+            assert_eq!(snapshot.reset_requests_ms, 5_000);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!admitted(&s.reserve(
+        T0 + 999,
+        &l,
+        "r5",
+        amounts(1),
+        60_000
+    )));
+    assert!(admitted(&s.reserve(
+        T0 + 1_000,
+        &l,
+        "r5",
+        amounts(1),
+        60_000
+    )));
+}
+
+#[test]
+fn settle_refunds_unused_tokens_and_is_idempotent() {
+    let l = limits();
+    let mut s = QuotaState::new(&l, T0);
+    assert!(admitted(&s.reserve(T0, &l, "a", amounts(2_000), 60_000)));
+    assert_eq!(s.snapshot(&l).remaining_tokens, 1_000);
+    assert!(!admitted(&s.reserve(T0, &l, "b", amounts(1_500), 60_000)));
+    assert!(s.settle(T0, &l, "a", amounts(500)));
+    assert_eq!(s.snapshot(&l).remaining_tokens, 2_500);
+    assert_eq!(s.day_usage(), (500, 5_000));
+    assert!(
+        !s.settle(T0, &l, "a", amounts(0)),
+        "second settle is a no-op"
+    );
+    assert_eq!(s.snapshot(&l).remaining_tokens, 2_500);
+    assert!(admitted(&s.reserve(T0, &l, "b", amounts(1_500), 60_000)));
+}
+
+#[test]
+fn reserving_the_same_id_twice_takes_once() {
+    let l = limits();
+    let mut s = QuotaState::new(&l, T0);
+    assert!(admitted(&s.reserve(T0, &l, "a", amounts(1_000), 60_000)));
+    assert!(admitted(&s.reserve(T0, &l, "a", amounts(1_000), 60_000)));
+    assert_eq!(s.snapshot(&l).remaining_tokens, 2_000);
+    assert_eq!(s.outstanding().len(), 1);
+}
+
+#[test]
+fn release_gives_everything_back() {
+    let l = limits();
+    let mut s = QuotaState::new(&l, T0);
+    assert!(admitted(&s.reserve(T0, &l, "a", amounts(1_000), 60_000)));
+    assert!(s.release(T0, &l, "a"));
+    let snap = s.snapshot(&l);
+    assert_eq!((snap.remaining_requests, snap.remaining_tokens), (5, 3_000));
+    assert_eq!(s.day_usage(), (0, 0));
+}
+
+#[test]
+fn overrun_is_charged_as_debt() {
+    let l = limits();
+    let mut s = QuotaState::new(&l, T0);
+    assert!(admitted(&s.reserve(T0, &l, "a", amounts(1_000), 60_000)));
+    assert!(s.settle(T0, &l, "a", amounts(4_000)));
+    assert_eq!(s.snapshot(&l).remaining_tokens, 0);
+    // 1000 tokens of debt at 100 tokens/s: 11 s until 100 tokens are free.
+    match s.reserve(T0, &l, "b", amounts(100), 60_000) {
+        ReserveOutcome::Deny {
+            limit: LimitKind::Tokens,
+            retry_after_ms,
+            ..
+        } => {
+            assert_eq!(retry_after_ms, Some(11_000))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn concurrency_cap_and_expiry_of_abandoned_reservations() {
+    let l = limits();
+    let mut s = QuotaState::new(&l, T0);
+    for i in 0..4 {
+        assert!(admitted(&s.reserve(
+            T0,
+            &l,
+            &format!("r{i}"),
+            amounts(10),
+            5_000
+        )));
+    }
+    match s.reserve(T0, &l, "r4", amounts(10), 5_000) {
+        ReserveOutcome::Deny {
+            limit: LimitKind::Concurrency,
+            retry_after_ms: Some(_),
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.next_expiry_ms(), Some(T0 + 5_000));
+    // The holders died: at expiry their slots free up and they stay charged.
+    assert!(admitted(&s.reserve(
+        T0 + 5_000,
+        &l,
+        "r4",
+        amounts(10),
+        5_000
+    )));
+    assert_eq!(s.outstanding().len(), 1);
+    assert_eq!(s.day_usage().0, 50);
+}
+
+#[test]
+fn daily_limits_reset_at_utc_midnight() {
+    let l = QuotaLimits {
+        tokens_per_day: Some(2_500),
+        token_burst: 3_000,
+        ..limits()
+    };
+    let mut s = QuotaState::new(&l, T0);
+    assert!(admitted(&s.reserve(T0, &l, "a", amounts(2_000), 60_000)));
+    assert!(s.settle(T0, &l, "a", amounts(2_000)));
+    let later = T0 + 3_600_000;
+    match s.reserve(later, &l, "b", amounts(1_000), 60_000) {
+        ReserveOutcome::Deny {
+            limit: LimitKind::TokensPerDay,
+            retry_after_ms,
+            ..
+        } => {
+            assert_eq!(retry_after_ms, Some(MS_PER_DAY - 3_600_000))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(admitted(&s.reserve(
+        T0 + MS_PER_DAY,
+        &l,
+        "b",
+        amounts(1_000),
+        60_000
+    )));
+    // A settle of yesterday's reservation leaves today's counter alone.
+    let mut s = QuotaState::new(&l, T0);
+    assert!(admitted(&s.reserve(
+        T0 + MS_PER_DAY - 1,
+        &l,
+        "y",
+        amounts(1_000),
+        60_000
+    )));
+    assert!(s.settle(T0 + MS_PER_DAY + 1, &l, "y", amounts(10)));
+    assert_eq!(s.day_usage(), (0, 0));
+}
+
+#[test]
+fn cost_budget_is_insufficient_quota_and_oversized_requests_never_fit() {
+    let l = QuotaLimits {
+        cost_per_day_micros: Some(15_000),
+        ..limits()
+    };
+    let mut s = QuotaState::new(&l, T0);
+    assert!(admitted(&s.reserve(T0, &l, "a", amounts(1_000), 60_000)));
+    match s.reserve(T0, &l, "b", amounts(1_000), 60_000) {
+        ReserveOutcome::Deny {
+            limit: LimitKind::Cost,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    match s.reserve(T0, &l, "c", amounts(3_001), 60_000) {
+        ReserveOutcome::Deny {
+            retry_after_ms: None,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_clock_stepping_back_does_not_refill() {
+    let l = limits();
+    let mut s = QuotaState::new(&l, T0);
+    assert!(admitted(&s.reserve(T0, &l, "a", amounts(3_000), 60_000)));
+    assert!(!admitted(&s.reserve(
+        T0 - 50_000,
+        &l,
+        "b",
+        amounts(100),
+        60_000
+    )));
+    assert!(!admitted(&s.reserve(T0, &l, "b", amounts(100), 60_000)));
+}
+
+#[test]
+fn sharding_splits_limits() {
+    let l = limits().shard(4);
+    assert_eq!(l.requests_per_minute, 15);
+    assert_eq!(l.request_burst, 1);
+    assert_eq!(l.max_concurrent, Some(1));
+    assert_eq!(limits().shard(0), limits());
+}
+
+#[test]
+fn headers_and_durations() {
+    assert_eq!(format_duration_ms(20), "20ms");
+    assert_eq!(format_duration_ms(1_000), "1s");
+    assert_eq!(format_duration_ms(1_001), "2s");
+    assert_eq!(format_duration_ms(360_000), "6m0s");
+    assert_eq!(format_duration_ms(3_723_000), "1h2m3s");
+    let l = limits();
+    let h = rate_limit_headers(&QuotaState::new(&l, T0).snapshot(&l));
+    assert!(h.contains(&("x-ratelimit-remaining-tokens".into(), "3000".into())));
+    assert!(h.contains(&("x-ratelimit-reset-requests".into(), "0ms".into())));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Reserve {
+        dt: u64,
+        tokens: u64,
+    },
+    Settle {
+        dt: u64,
+        pick: usize,
+        used_permille: u64,
+    },
+    Release {
+        dt: u64,
+        pick: usize,
+    },
+    Expire {
+        dt: u64,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let dt = prop_oneof![4 => 0u64..200, 2 => 0u64..5_000, 1 => Just(MS_PER_DAY / 3)];
+    prop_oneof![
+        6 => (dt.clone(), 1u64..1_500).prop_map(|(dt, tokens)| Op::Reserve { dt, tokens }),
+        3 => (dt.clone(), any::<usize>(), 0u64..=1000)
+            .prop_map(|(dt, pick, used_permille)| Op::Settle { dt, pick, used_permille }),
+        1 => (dt.clone(), any::<usize>()).prop_map(|(dt, pick)| Op::Release { dt, pick }),
+        1 => dt.prop_map(|dt| Op::Expire { dt }),
+    ]
+}
+
+/// Net take (+) or give-back (−) of one bucket at a time.
+type Ledger = Vec<(u64, i64)>;
+
+/// In every window [a, b] the net amount taken is at most burst + rate × (b − a).
+fn check_window(ledger: &Ledger, burst: u64, per_minute: u64) -> Result<(), TestCaseError> {
+    for i in 0..ledger.len() {
+        let mut net: i128 = 0;
+        for e in &ledger[i..] {
+            net += i128::from(e.1);
+            let allowed =
+                i128::from(burst) * 60_000 + i128::from(per_minute) * i128::from(e.0 - ledger[i].0);
+            prop_assert!(
+                net * 60_000 <= allowed,
+                "window from {} to {}: net {} > {}",
+                ledger[i].0,
+                e.0,
+                net,
+                allowed / 60_000
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn never_admits_more_than_the_limits(ops in prop::collection::vec(op(), 1..120)) {
+        let l = limits();
+        let mut now = T0;
+        let mut s = QuotaState::new(&l, now);
+        let mut next_id = 0u32;
+        let mut requests: Ledger = Vec::new();
+        let mut tokens: Ledger = Vec::new();
+        // Per UTC day: tokens and cost charged by reservations taken that day.
+        let mut day_charged: std::collections::BTreeMap<u64, (i128, i128)> = Default::default();
+        let mut open: Vec<(String, Amounts, u64)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Reserve { dt, tokens: t } => {
+                    now += dt;
+                    let id = format!("r{next_id}");
+                    next_id += 1;
+                    let a = amounts(t);
+                    if admitted(&s.reserve(now, &l, &id, a, 30_000)) {
+                        requests.push((now, 1));
+                        tokens.push((now, t as i64));
+                        let d = day_charged.entry(now / MS_PER_DAY).or_default();
+                        d.0 += i128::from(t);
+                        d.1 += i128::from(a.cost_micros);
+                        open.push((id, a, now / MS_PER_DAY));
+                    }
+                }
+                Op::Settle { dt, pick, used_permille } if !open.is_empty() => {
+                    now += dt;
+                    let (id, a, day) = open.swap_remove(pick % open.len());
+                    let used = Amounts {
+                        requests: 1,
+                        tokens: a.tokens * used_permille / 1000,
+                        cost_micros: a.cost_micros * used_permille / 1000,
+                    };
+                    if s.settle(now, &l, &id, used) {
+                        tokens.push((now, -((a.tokens - used.tokens) as i64)));
+                        let d = day_charged.entry(day).or_default();
+                        d.0 -= i128::from(a.tokens - used.tokens);
+                        d.1 -= i128::from(a.cost_micros - used.cost_micros);
+                    }
+                }
+                Op::Release { dt, pick } if !open.is_empty() => {
+                    now += dt;
+                    let (id, a, day) = open.swap_remove(pick % open.len());
+                    if s.release(now, &l, &id) {
+                        requests.push((now, -1));
+                        tokens.push((now, -(a.tokens as i64)));
+                        let d = day_charged.entry(day).or_default();
+                        d.0 -= i128::from(a.tokens);
+                        d.1 -= i128::from(a.cost_micros);
+                    }
+                }
+                Op::Expire { dt } => {
+                    now += dt;
+                    s.expire(now, &l);
+                }
+                _ => {}
+            }
+            prop_assert!(s.outstanding().len() as u64 <= l.max_concurrent.unwrap());
+            // The state survives a round trip through storage unchanged.
+            let stored = serde_json::to_string(&s).unwrap();
+            let restored: QuotaState = serde_json::from_str(&stored).unwrap();
+            prop_assert_eq!(&restored, &s);
+            // Reservations the state expired on its own are no longer ours to settle.
+            open.retain(|(id, ..)| s.outstanding().contains_key(id));
+        }
+        check_window(&requests, l.request_burst, l.requests_per_minute)?;
+        check_window(&tokens, l.token_burst, l.tokens_per_minute)?;
+        for (day, (t, c)) in day_charged {
+            prop_assert!(t <= i128::from(l.tokens_per_day.unwrap()), "day {day}: {t} tokens");
+            prop_assert!(c <= i128::from(l.cost_per_day_micros.unwrap()), "day {day}: {c} micro-USD");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_exact_for_rate_limits(burst in 1u64..20, rpm in 1u64..600, extra in 0u64..5) {
+        let l = QuotaLimits {
+            requests_per_minute: rpm,
+            request_burst: burst,
+            tokens_per_minute: 1_000_000,
+            token_burst: 1_000_000,
+            tokens_per_day: None,
+            cost_per_day_micros: None,
+            max_concurrent: None,
+        };
+        let mut s = QuotaState::new(&l, T0);
+        for i in 0..burst + extra {
+            s.reserve(T0, &l, &format!("r{i}"), amounts(1), 60_000);
+        }
+        match s.reserve(T0, &l, "late", amounts(1), 60_000) {
+            ReserveOutcome::Deny { retry_after_ms: Some(r), .. } => {
+                prop_assert!(!admitted(&s.clone().reserve(T0 + r - 1, &l, "late", amounts(1), 60_000)));
+                prop_assert!(admitted(&s.reserve(T0 + r, &l, "late", amounts(1), 60_000)));
+            }
+            other => prop_assert!(false, "expected a deny, got {:?}", other),
+        }
+    }
+}

@@ -1,0 +1,1540 @@
+//! Upstream response handling: validating non-streamed bodies, mapping upstream
+//! errors, watching streamed responses as they pass through, and replaying cached
+//! answers as streams.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::error::GatewayError;
+use crate::sse::{SseEvent, SseParser};
+
+/// Upstream messages are cut to this many characters before reaching clients or logs.
+const MAX_MESSAGE_CHARS: usize = 200;
+/// Replayed streams carry about this many characters per content chunk.
+const REPLAY_PIECE_CHARS: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+
+    fn to_json(self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseKind {
+    Chat,
+    Completion,
+    Embedding,
+}
+
+impl ResponseKind {
+    fn label(self) -> &'static str {
+        match self {
+            ResponseKind::Chat => "chat completion",
+            ResponseKind::Completion => "completion",
+            ResponseKind::Embedding => "embedding",
+        }
+    }
+
+    /// The `object` of a non-streamed response of this kind.
+    fn object(self) -> &'static str {
+        match self {
+            ResponseKind::Chat => "chat.completion",
+            ResponseKind::Completion => "text_completion",
+            ResponseKind::Embedding => "list",
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> GatewayError {
+    GatewayError::UpstreamInvalidResponse {
+        message: message.into(),
+    }
+}
+
+/// JSON type name for error messages: says what was wrong without echoing the value.
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Makes upstream text safe to show: one line, trimmed, at most [`MAX_MESSAGE_CHARS`].
+fn clean_message(s: &str) -> String {
+    let one_line: String = s
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if one_line.chars().count() <= MAX_MESSAGE_CHARS {
+        return one_line;
+    }
+    let mut cut: String = one_line.chars().take(MAX_MESSAGE_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// The human-readable message of an error body, in the shapes backends use:
+/// OpenAI `{"error":{"message":..}}`, TGI `{"error":"..."}`, older vLLM
+/// `{"object":"error","message":..}` and FastAPI `{"detail":"..."}`.
+fn error_message_of(obj: &Map<String, Value>) -> Option<&str> {
+    let msg = match obj.get("error") {
+        Some(Value::Object(e)) => e.get("message").and_then(Value::as_str),
+        Some(Value::String(s)) => Some(s.as_str()),
+        _ if obj.get("object").and_then(Value::as_str) == Some("error") => {
+            obj.get("message").and_then(Value::as_str)
+        }
+        _ => obj.get("detail").and_then(Value::as_str),
+    };
+    msg.filter(|m| !m.trim().is_empty())
+}
+
+/// Reads a token count: a non-negative integer (an integral float is tolerated).
+fn token_count(usage: &Map<String, Value>, field: &str) -> Result<Option<u64>, String> {
+    match usage.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && (0.0..9.0e15).contains(f))
+                    .map(|f| f as u64)
+            })
+            .map(Some)
+            .ok_or_else(|| {
+                format!(
+                    "`usage.{field}` is {}, expected a non-negative integer",
+                    type_name(v)
+                )
+            }),
+    }
+}
+
+/// `usage` of a response or chunk. Absent or null -> None. Embeddings only have
+/// prompt tokens; for the others both counts are required.
+fn usage_of(kind: ResponseKind, obj: &Map<String, Value>) -> Result<Option<Usage>, String> {
+    let usage = match obj.get("usage") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(u)) => u,
+        Some(v) => return Err(format!("`usage` is {}, expected an object", type_name(v))),
+    };
+    let prompt_tokens =
+        token_count(usage, "prompt_tokens")?.ok_or("`usage.prompt_tokens` is missing")?;
+    let completion_tokens = match (kind, token_count(usage, "completion_tokens")?) {
+        (_, Some(n)) => n,
+        (ResponseKind::Embedding, None) => 0,
+        (_, None) => return Err("`usage.completion_tokens` is missing".into()),
+    };
+    Ok(Some(Usage {
+        prompt_tokens,
+        completion_tokens,
+    }))
+}
+
+/// Validates a non-streamed upstream success body for its kind (object with the right `object` field or
+/// the required arrays: chat -> `choices[]` each with `message`; completion -> `choices[]` each with `text`;
+/// embedding -> `data[]` each with `embedding` array) and extracts `usage`
+/// (`prompt_tokens`, `completion_tokens`; embeddings have only prompt_tokens). Missing usage -> Ok(None).
+/// Bad JSON or wrong shape -> GatewayError::UpstreamInvalidResponse with a precise message.
+///
+/// The arrays are always required (a cached answer without them could not be
+/// replayed); `object`, when present, must match the kind. Embeddings may be a
+/// base64 string: OpenAI's Python client asks for `encoding_format: "base64"` by default.
+pub fn parse_upstream_body(kind: ResponseKind, body: &[u8]) -> Result<Option<Usage>, GatewayError> {
+    let label = kind.label();
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("upstream {label} response is not valid JSON: {e}")))?;
+    let Value::Object(obj) = &value else {
+        return Err(invalid(format!(
+            "upstream {label} response is {}, expected a JSON object",
+            type_name(&value)
+        )));
+    };
+    let list_key = if kind == ResponseKind::Embedding {
+        "data"
+    } else {
+        "choices"
+    };
+    if !obj.contains_key(list_key)
+        && let Some(msg) = error_message_of(obj)
+    {
+        return Err(invalid(format!(
+            "upstream returned an error in a successful {label} response: {}",
+            clean_message(msg)
+        )));
+    }
+    match obj.get("object") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s == kind.object() => {}
+        Some(Value::String(s)) => {
+            return Err(invalid(format!(
+                "upstream {label} response has `object` \"{}\", expected \"{}\"",
+                clean_message(s),
+                kind.object()
+            )));
+        }
+        Some(v) => {
+            return Err(invalid(format!(
+                "upstream {label} response has `object` of type {}, expected \"{}\"",
+                type_name(v),
+                kind.object()
+            )));
+        }
+    }
+    let items = match obj.get(list_key) {
+        Some(Value::Array(items)) => items,
+        Some(v) => {
+            return Err(invalid(format!(
+                "upstream {label} response `{list_key}` is {}, expected an array",
+                type_name(v)
+            )));
+        }
+        None => {
+            return Err(invalid(format!(
+                "upstream {label} response has no `{list_key}` array"
+            )));
+        }
+    };
+    for (i, item) in items.iter().enumerate() {
+        let Value::Object(item) = item else {
+            return Err(invalid(format!(
+                "upstream {label} response `{list_key}[{i}]` is {}, expected an object",
+                type_name(item)
+            )));
+        };
+        check_item(kind, item)
+            .map_err(|what| invalid(format!("upstream {label} response `{list_key}[{i}]{what}")))?;
+    }
+    usage_of(kind, obj).map_err(|e| invalid(format!("upstream {label} response {e}")))
+}
+
+/// Checks one `choices[]`/`data[]` entry; the error continues "`choices[i]".
+fn check_item(kind: ResponseKind, item: &Map<String, Value>) -> Result<(), String> {
+    let field = match kind {
+        ResponseKind::Chat => "message",
+        ResponseKind::Completion => "text",
+        ResponseKind::Embedding => "embedding",
+    };
+    let Some(v) = item.get(field) else {
+        return Err(format!("` has no `{field}`"));
+    };
+    let ok = match (kind, v) {
+        (ResponseKind::Chat, Value::Object(m)) => {
+            return match m.get("content") {
+                None | Some(Value::Null | Value::String(_)) => Ok(()),
+                Some(c) => Err(format!(
+                    ".message.content` is {}, expected a string or null",
+                    type_name(c)
+                )),
+            };
+        }
+        (ResponseKind::Completion, Value::String(_)) => true,
+        (ResponseKind::Embedding, Value::String(_)) => true,
+        (ResponseKind::Embedding, Value::Array(xs)) => {
+            return match xs.iter().position(|x| !x.is_number()) {
+                None => Ok(()),
+                Some(j) => Err(format!(
+                    ".embedding[{j}]` is {}, expected a number",
+                    type_name(&xs[j])
+                )),
+            };
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        let expected = match kind {
+            ResponseKind::Chat => "an object",
+            ResponseKind::Completion => "a string",
+            ResponseKind::Embedding => "an array of numbers",
+        };
+        Err(format!(
+            ".{field}` is {}, expected {expected}",
+            type_name(v)
+        ))
+    }
+}
+
+/// Maps an upstream error response (non-2xx status + body) to UpstreamStatus, taking the upstream's
+/// OpenAI `error.message` when present (truncated to 200 chars), else a short generic text. Never echo the raw body beyond that.
+///
+/// Other common error shapes (TGI, older vLLM, FastAPI `detail`) are read too. For
+/// 401/403/407 the message is always generic: those are about the gateway's own
+/// upstream credentials, and OpenAI's text quotes part of the key.
+pub fn upstream_error(status: u16, body: &[u8]) -> GatewayError {
+    let credential_problem = matches!(status, 401 | 403 | 407);
+    let message = serde_json::from_slice::<Value>(body)
+        .ok()
+        .filter(|_| !credential_problem)
+        .and_then(|v| v.as_object().and_then(error_message_of).map(clean_message))
+        .unwrap_or_else(|| generic_status_message(status));
+    GatewayError::UpstreamStatus { status, message }
+}
+
+fn generic_status_message(status: u16) -> String {
+    let reason = match status {
+        400 => "bad request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not found",
+        407 => "proxy authentication required",
+        408 => "request timeout",
+        409 => "conflict",
+        413 => "payload too large",
+        422 => "unprocessable entity",
+        429 => "too many requests",
+        500 => "internal server error",
+        502 => "bad gateway",
+        503 => "service unavailable",
+        504 => "gateway timeout",
+        _ => "",
+    };
+    if reason.is_empty() {
+        format!("upstream returned HTTP {status}")
+    } else {
+        format!("upstream returned HTTP {status} ({reason})")
+    }
+}
+
+/// A value that carries information (so dropping it would change the answer).
+fn is_meaningful(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        Value::Bool(_) | Value::Number(_) => true,
+    }
+}
+
+#[derive(Debug, Default)]
+struct ChoiceAcc {
+    role: Option<String>,
+    content: String,
+    finish_reason: Option<Value>,
+}
+
+/// The non-streamed response being rebuilt from chunks.
+#[derive(Debug, Default)]
+struct Assembly {
+    id: Option<Value>,
+    created: Option<Value>,
+    model: Option<Value>,
+    system_fingerprint: Option<Value>,
+    choices: BTreeMap<u64, ChoiceAcc>,
+    /// Something seen that the rebuilt response could not reproduce (tool calls,
+    /// logprobs, reasoning, a malformed chunk): refuse to assemble rather than cache it wrong.
+    lossy: bool,
+}
+
+impl Assembly {
+    fn absorb(&mut self, kind: ResponseKind, chunk: &Map<String, Value>) {
+        for (slot, key) in [
+            (&mut self.id, "id"),
+            (&mut self.created, "created"),
+            (&mut self.model, "model"),
+            (&mut self.system_fingerprint, "system_fingerprint"),
+        ] {
+            if slot.is_none()
+                && let Some(v) = chunk.get(key).filter(|v| !v.is_null())
+            {
+                *slot = Some(v.clone());
+            }
+        }
+        let choices = match chunk.get("choices") {
+            None | Some(Value::Null) => return,
+            Some(Value::Array(c)) => c,
+            Some(_) => {
+                self.lossy = true;
+                return;
+            }
+        };
+        for (pos, choice) in choices.iter().enumerate() {
+            let Some(choice) = choice.as_object() else {
+                self.lossy = true;
+                continue;
+            };
+            let index = match choice.get("index") {
+                None => pos as u64,
+                Some(i) => match i.as_u64() {
+                    Some(i) => i,
+                    None => {
+                        self.lossy = true;
+                        continue;
+                    }
+                },
+            };
+            if choice.get("logprobs").is_some_and(is_meaningful) {
+                self.lossy = true;
+            }
+            let acc = self.choices.entry(index).or_default();
+            if let Some(reason) = choice.get("finish_reason").filter(|v| !v.is_null()) {
+                acc.finish_reason = Some(reason.clone());
+            }
+            match kind {
+                ResponseKind::Chat => match choice.get("delta") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Object(delta)) => {
+                        for (key, v) in delta {
+                            match (key.as_str(), v) {
+                                (_, Value::Null) => {}
+                                ("role", Value::String(r)) => acc.role = Some(r.clone()),
+                                ("content", Value::String(s)) => acc.content.push_str(s),
+                                // tool_calls, function_call, refusal, reasoning...: not rebuilt.
+                                (_, v) if is_meaningful(v) || key == "content" => self.lossy = true,
+                                _ => {}
+                            }
+                        }
+                    }
+                    Some(_) => self.lossy = true,
+                },
+                ResponseKind::Completion => match choice.get("text") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(s)) => acc.content.push_str(s),
+                    Some(_) => self.lossy = true,
+                },
+                ResponseKind::Embedding => self.lossy = true,
+            }
+        }
+    }
+}
+
+/// Watches a streamed chat/completion SSE response as it passes through a proxy.
+#[derive(Debug)]
+pub struct StreamObserver {
+    kind: ResponseKind,
+    strip_usage_chunk: bool,
+    parser: SseParser,
+    usage: Option<Usage>,
+    done: bool,
+    error: Option<String>,
+    assembly: Assembly,
+}
+
+impl StreamObserver {
+    /// `strip_usage_chunk`: the gateway added `stream_options.include_usage` itself, so the client must not see
+    /// the final usage-only chunk (a `chat.completion.chunk` whose `choices` is empty and `usage` is set).
+    pub fn new(kind: ResponseKind, strip_usage_chunk: bool) -> Self {
+        Self {
+            kind,
+            strip_usage_chunk,
+            parser: SseParser::new(),
+            usage: None,
+            done: false,
+            error: None,
+            assembly: Assembly::default(),
+        }
+    }
+
+    /// Returns the bytes to forward to the client right now: every complete event, byte-exact (raw), except a
+    /// stripped usage-only chunk. Also records usage from any chunk carrying `usage` (some backends put usage on
+    /// the last content chunk), `[DONE]`, and an in-stream error event (`{"error":{...}}`).
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(chunk.len());
+        for event in self.parser.feed(chunk) {
+            if self.observe(&event) {
+                out.extend_from_slice(&event.raw);
+            }
+        }
+        out
+    }
+
+    /// End of upstream body: flush any trailing partial event (forward it raw).
+    ///
+    /// The trailing event is interpreted like any other (a `data: [DONE]` without its
+    /// blank line still counts) and is stripped if it is a usage-only chunk.
+    pub fn finish(&mut self) -> Vec<u8> {
+        match self.parser.finish() {
+            Some(event) if self.observe(&event) => event.raw,
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    pub fn saw_done(&self) -> bool {
+        self.done
+    }
+
+    /// message of an in-stream error event, if any
+    pub fn upstream_error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// Bytes of an incomplete event held back (for memory caps).
+    pub fn buffered_len(&self) -> usize {
+        self.parser.buffered_len()
+    }
+
+    /// Records what `event` says; returns whether to forward it.
+    fn observe(&mut self, event: &SseEvent) -> bool {
+        let is_error_event = event.event.as_deref() == Some("error");
+        let data = event.data.trim();
+        if data.is_empty() && !is_error_event {
+            return true;
+        }
+        if data == "[DONE]" {
+            self.done = true;
+            return true;
+        }
+        let parsed = serde_json::from_str::<Value>(data);
+        let obj = match &parsed {
+            Ok(Value::Object(obj)) => Some(obj),
+            _ => None,
+        };
+        let error_key = obj.is_some_and(|o| {
+            o.get("error").is_some_and(|e| !e.is_null())
+                || o.get("object").and_then(Value::as_str) == Some("error")
+        });
+        if is_error_event || error_key {
+            // The first error is the cause; later ones are usually its echo.
+            if self.error.is_none() {
+                let msg = obj
+                    .and_then(error_message_of)
+                    .map(clean_message)
+                    .unwrap_or_else(|| "upstream reported an error mid-stream".to_owned());
+                self.error = Some(msg);
+            }
+            return true;
+        }
+        let Some(obj) = obj else {
+            self.assembly.lossy = true;
+            return true;
+        };
+        // A malformed usage is not worth failing a stream over: it is just not recorded.
+        if let Ok(Some(usage)) = usage_of(self.kind, obj) {
+            self.usage = Some(usage);
+        }
+        // Content after [DONE] is not part of the answer.
+        if !self.done {
+            self.assembly.absorb(self.kind, obj);
+        }
+        let usage_only = obj.get("usage").is_some_and(|u| !u.is_null())
+            && match obj.get("choices") {
+                None | Some(Value::Null) => true,
+                Some(Value::Array(c)) => c.is_empty(),
+                Some(_) => false,
+            };
+        !(self.strip_usage_chunk && usage_only)
+    }
+
+    /// The completion assembled from the deltas seen so far, as a non-streamed OpenAI response JSON
+    /// (chat: {id, object:"chat.completion", created, model, choices:[{index, message:{role, content}, finish_reason}], usage};
+    /// completion: {id, object:"text_completion", ..., choices:[{index, text, finish_reason}], usage}),
+    /// so a gateway can cache a streamed answer. None if the stream did not end with [DONE] or had an error.
+    /// Tool-call deltas may be ignored (return None if any were seen, so they aren't cached wrongly).
+    ///
+    /// Also None when anything else could not be rebuilt faithfully (logprobs, refusal
+    /// or reasoning deltas, a malformed chunk), when no choice was seen, or when a
+    /// choice has no `finish_reason`. `usage` is left out when the stream had none.
+    pub fn assembled(&self) -> Option<Value> {
+        let a = &self.assembly;
+        if !self.done || self.error.is_some() || a.lossy || a.choices.is_empty() {
+            return None;
+        }
+        let mut choices = Vec::with_capacity(a.choices.len());
+        for (index, c) in &a.choices {
+            let finish_reason = c.finish_reason.clone()?;
+            choices.push(match self.kind {
+                ResponseKind::Chat => json!({
+                    "index": index,
+                    "message": {
+                        "role": c.role.as_deref().unwrap_or("assistant"),
+                        "content": c.content,
+                    },
+                    "finish_reason": finish_reason,
+                }),
+                _ => json!({
+                    "index": index,
+                    "text": c.content,
+                    "logprobs": null,
+                    "finish_reason": finish_reason,
+                }),
+            });
+        }
+        let mut out = Map::new();
+        out.insert("id".into(), a.id.clone().unwrap_or(Value::Null));
+        out.insert("object".into(), self.kind.object().into());
+        out.insert("created".into(), a.created.clone().unwrap_or(Value::Null));
+        out.insert("model".into(), a.model.clone().unwrap_or(Value::Null));
+        if let Some(fp) = &a.system_fingerprint {
+            out.insert("system_fingerprint".into(), fp.clone());
+        }
+        out.insert("choices".into(), Value::Array(choices));
+        if let Some(usage) = self.usage {
+            out.insert("usage".into(), usage.to_json());
+        }
+        Some(Value::Object(out))
+    }
+}
+
+/// One replayed chunk; a struct so fields come out in OpenAI's order.
+#[derive(Serialize)]
+struct ChunkOut<'a> {
+    #[serde(flatten)]
+    head: &'a Head<'a>,
+    choices: Vec<ChoiceOut<'a>>,
+    /// OpenAI sends `"usage": null` on every chunk but the last when usage was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<&'a Value>,
+}
+
+/// The fields every replayed chunk copies from the cached response.
+#[derive(Serialize)]
+struct Head<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Value>,
+    object: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_fingerprint: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+struct ChoiceOut<'a> {
+    index: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    logprobs: Value,
+    finish_reason: &'a Value,
+}
+
+fn choice_out<'a>(
+    index: &'a Value,
+    delta: Option<Value>,
+    text: Option<&'a str>,
+    finish_reason: &'a Value,
+) -> ChoiceOut<'a> {
+    ChoiceOut {
+        index,
+        delta,
+        text,
+        logprobs: Value::Null,
+        finish_reason,
+    }
+}
+
+fn write_chunk(
+    out: &mut Vec<u8>,
+    head: &Head,
+    choice: Option<ChoiceOut>,
+    usage: Option<&Value>,
+) -> Result<(), GatewayError> {
+    let chunk = ChunkOut {
+        head,
+        choices: choice.into_iter().collect(),
+        usage,
+    };
+    out.extend_from_slice(b"data: ");
+    serde_json::to_writer(&mut *out, &chunk)
+        .map_err(|e| invalid(format!("cannot serialize a replayed chunk: {e}")))?;
+    out.extend_from_slice(b"\n\n");
+    Ok(())
+}
+
+/// Splits `s` into pieces of [`REPLAY_PIECE_CHARS`] chars, on char boundaries.
+fn pieces(s: &str) -> impl Iterator<Item = &str> {
+    let mut rest = s;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let cut = rest
+            .char_indices()
+            .nth(REPLAY_PIECE_CHARS)
+            .map_or(rest.len(), |(i, _)| i);
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(piece)
+    })
+}
+
+/// A one-field delta object, e.g. `{"content": "piece"}`.
+fn delta1(key: &str, value: Value) -> Option<Value> {
+    let mut m = Map::new();
+    m.insert(key.to_owned(), value);
+    Some(Value::Object(m))
+}
+
+/// Turns a cached non-streamed chat or completion response into an SSE stream a client would have got with
+/// stream=true: one role chunk (chat), content chunks (split the content into pieces of about 16 chars on
+/// char boundaries so clients see a real stream), a finish chunk, a usage-only chunk when `include_usage`,
+/// then `data: [DONE]\n\n`. Chunks carry the same id/model/created as the response; object = "chat.completion.chunk"
+/// or "text_completion".
+///
+/// Chat messages may also carry `tool_calls` (one delta per call, whole) and other
+/// string fields such as `reasoning_content` or `refusal` (streamed like content,
+/// before it). Errors (as `UpstreamInvalidResponse`, so a caller can treat them as a
+/// cache miss): embeddings, a wrong shape, non-null `logprobs`, a message field that
+/// cannot be streamed, or `include_usage` with no `usage` in the response.
+pub fn replay_as_sse(
+    kind: ResponseKind,
+    response: &Value,
+    include_usage: bool,
+) -> Result<Vec<u8>, GatewayError> {
+    let chunk_object = match kind {
+        ResponseKind::Chat => "chat.completion.chunk",
+        ResponseKind::Completion => "text_completion",
+        ResponseKind::Embedding => return Err(invalid("embedding responses cannot be streamed")),
+    };
+    let bad = |what: String| invalid(format!("cached {} response {what}", kind.label()));
+    let obj = response
+        .as_object()
+        .ok_or_else(|| bad(format!("is {}, expected an object", type_name(response))))?;
+    match obj.get("object") {
+        None => {}
+        Some(Value::String(s)) if s == kind.object() => {}
+        Some(_) => {
+            return Err(bad(format!(
+                "has the wrong `object`, expected \"{}\"",
+                kind.object()
+            )));
+        }
+    }
+    let choices = obj
+        .get("choices")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("has no `choices` array".into()))?;
+    let usage = match obj.get("usage") {
+        _ if !include_usage => None,
+        Some(u @ Value::Object(_)) => Some(u),
+        _ => return Err(bad("has no `usage` to send for include_usage".into())),
+    };
+    let head = Head {
+        id: obj.get("id"),
+        object: chunk_object,
+        created: obj.get("created"),
+        model: obj.get("model"),
+        system_fingerprint: obj.get("system_fingerprint").filter(|v| !v.is_null()),
+    };
+    let null = Value::Null;
+    // Every chunk but the usage one says `"usage": null` when usage was asked for.
+    let no_usage = include_usage.then_some(&null);
+    let mut out = Vec::new();
+    for (pos, choice) in choices.iter().enumerate() {
+        let c = choice
+            .as_object()
+            .ok_or_else(|| bad(format!("`choices[{pos}]` is not an object")))?;
+        let position = json!(pos);
+        let index = c.get("index").unwrap_or(&position);
+        if c.get("logprobs").is_some_and(is_meaningful) {
+            return Err(bad(format!(
+                "`choices[{pos}]` has logprobs, which are not replayed"
+            )));
+        }
+        let finish_reason = c.get("finish_reason").unwrap_or(&null);
+        let piece = |delta, text| choice_out(index, delta, text, &null);
+        match kind {
+            ResponseKind::Chat => {
+                let msg = c
+                    .get("message")
+                    .and_then(Value::as_object)
+                    .ok_or_else(|| bad(format!("`choices[{pos}].message` is not an object")))?;
+                let role = msg
+                    .get("role")
+                    .and_then(Value::as_str)
+                    .unwrap_or("assistant");
+                let content = match msg.get("content") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(s)) => Some(s.as_str()),
+                    Some(_) => {
+                        return Err(bad(format!(
+                            "`choices[{pos}].message.content` is not a string"
+                        )));
+                    }
+                };
+                // OpenAI's first chunk: the role, and content "" (null for tool-call-only answers).
+                let first = json!({"role": role, "content": content.map(|_| "")});
+                write_chunk(&mut out, &head, Some(piece(Some(first), None)), no_usage)?;
+                let mut tool_calls: &[Value] = &[];
+                for (key, v) in msg {
+                    match (key.as_str(), v) {
+                        ("role" | "content", _) => {}
+                        ("tool_calls", Value::Array(calls)) => tool_calls = calls,
+                        (key, Value::String(s)) => {
+                            for p in pieces(s) {
+                                let delta = delta1(key, p.into());
+                                write_chunk(&mut out, &head, Some(piece(delta, None)), no_usage)?;
+                            }
+                        }
+                        (_, v) if !is_meaningful(v) => {}
+                        (key, _) => {
+                            return Err(bad(format!(
+                                "`choices[{pos}].message.{key}` cannot be replayed"
+                            )));
+                        }
+                    }
+                }
+                for p in content.into_iter().flat_map(pieces) {
+                    let delta = delta1("content", p.into());
+                    write_chunk(&mut out, &head, Some(piece(delta, None)), no_usage)?;
+                }
+                for (i, call) in tool_calls.iter().enumerate() {
+                    let mut call = call.as_object().cloned().ok_or_else(|| {
+                        bad(format!(
+                            "`choices[{pos}].message.tool_calls[{i}]` is not an object"
+                        ))
+                    })?;
+                    call.insert("index".into(), json!(i));
+                    let delta = delta1("tool_calls", json!([call]));
+                    write_chunk(&mut out, &head, Some(piece(delta, None)), no_usage)?;
+                }
+                let finish = ChoiceOut {
+                    finish_reason,
+                    ..piece(Some(json!({})), None)
+                };
+                write_chunk(&mut out, &head, Some(finish), no_usage)?;
+            }
+            _ => {
+                let text = c
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad(format!("`choices[{pos}].text` is not a string")))?;
+                for p in pieces(text) {
+                    write_chunk(&mut out, &head, Some(piece(None, Some(p))), no_usage)?;
+                }
+                let finish = ChoiceOut {
+                    finish_reason,
+                    ..piece(None, Some(""))
+                };
+                write_chunk(&mut out, &head, Some(finish), no_usage)?;
+            }
+        }
+    }
+    if let Some(usage) = usage {
+        write_chunk(&mut out, &head, None, Some(usage))?;
+    }
+    out.extend_from_slice(b"data: [DONE]\n\n");
+    Ok(out)
+}
+
+#[cfg(test)]
+// A panic is how a test reports a broken expectation.
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn message(e: GatewayError) -> String {
+        match e {
+            GatewayError::UpstreamInvalidResponse { message } => message,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn parse_err(kind: ResponseKind, body: &str) -> String {
+        message(parse_upstream_body(kind, body.as_bytes()).expect_err(body))
+    }
+
+    // ---- parse_upstream_body ----
+
+    #[test]
+    fn valid_bodies_and_usage() {
+        let chat = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m",
+            "choices":[{"index":0,"message":{"role":"assistant","content":"hi","tool_calls":[]},"finish_reason":"stop"}],
+            "usage":{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13}}"#;
+        let u = parse_upstream_body(ResponseKind::Chat, chat.as_bytes()).unwrap();
+        assert_eq!(
+            u,
+            Some(Usage {
+                prompt_tokens: 10,
+                completion_tokens: 3
+            })
+        );
+        assert_eq!(u.unwrap().total(), 13);
+
+        let tool_only = r#"{"choices":[{"message":{"role":"assistant","content":null}}]}"#;
+        assert_eq!(
+            parse_upstream_body(ResponseKind::Chat, tool_only.as_bytes()),
+            Ok(None)
+        );
+
+        let completion = r#"{"object":"text_completion","choices":[{"index":0,"text":"x","finish_reason":"length"}],
+            "usage":{"prompt_tokens":1,"completion_tokens":16,"total_tokens":17}}"#;
+        assert_eq!(
+            parse_upstream_body(ResponseKind::Completion, completion.as_bytes())
+                .unwrap()
+                .map(|u| u.total()),
+            Some(17)
+        );
+
+        let emb = r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,-2,3e-5]},
+            {"object":"embedding","index":1,"embedding":"AAAAAA=="}],"model":"e","usage":{"prompt_tokens":5,"total_tokens":5}}"#;
+        assert_eq!(
+            parse_upstream_body(ResponseKind::Embedding, emb.as_bytes()),
+            Ok(Some(Usage {
+                prompt_tokens: 5,
+                completion_tokens: 0
+            }))
+        );
+        let no_usage = r#"{"data":[], "usage": null}"#;
+        assert_eq!(
+            parse_upstream_body(ResponseKind::Embedding, no_usage.as_bytes()),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn wrong_shapes_get_precise_messages() {
+        use ResponseKind::*;
+        let e = parse_err(Chat, "{\"choices\": [");
+        assert!(
+            e.starts_with("upstream chat completion response is not valid JSON: EOF"),
+            "{e}"
+        );
+        assert_eq!(
+            parse_err(Chat, "[1]"),
+            "upstream chat completion response is an array, expected a JSON object"
+        );
+        assert_eq!(
+            parse_err(Chat, r#"{"object":"text_completion","choices":[]}"#),
+            "upstream chat completion response has `object` \"text_completion\", expected \"chat.completion\""
+        );
+        assert_eq!(
+            parse_err(Chat, r#"{"object":"chat.completion"}"#),
+            "upstream chat completion response has no `choices` array"
+        );
+        assert_eq!(
+            parse_err(Chat, r#"{"choices":{}}"#),
+            "upstream chat completion response `choices` is an object, expected an array"
+        );
+        assert_eq!(
+            parse_err(Chat, r#"{"choices":[{"message":{}}, {"text":"x"}]}"#),
+            "upstream chat completion response `choices[1]` has no `message`"
+        );
+        assert_eq!(
+            parse_err(Chat, r#"{"choices":[{"message":{"content":5}}]}"#),
+            "upstream chat completion response `choices[0].message.content` is a number, expected a string or null"
+        );
+        assert_eq!(
+            parse_err(Completion, r#"{"choices":[{"text":null}]}"#),
+            "upstream completion response `choices[0].text` is null, expected a string"
+        );
+        assert_eq!(
+            parse_err(Embedding, r#"{"data":[{"embedding":[1,"2"]}]}"#),
+            "upstream embedding response `data[0].embedding[1]` is a string, expected a number"
+        );
+        assert_eq!(
+            parse_err(Embedding, r#"{"data":[7]}"#),
+            "upstream embedding response `data[0]` is a number, expected an object"
+        );
+        assert_eq!(
+            parse_err(
+                Completion,
+                r#"{"choices":[],"usage":{"prompt_tokens":-1,"completion_tokens":0}}"#
+            ),
+            "upstream completion response `usage.prompt_tokens` is a number, expected a non-negative integer"
+        );
+        assert_eq!(
+            parse_err(Chat, r#"{"choices":[],"usage":{"prompt_tokens":3}}"#),
+            "upstream chat completion response `usage.completion_tokens` is missing"
+        );
+        assert_eq!(
+            parse_err(Chat, r#"{"choices":[],"usage":"lots"}"#),
+            "upstream chat completion response `usage` is a string, expected an object"
+        );
+        assert_eq!(
+            parse_err(
+                Chat,
+                r#"{"error":{"message":"CUDA out of memory","type":"server_error"}}"#
+            ),
+            "upstream returned an error in a successful chat completion response: CUDA out of memory"
+        );
+    }
+
+    // ---- upstream_error ----
+
+    fn status_message(status: u16, body: &[u8]) -> String {
+        match upstream_error(status, body) {
+            GatewayError::UpstreamStatus { status: s, message } => {
+                assert_eq!(s, status);
+                message
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn upstream_error_messages() {
+        let openai = br#"{"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#;
+        assert_eq!(
+            status_message(400, openai),
+            "This model's maximum context length is 8192 tokens."
+        );
+        let tgi = br#"{"error":"Input validation error: `inputs` must have less than 4096 tokens","error_type":"validation"}"#;
+        assert!(status_message(422, tgi).starts_with("Input validation error"));
+        let old_vllm = br#"{"object":"error","message":"The model `x` does not exist.","type":"NotFoundError","param":null,"code":404}"#;
+        assert_eq!(
+            status_message(404, old_vllm),
+            "The model `x` does not exist."
+        );
+        assert_eq!(
+            status_message(503, b"<html><body>secret stack trace</body></html>"),
+            "upstream returned HTTP 503 (service unavailable)"
+        );
+        assert_eq!(status_message(599, b""), "upstream returned HTTP 599");
+        assert_eq!(
+            status_message(500, br#"{"error":{"message":"  \n "}}"#),
+            "upstream returned HTTP 500 (internal server error)"
+        );
+        // The upstream's credential problem is not the client's business.
+        let key = br#"{"error":{"message":"Incorrect API key provided: sk-proj-****abcd."}}"#;
+        assert_eq!(
+            status_message(401, key),
+            "upstream returned HTTP 401 (unauthorized)"
+        );
+    }
+
+    #[test]
+    fn upstream_error_message_is_one_line_and_truncated() {
+        let long = format!(
+            r#"{{"error":{{"message":"line1\nline2 {}"}}}}"#,
+            "é".repeat(500)
+        );
+        let m = status_message(429, long.as_bytes());
+        assert_eq!(m.chars().count(), 200);
+        assert!(m.starts_with("line1 line2 éé"));
+        assert!(m.ends_with('…'));
+    }
+
+    // ---- StreamObserver ----
+
+    fn observe_all(obs: &mut StreamObserver, chunks: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend(obs.feed(c));
+        }
+        out.extend(obs.finish());
+        out
+    }
+
+    const OPENAI_HEAD: &str = r#""id":"chatcmpl-AbC123","object":"chat.completion.chunk","created":1727000000,"model":"gpt-4o-mini-2024-07-18","system_fingerprint":"fp_1bb46167f9""#;
+
+    fn openai_stream() -> (String, String) {
+        let h = OPENAI_HEAD;
+        let body = [
+            format!(r#"data: {{{h},"choices":[{{"index":0,"delta":{{"role":"assistant","content":"","refusal":null}},"logprobs":null,"finish_reason":null}}],"usage":null}}"#),
+            format!(r#"data: {{{h},"choices":[{{"index":0,"delta":{{"content":"Hello"}},"logprobs":null,"finish_reason":null}}],"usage":null}}"#),
+            format!(r#"data: {{{h},"choices":[{{"index":0,"delta":{{"content":" there, ünïcode ✓"}},"logprobs":null,"finish_reason":null}}],"usage":null}}"#),
+            format!(r#"data: {{{h},"choices":[{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"stop"}}],"usage":null}}"#),
+        ]
+        .map(|l| l + "\n\n")
+        .concat();
+        let usage = format!(
+            r#"data: {{{h},"choices":[],"usage":{{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14,"prompt_tokens_details":{{"cached_tokens":0}},"completion_tokens_details":{{"reasoning_tokens":0}}}}}}"#
+        ) + "\n\n";
+        (body, usage)
+    }
+
+    #[test]
+    fn openai_chat_stream_strips_added_usage_chunk_and_assembles() {
+        let (body, usage) = openai_stream();
+        let input = format!("{body}: keep-alive\n\n{usage}data: [DONE]\n\n");
+        for strip in [false, true] {
+            let mut obs = StreamObserver::new(ResponseKind::Chat, strip);
+            let out = observe_all(&mut obs, &input.as_bytes().chunks(7).collect::<Vec<_>>());
+            let expected = if strip {
+                input.replace(&usage, "")
+            } else {
+                input.clone()
+            };
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+            assert!(obs.saw_done());
+            assert_eq!(obs.upstream_error(), None);
+            assert_eq!(
+                obs.usage(),
+                Some(Usage {
+                    prompt_tokens: 9,
+                    completion_tokens: 5
+                })
+            );
+            assert_eq!(
+                obs.assembled().unwrap(),
+                json!({
+                    "id": "chatcmpl-AbC123",
+                    "object": "chat.completion",
+                    "created": 1727000000,
+                    "model": "gpt-4o-mini-2024-07-18",
+                    "system_fingerprint": "fp_1bb46167f9",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there, ünïcode ✓"}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14},
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn vllm_chat_stream_with_crlf_and_stop_reason() {
+        let h = r#""id":"chatcmpl-8f1c2d","object":"chat.completion.chunk","created":1727000001,"model":"meta-llama/Llama-3.1-8B-Instruct""#;
+        let input = [
+            format!(r#"data: {{{h},"choices":[{{"index":0,"delta":{{"role":"assistant","content":""}},"logprobs":null,"finish_reason":null}}]}}"#),
+            format!(r#"data: {{{h},"choices":[{{"index":0,"delta":{{"content":"Hi"}},"logprobs":null,"finish_reason":null}}]}}"#),
+            format!(r#"data: {{{h},"choices":[{{"index":0,"delta":{{"content":"!"}},"logprobs":null,"finish_reason":"stop","stop_reason":128009}}]}}"#),
+            format!(r#"data: {{{h},"choices":[],"usage":{{"prompt_tokens":12,"total_tokens":14,"completion_tokens":2}}}}"#),
+            "data: [DONE]".to_owned(),
+        ]
+        .map(|l| l + "\r\n\r\n")
+        .concat();
+        let mut obs = StreamObserver::new(ResponseKind::Chat, true);
+        // Split every chunk between \r and \n.
+        let pieces: Vec<&[u8]> = input.as_bytes().split_inclusive(|&b| b == b'\r').collect();
+        let out = observe_all(&mut obs, &pieces);
+        assert_eq!(
+            out.len(),
+            input.len() - input.split("\r\n\r\n").nth(3).unwrap().len() - 4
+        );
+        assert!(!String::from_utf8(out).unwrap().contains("usage"));
+        assert_eq!(obs.usage().map(|u| u.total()), Some(14));
+        let a = obs.assembled().unwrap();
+        assert_eq!(a["choices"][0]["message"]["content"], "Hi!");
+        assert_eq!(a["model"], "meta-llama/Llama-3.1-8B-Instruct");
+        assert_eq!(a["usage"]["total_tokens"], 14);
+    }
+
+    #[test]
+    fn usage_on_last_content_chunk_is_recorded_and_forwarded() {
+        let input = concat!(
+            "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"ok\"}}]}\n\n",
+            "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":1,\"total_tokens\":5}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let mut obs = StreamObserver::new(ResponseKind::Chat, true);
+        let out = observe_all(&mut obs, &[input.as_bytes()]);
+        assert_eq!(
+            out,
+            input.as_bytes(),
+            "not usage-only: must not be stripped"
+        );
+        assert_eq!(
+            obs.usage(),
+            Some(Usage {
+                prompt_tokens: 4,
+                completion_tokens: 1
+            })
+        );
+        assert_eq!(
+            obs.assembled().unwrap()["choices"][0]["message"]["content"],
+            "ok"
+        );
+    }
+
+    #[test]
+    fn in_stream_error_events() {
+        let input = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"pa\"}}]}\n\n",
+            "data: {\"error\":{\"message\":\"backend overloaded\",\"type\":\"server_error\",\"code\":503}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let mut obs = StreamObserver::new(ResponseKind::Chat, false);
+        assert_eq!(observe_all(&mut obs, &[input.as_bytes()]), input.as_bytes());
+        assert_eq!(obs.upstream_error(), Some("backend overloaded"));
+        assert!(obs.saw_done());
+        assert_eq!(obs.assembled(), None);
+
+        let mut obs = StreamObserver::new(ResponseKind::Chat, false);
+        observe_all(&mut obs, &[b"event: error\ndata: not json at all\n\n"]);
+        assert_eq!(
+            obs.upstream_error(),
+            Some("upstream reported an error mid-stream")
+        );
+
+        let mut obs = StreamObserver::new(ResponseKind::Completion, false);
+        observe_all(
+            &mut obs,
+            &[br#"data: {"object":"error","message":"prompt too long","code":400}"#],
+        );
+        assert_eq!(obs.upstream_error(), Some("prompt too long"));
+    }
+
+    #[test]
+    fn assembled_needs_done_and_refuses_what_it_cannot_rebuild() {
+        let start = "data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"a\"}}]}\n\n";
+        let end = "data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+        let cases = [
+            // No [DONE]: truncated.
+            (format!("{start}{end}"), false),
+            (format!("{start}{end}data: [DONE]\n\n"), true),
+            // Trailing [DONE] without its blank line still counts.
+            (format!("{start}{end}data: [DONE]"), true),
+            // Tool calls, logprobs, reasoning, broken JSON.
+            (
+                format!(
+                    "{start}data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"tool_calls\":[{{\"index\":0,\"id\":\"call_1\",\"function\":{{\"name\":\"f\",\"arguments\":\"\"}}}}]}}}}]}}\n\n{end}data: [DONE]\n\n"
+                ),
+                false,
+            ),
+            (
+                format!(
+                    "{start}data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"b\"}},\"logprobs\":{{\"content\":[]}}}}]}}\n\n{end}data: [DONE]\n\n"
+                ),
+                false,
+            ),
+            (
+                format!(
+                    "{start}data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"reasoning_content\":\"hmm\"}}}}]}}\n\n{end}data: [DONE]\n\n"
+                ),
+                false,
+            ),
+            (
+                format!("{start}data: {{\"choices\":[{{\"index\n\n{end}data: [DONE]\n\n"),
+                false,
+            ),
+            // Empty or null extras are fine (vLLM sends `"tool_calls": []`).
+            (
+                format!(
+                    "{start}data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"tool_calls\":[],\"reasoning_content\":null}}}}]}}\n\n{end}data: [DONE]\n\n"
+                ),
+                true,
+            ),
+            // No finish_reason.
+            (format!("{start}data: [DONE]\n\n"), false),
+            // Only [DONE].
+            ("data: [DONE]\n\n".to_owned(), false),
+        ];
+        for (input, assembles) in cases {
+            let mut obs = StreamObserver::new(ResponseKind::Chat, false);
+            observe_all(&mut obs, &[input.as_bytes()]);
+            assert_eq!(obs.assembled().is_some(), assembles, "{input}");
+        }
+    }
+
+    #[test]
+    fn completion_stream_with_several_choices() {
+        let input = concat!(
+            "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":1,\"text\":\"B\",\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,\"text\":\"A\",\"logprobs\":null,\"finish_reason\":\"length\"}]}\n\n",
+            "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":1,\"text\":\"b\",\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let mut obs = StreamObserver::new(ResponseKind::Completion, true);
+        observe_all(&mut obs, &[input.as_bytes()]);
+        assert_eq!(obs.usage(), None);
+        assert_eq!(
+            obs.assembled().unwrap(),
+            json!({
+                "id": "cmpl-1", "object": "text_completion", "created": 7, "model": "m",
+                "choices": [
+                    {"index": 0, "text": "A", "logprobs": null, "finish_reason": "length"},
+                    {"index": 1, "text": "Bb", "logprobs": null, "finish_reason": "stop"},
+                ],
+            })
+        );
+    }
+
+    #[test]
+    fn trailing_partial_event_is_flushed_by_finish() {
+        let mut obs = StreamObserver::new(ResponseKind::Chat, true);
+        assert!(obs.feed(b"data: {\"choices\":[],\"usage\"").is_empty());
+        assert!(obs.buffered_len() > 0);
+        // A complete-looking usage-only chunk without its blank line is still stripped.
+        assert!(
+            obs.feed(b":{\"prompt_tokens\":1,\"completion_tokens\":2}}")
+                .is_empty()
+        );
+        assert_eq!(obs.finish(), b"");
+        assert_eq!(obs.usage().map(|u| u.total()), Some(3));
+
+        let mut obs = StreamObserver::new(ResponseKind::Chat, true);
+        assert!(obs.feed(b"data: {\"choices\":[{\"ind").is_empty());
+        assert_eq!(obs.finish(), b"data: {\"choices\":[{\"ind");
+    }
+
+    // ---- replay_as_sse ----
+
+    fn events_of(sse: &[u8]) -> Vec<String> {
+        let mut p = SseParser::new();
+        let mut evs = p.feed(sse);
+        assert_eq!(p.finish(), None, "replay ends with a blank line");
+        evs.drain(..).map(|e| e.data).collect()
+    }
+
+    #[test]
+    fn replay_chat_shape() {
+        let content = "Hello, world! This is a longer answer — with ünïcode 🎉 to split.";
+        let resp = json!({
+            "id": "chatcmpl-9", "object": "chat.completion", "created": 42, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 20, "total_tokens": 23},
+        });
+        let sse = replay_as_sse(ResponseKind::Chat, &resp, true).unwrap();
+        let datas = events_of(&sse);
+        assert_eq!(
+            datas[0],
+            r#"{"id":"chatcmpl-9","object":"chat.completion.chunk","created":42,"model":"m","choices":[{"index":0,"delta":{"content":"","role":"assistant"},"logprobs":null,"finish_reason":null}],"usage":null}"#
+        );
+        let chunks: Vec<Value> = datas[..datas.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let pieces: Vec<&str> = chunks[1..chunks.len() - 2]
+            .iter()
+            .map(|c| c["choices"][0]["delta"]["content"].as_str().unwrap())
+            .collect();
+        assert!(pieces.len() > 3);
+        assert!(
+            pieces
+                .iter()
+                .all(|p| p.chars().count() <= REPLAY_PIECE_CHARS)
+        );
+        assert_eq!(pieces.concat(), content);
+        let finish = &chunks[chunks.len() - 2];
+        assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+        assert_eq!(finish["choices"][0]["delta"], json!({}));
+        let usage = &chunks[chunks.len() - 1];
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(usage["usage"]["total_tokens"], 23);
+        assert!(chunks.iter().all(|c| c["id"] == "chatcmpl-9"
+            && c["created"] == 42
+            && c["model"] == "m"
+            && c["object"] == "chat.completion.chunk"));
+        assert_eq!(datas.last().unwrap(), "[DONE]");
+        assert!(sse.ends_with(b"\n\ndata: [DONE]\n\n"));
+
+        // Without include_usage: no usage chunk and no `usage` keys at all.
+        let sse = replay_as_sse(ResponseKind::Chat, &resp, false).unwrap();
+        assert!(!String::from_utf8(sse).unwrap().contains("usage"));
+    }
+
+    #[test]
+    fn replay_completion_and_empty_text() {
+        let resp = json!({"id": "c", "object": "text_completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "text": "", "logprobs": null, "finish_reason": "length"}]});
+        let datas = events_of(&replay_as_sse(ResponseKind::Completion, &resp, false).unwrap());
+        assert_eq!(
+            datas,
+            [
+                r#"{"id":"c","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":"","logprobs":null,"finish_reason":"length"}]}"#,
+                "[DONE]"
+            ]
+        );
+    }
+
+    #[test]
+    fn replay_tool_calls_and_reasoning() {
+        let resp = json!({"id": "t", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": null, "reasoning_content": "think first",
+                "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]}}]});
+        let datas = events_of(&replay_as_sse(ResponseKind::Chat, &resp, false).unwrap());
+        let deltas: Vec<Value> = datas[..datas.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str::<Value>(d).unwrap()["choices"][0]["delta"].clone())
+            .collect();
+        assert_eq!(
+            deltas,
+            [
+                json!({"role": "assistant", "content": null}),
+                json!({"reasoning_content": "think first"}),
+                json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]}),
+                json!({}),
+            ]
+        );
+        // The observer will not cache what it cannot rebuild.
+        let mut obs = StreamObserver::new(ResponseKind::Chat, false);
+        obs.feed(&replay_as_sse(ResponseKind::Chat, &resp, false).unwrap());
+        assert!(obs.saw_done());
+        assert_eq!(obs.assembled(), None);
+    }
+
+    #[test]
+    fn replay_refuses_what_it_cannot_stream() {
+        let ok = json!({"choices": [{"message": {"content": "x"}, "finish_reason": "stop"}]});
+        let cases = [
+            (
+                ResponseKind::Embedding,
+                ok.clone(),
+                false,
+                "embedding responses cannot be streamed",
+            ),
+            (
+                ResponseKind::Chat,
+                ok.clone(),
+                true,
+                "cached chat completion response has no `usage` to send for include_usage",
+            ),
+            (
+                ResponseKind::Chat,
+                json!({"object": "text_completion", "choices": []}),
+                false,
+                "cached chat completion response has the wrong `object`, expected \"chat.completion\"",
+            ),
+            (
+                ResponseKind::Chat,
+                json!([]),
+                false,
+                "cached chat completion response is an array, expected an object",
+            ),
+            (
+                ResponseKind::Completion,
+                ok.clone(),
+                false,
+                "cached completion response `choices[0].text` is not a string",
+            ),
+            (
+                ResponseKind::Chat,
+                json!({"choices": [{"message": {"content": "x"}, "logprobs": {"content": [1]}}]}),
+                false,
+                "cached chat completion response `choices[0]` has logprobs, which are not replayed",
+            ),
+            (
+                ResponseKind::Chat,
+                json!({"choices": [{"message": {"audio": {"id": "a"}}}]}),
+                false,
+                "cached chat completion response `choices[0].message.audio` cannot be replayed",
+            ),
+        ];
+        for (kind, resp, usage, expected) in cases {
+            assert_eq!(
+                message(replay_as_sse(kind, &resp, usage).unwrap_err()),
+                expected
+            );
+        }
+        // Missing id/model/created are simply left out of the chunks.
+        let datas = events_of(&replay_as_sse(ResponseKind::Chat, &ok, false).unwrap());
+        assert!(
+            datas[0].starts_with(r#"{"object":"chat.completion.chunk","choices":[{"index":0,"#)
+        );
+    }
+
+    // ---- properties ----
+
+    fn cut(input: &[u8], mut cuts: Vec<usize>) -> Vec<&[u8]> {
+        cuts.iter_mut().for_each(|c| *c %= input.len() + 1);
+        cuts.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut prev = 0;
+        for c in cuts.into_iter().chain([input.len()]) {
+            pieces.push(&input[prev..c]);
+            prev = c;
+        }
+        pieces
+    }
+
+    /// One event of a plausible stream, and whether it is a usage-only chunk.
+    fn arb_stream_event() -> impl Strategy<Value = (String, bool)> {
+        let text = "[a-z é✓\"\\\\]{0,10}";
+        let eol = prop::sample::select(vec!["\n", "\r\n", "\r"]);
+        prop_oneof![
+            (text, eol.clone()).prop_map(|(t, eol)| {
+                let chunk = json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": t}}]});
+                (format!("data: {chunk}{eol}{eol}"), false)
+            }),
+            (0u64..1000, 0u64..1000, eol.clone(), any::<bool>()).prop_map(|(p, c, eol, on_content)| {
+                let choices = if on_content { json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]) } else { json!([]) };
+                let chunk = json!({"object": "chat.completion.chunk", "choices": choices, "usage": {"prompt_tokens": p, "completion_tokens": c}});
+                (format!("data: {chunk}{eol}{eol}"), !on_content)
+            }),
+            eol.clone().prop_map(|eol| (format!(": keep-alive{eol}{eol}"), false)),
+            eol.clone().prop_map(|eol| (format!("data: [DONE]{eol}{eol}"), false)),
+            "[^\r\n]{0,20}".prop_map(|garbage| (format!("data: {garbage}\n\n"), false)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn observer_forwards_everything_but_stripped_usage_chunks(
+            events in prop::collection::vec(arb_stream_event(), 0..10),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+            strip in any::<bool>(),
+        ) {
+            // A lone-\r event followed by a \n-starting one would merge their line
+            // endings; keep the generated boundaries unambiguous.
+            let input: String = events.iter().map(|(e, _)| e.as_str()).collect();
+            prop_assume!(!input.contains("\r\r\n") && !events.windows(2).any(|w| w[0].0.ends_with('\r') && w[1].0.starts_with('\n')));
+            let expected: String = events
+                .iter()
+                .filter(|(_, usage_only)| !(strip && *usage_only))
+                .map(|(e, _)| e.as_str())
+                .collect();
+            let mut obs = StreamObserver::new(ResponseKind::Chat, strip);
+            let out = observe_all(&mut obs, &cut(input.as_bytes(), cuts));
+            prop_assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
+
+        #[test]
+        fn observer_never_panics_and_forwards_garbage(
+            input in prop::collection::vec(any::<u8>(), 0..300),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let mut obs = StreamObserver::new(ResponseKind::Chat, false);
+            let out = observe_all(&mut obs, &cut(&input, cuts));
+            prop_assert_eq!(out, input);
+            let _ = obs.assembled();
+        }
+
+        #[test]
+        fn replay_then_observe_round_trips(
+            contents in prop::collection::vec(".{0,60}", 1..3),
+            chat in any::<bool>(),
+            usage in prop::option::of((0u64..100_000, 0u64..100_000)),
+            include_usage in any::<bool>(),
+            strip in any::<bool>(),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let (kind, object) = if chat {
+                (ResponseKind::Chat, "chat.completion")
+            } else {
+                (ResponseKind::Completion, "text_completion")
+            };
+            let choices: Vec<Value> = contents.iter().enumerate().map(|(i, c)| if chat {
+                json!({"index": i, "message": {"role": "assistant", "content": c}, "finish_reason": "stop"})
+            } else {
+                json!({"index": i, "text": c, "logprobs": null, "finish_reason": "length"})
+            }).collect();
+            let mut resp = json!({"id": "id-1", "object": object, "created": 1_700_000_000, "model": "m", "choices": choices});
+            if let Some((p, c)) = usage {
+                resp["usage"] = Usage { prompt_tokens: p, completion_tokens: c }.to_json();
+            }
+            let sse = match replay_as_sse(kind, &resp, include_usage) {
+                Ok(sse) => sse,
+                Err(e) => {
+                    prop_assert!(include_usage && usage.is_none(), "{:?}", e);
+                    return Ok(());
+                }
+            };
+            let mut obs = StreamObserver::new(kind, strip);
+            let out = observe_all(&mut obs, &cut(&sse, cuts));
+            prop_assert!(obs.saw_done());
+            if include_usage {
+                let u = usage.map(|(p, c)| Usage { prompt_tokens: p, completion_tokens: c });
+                prop_assert_eq!(obs.usage(), u);
+                prop_assert_eq!(out.len() < sse.len(), strip);
+            } else {
+                prop_assert_eq!(obs.usage(), None);
+                resp.as_object_mut().unwrap().remove("usage");
+                prop_assert_eq!(&out, &sse);
+            }
+            prop_assert_eq!(obs.assembled(), Some(resp));
+        }
+    }
+}
