@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod geo;
+pub mod health;
 pub mod net;
 pub mod quota;
 pub mod request;
@@ -17,6 +18,7 @@ pub mod response;
 pub mod routing;
 pub mod safety;
 pub mod sse;
+pub mod telemetry;
 pub mod tokens;
 
 #[cfg(test)]

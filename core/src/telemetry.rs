@@ -1,0 +1,145 @@
+//! One usage record per request, the same from every host: a structured
+//! access-log line and a metering event. Never contains keys, tokens
+//! (credentials) or prompt text.
+
+use crate::cache::CacheDecision;
+use crate::error::GatewayError;
+use crate::gateway::{ForwardPlan, Settlement};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+    Bypass,
+    /// Caching is off for the route, or the request never got that far.
+    Off,
+}
+
+impl CacheStatus {
+    /// The decision before the lookup; a host turns `Miss` into `Hit` when it finds one.
+    pub fn before_lookup(decision: &CacheDecision) -> Self {
+        match decision {
+            CacheDecision::Disabled => CacheStatus::Off,
+            CacheDecision::Bypass { .. } => CacheStatus::Bypass,
+            CacheDecision::Lookup { .. } => CacheStatus::Miss,
+        }
+    }
+
+    /// The `x-edgegate-cache` header value, if caching applies.
+    pub fn header_value(self) -> Option<&'static str> {
+        match self {
+            CacheStatus::Hit => Some("HIT"),
+            CacheStatus::Miss => Some("MISS"),
+            CacheStatus::Bypass => Some("BYPASS"),
+            CacheStatus::Off => None,
+        }
+    }
+}
+
+/// Where the time went, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Latency {
+    /// The gateway's own work (core calls, quota store, cache lookup).
+    pub gateway_us: u64,
+    /// Waiting for a sandbox instance or a quota-store lock.
+    pub queue_us: u64,
+    /// From sending upstream to the first response byte.
+    pub upstream_first_byte_us: Option<u64>,
+    pub total_us: u64,
+}
+
+/// How a planned request ended, as the host saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanOutcome<'a> {
+    /// The attempt that answered (or failed last).
+    pub attempt: Option<usize>,
+    pub attempts_made: u32,
+    pub status: u16,
+    pub error: Option<&'a GatewayError>,
+    pub settlement: Option<&'a Settlement>,
+    pub cache: CacheStatus,
+    pub latency: Latency,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub request_id: String,
+    pub tenant: Option<String>,
+    pub tier: Option<String>,
+    pub endpoint: Option<String>,
+    pub model: Option<String>,
+    pub version: Option<String>,
+    pub region: Option<String>,
+    pub status: u16,
+    /// The error's metric label, when the request failed.
+    pub error: Option<String>,
+    pub stream: bool,
+    pub cache: CacheStatus,
+    /// Upstream tries made (0 for cache hits and rejections).
+    pub attempts: u32,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub usage_reported: bool,
+    pub latency: Latency,
+}
+
+impl UsageRecord {
+    /// A request refused before a plan existed (auth, validation, ...).
+    pub fn rejected(request_id: &str, err: &GatewayError, latency: Latency) -> Self {
+        UsageRecord {
+            request_id: request_id.to_owned(),
+            tenant: None,
+            tier: None,
+            endpoint: None,
+            model: None,
+            version: None,
+            region: None,
+            status: err.status(),
+            error: Some(err.metric_label().to_owned()),
+            stream: false,
+            cache: CacheStatus::Off,
+            attempts: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            usage_reported: false,
+            latency,
+        }
+    }
+
+    /// A planned request: served (with a settlement) or failed after admission.
+    pub fn planned(plan: &ForwardPlan, outcome: &PlanOutcome<'_>) -> Self {
+        let PlanOutcome {
+            attempt,
+            attempts_made,
+            status,
+            error,
+            settlement,
+            cache,
+            latency,
+        } = *outcome;
+        let tried = attempt.and_then(|i| plan.attempts.get(i));
+        UsageRecord {
+            request_id: plan.request_id.clone(),
+            tenant: Some(plan.tenant_id.clone()),
+            tier: Some(plan.tier.clone()),
+            endpoint: Some(plan.endpoint.label().to_owned()),
+            model: Some(plan.model.clone()),
+            version: tried.map(|a| a.version.clone()),
+            region: tried.map(|a| a.region.clone()),
+            status,
+            error: error.map(|e| e.metric_label().to_owned()),
+            stream: plan.stream,
+            cache,
+            attempts: attempts_made,
+            input_tokens: settlement.map_or(0, |s| s.input_tokens),
+            output_tokens: settlement.map_or(0, |s| s.output_tokens),
+            cost_usd: settlement.map_or(0.0, |s| s.actual.cost_micros as f64 / 1e6),
+            usage_reported: settlement.is_some_and(|s| s.usage_reported),
+            latency,
+        }
+    }
+}
