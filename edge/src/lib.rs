@@ -1,0 +1,35 @@
+//! edgegate as a Cloudflare Worker. `edgegate-core` makes every decision;
+//! this crate is its I/O at the edge: Workers KV (API keys, region health,
+//! the response cache), a Durable Object per quota key, outbound `fetch` to
+//! the regional backends, and Analytics Engine for usage.
+//!
+//! Start at [`pipeline`]: it reads as the request's path. The `worker` crate
+//! installs the panic hook (it logs the panic and re-instantiates the module),
+//! so no handler here sets another.
+
+mod clock;
+mod config;
+mod forward;
+mod health_cron;
+mod incoming;
+mod kv_store;
+mod pipeline;
+mod quota_object;
+mod region_health;
+mod relay;
+mod respond;
+mod usage;
+
+pub use quota_object::QuotaObject;
+
+use worker::{Context, Env, Request, Response, ScheduleContext, ScheduledEvent, event};
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    Ok(pipeline::handle(req, env, ctx).await)
+}
+
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    health_cron::probe_regions(&env).await;
+}

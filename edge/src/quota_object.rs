@@ -1,0 +1,301 @@
+//! Exact quotas: one SQLite-backed Durable Object per quota key (a tenant,
+//! or `tenant#shard`), holding the core's `QuotaState`. Each command reads,
+//! changes and writes the state without awaiting in between, so concurrent
+//! requests to one object never interleave inside a reservation.
+//!
+//! Reservations nobody settles (the isolate died mid-stream) expire: an
+//! alarm at the earliest expiry calls `QuotaState::expire`.
+
+use crate::clock::now_ms;
+use edgegate_core::GatewayError;
+use edgegate_core::gateway::QuotaRequest;
+use edgegate_core::quota::{Amounts, QuotaLimits, QuotaState, ReserveOutcome};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use worker::js_sys;
+use worker::wasm_bindgen::JsValue;
+use worker::{
+    DurableObject, Env, Method, ObjectNamespace, Request, RequestInit, Response, Result,
+    ScheduledTime, SqlStorage, SqlStorageValue, State, console_warn, durable_object,
+};
+
+const BINDING: &str = "QUOTA";
+
+/// What the Worker asks of a quota object.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Command {
+    Reserve {
+        id: String,
+        limits: QuotaLimits,
+        amounts: Amounts,
+        ttl_ms: u64,
+    },
+    Settle {
+        id: String,
+        limits: QuotaLimits,
+        actual: Amounts,
+    },
+    Release {
+        id: String,
+        limits: QuotaLimits,
+    },
+}
+
+/// The answer to `settle` and `release`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Settled {
+    /// False when the reservation was already settled, released or expired.
+    settled: bool,
+}
+
+/// The Worker's handle on the quota objects.
+pub struct QuotaStore(ObjectNamespace);
+
+impl QuotaStore {
+    pub fn new(env: &Env) -> std::result::Result<Self, GatewayError> {
+        env.durable_object(BINDING).map(QuotaStore).map_err(|e| {
+            store_error(format!(
+                "Durable Object binding `{BINDING}` is missing: {e}"
+            ))
+        })
+    }
+
+    pub async fn reserve(
+        &self,
+        quota: &QuotaRequest,
+        id: &str,
+    ) -> std::result::Result<ReserveOutcome, GatewayError> {
+        let command = Command::Reserve {
+            id: id.to_owned(),
+            limits: quota.limits.clone(),
+            amounts: quota.amounts,
+            ttl_ms: quota.ttl_ms,
+        };
+        self.call(&quota.key, &command).await
+    }
+
+    /// Charges the real usage instead of the reservation.
+    pub async fn settle(&self, quota: &QuotaRequest, id: &str, actual: Amounts) {
+        let command = Command::Settle {
+            id: id.to_owned(),
+            limits: quota.limits.clone(),
+            actual,
+        };
+        self.call_logged(&quota.key, &command).await;
+    }
+
+    /// Gives the whole reservation back (the call failed).
+    pub async fn release(&self, quota: &QuotaRequest, id: &str) {
+        let command = Command::Release {
+            id: id.to_owned(),
+            limits: quota.limits.clone(),
+        };
+        self.call_logged(&quota.key, &command).await;
+    }
+
+    /// Settling is best effort: an unsettled reservation expires on its own.
+    async fn call_logged(&self, key: &str, command: &Command) {
+        if let Err(e) = self.call::<Settled>(key, command).await {
+            console_warn!("edgegate: quota settlement failed: {e}");
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        command: &Command,
+    ) -> std::result::Result<T, GatewayError> {
+        let send = async {
+            let stub = self.0.get_by_name(key)?;
+            let body = serde_json::to_string(command)?;
+            let mut init = RequestInit::new();
+            init.with_method(Method::Post)
+                .with_body(Some(JsValue::from_str(&body)));
+            let request = Request::new_with_init("https://quota.internal/", &init)?;
+            let mut response = stub.fetch_with_request(request).await?;
+            if response.status_code() != 200 {
+                let text = response.text().await.unwrap_or_default();
+                return Err(worker::Error::RustError(format!(
+                    "quota object answered {}: {text}",
+                    response.status_code()
+                )));
+            }
+            response.json::<T>().await
+        };
+        send.await.map_err(|e| store_error(e.to_string()))
+    }
+}
+
+fn store_error(detail: String) -> GatewayError {
+    console_warn!("edgegate: quota store: {detail}");
+    GatewayError::Internal {
+        message: "the quota store is unavailable".into(),
+    }
+}
+
+/// The one row a quota object keeps.
+#[derive(Debug, Deserialize)]
+struct Row {
+    state: String,
+    limits: String,
+    alarm_ms: Option<u64>,
+}
+
+/// The decoded row.
+struct Stored {
+    state: QuotaState,
+    /// The latest limits a request carried; the alarm expires with them.
+    limits: QuotaLimits,
+    /// When the alarm is set for, if it is.
+    alarm_ms: Option<u64>,
+}
+
+#[durable_object]
+pub struct QuotaObject {
+    state: State,
+}
+
+impl DurableObject for QuotaObject {
+    fn new(state: State, _env: Env) -> Self {
+        let created = state.storage().sql().exec(
+            "CREATE TABLE IF NOT EXISTS quota (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                state TEXT NOT NULL,
+                limits TEXT NOT NULL,
+                alarm_ms INTEGER
+            )",
+            None,
+        );
+        if let Err(e) = created {
+            console_warn!("edgegate: quota table: {e}");
+        }
+        QuotaObject { state }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let command: Command = match req.json().await {
+            Ok(c) => c,
+            Err(e) => return Response::error(format!("bad quota command: {e}"), 400),
+        };
+        let now = now_ms();
+        let sql = self.state.storage().sql();
+        // Read, change, write: synchronous, so atomic within this object.
+        let limits = command_limits(&command).clone();
+        let mut stored = load(&sql)?.unwrap_or_else(|| Stored {
+            state: QuotaState::new(&limits, now),
+            limits: limits.clone(),
+            alarm_ms: None,
+        });
+        stored.limits = limits;
+        let state = &mut stored.state;
+        let reply = match command {
+            Command::Reserve {
+                id,
+                limits,
+                amounts,
+                ttl_ms,
+            } => serde_json::to_string(&state.reserve(now, &limits, &id, amounts, ttl_ms))?,
+            Command::Settle { id, limits, actual } => serde_json::to_string(&Settled {
+                settled: state.settle(now, &limits, &id, actual),
+            })?,
+            Command::Release { id, limits } => serde_json::to_string(&Settled {
+                settled: state.release(now, &limits, &id),
+            })?,
+        };
+        let wake = earlier_alarm(&mut stored);
+        save(&sql, &stored)?;
+        if let Some(at) = wake {
+            self.set_alarm(&sql, &mut stored, at).await;
+        }
+        let mut response = Response::ok(reply)?;
+        response
+            .headers_mut()
+            .set("content-type", "application/json")?;
+        Ok(response)
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        let now = now_ms();
+        let sql = self.state.storage().sql();
+        if let Some(mut stored) = load(&sql)? {
+            let limits = stored.limits.clone();
+            stored.state.expire(now, &limits);
+            stored.alarm_ms = stored.state.next_expiry_ms();
+            save(&sql, &stored)?;
+            if let Some(at) = stored.alarm_ms {
+                self.set_alarm(&sql, &mut stored, at).await;
+            }
+        }
+        Response::empty()
+    }
+}
+
+impl QuotaObject {
+    /// A failed `setAlarm` forgets the alarm so the next command sets it again.
+    async fn set_alarm(&self, sql: &SqlStorage, stored: &mut Stored, at_ms: u64) {
+        let when = ScheduledTime::new(js_sys::Date::new(&JsValue::from_f64(at_ms as f64)));
+        if let Err(e) = self.state.storage().set_alarm(when).await {
+            console_warn!("edgegate: quota alarm not set: {e}");
+            stored.alarm_ms = None;
+            if let Err(e) = save(sql, stored) {
+                console_warn!("edgegate: quota state not saved: {e}");
+            }
+        }
+    }
+}
+
+fn command_limits(command: &Command) -> &QuotaLimits {
+    match command {
+        Command::Reserve { limits, .. }
+        | Command::Settle { limits, .. }
+        | Command::Release { limits, .. } => limits,
+    }
+}
+
+/// The alarm time to set, when the earliest expiry is sooner than the alarm
+/// already set (or none is). A later alarm than needed only fires early and
+/// finds nothing to expire.
+fn earlier_alarm(stored: &mut Stored) -> Option<u64> {
+    let next = stored.state.next_expiry_ms()?;
+    if stored.alarm_ms.is_some_and(|set| set <= next) {
+        return None;
+    }
+    stored.alarm_ms = Some(next);
+    Some(next)
+}
+
+fn load(sql: &SqlStorage) -> Result<Option<Stored>> {
+    let rows: Vec<Row> = sql
+        .exec(
+            "SELECT state, limits, alarm_ms FROM quota WHERE id = 1",
+            None,
+        )?
+        .to_array()?;
+    rows.into_iter()
+        .next()
+        .map(|row| {
+            Ok(Stored {
+                state: serde_json::from_str(&row.state)?,
+                limits: serde_json::from_str(&row.limits)?,
+                alarm_ms: row.alarm_ms,
+            })
+        })
+        .transpose()
+}
+
+fn save(sql: &SqlStorage, stored: &Stored) -> Result<()> {
+    let alarm = match stored.alarm_ms {
+        Some(ms) => SqlStorageValue::try_from_i64(i64::try_from(ms).unwrap_or(i64::MAX))?,
+        None => SqlStorageValue::Null,
+    };
+    sql.exec(
+        "INSERT OR REPLACE INTO quota (id, state, limits, alarm_ms) VALUES (1, ?, ?, ?)",
+        vec![
+            serde_json::to_string(&stored.state)?.into(),
+            serde_json::to_string(&stored.limits)?.into(),
+            alarm,
+        ],
+    )?;
+    Ok(())
+}

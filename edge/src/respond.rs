@@ -1,0 +1,55 @@
+//! Building the client's responses. Header values come from the core and
+//! the upstream; one that the runtime refuses is logged and left out rather
+//! than failing the response.
+
+use edgegate_core::GatewayError;
+use edgegate_core::gateway::LocalResponse;
+use futures_util::Stream;
+use worker::{Headers, Response, ResponseBuilder, console_warn};
+
+/// Response headers; a later pair replaces an earlier one of the same name.
+pub fn headers<'a>(pairs: impl IntoIterator<Item = &'a (String, String)>) -> Headers {
+    let headers = Headers::new();
+    for (name, value) in pairs {
+        if headers.set(name, value).is_err() {
+            console_warn!("edgegate: dropped an invalid response header `{name}`");
+        }
+    }
+    headers
+}
+
+pub fn fixed(status: u16, headers: Headers, body: Vec<u8>) -> Response {
+    ResponseBuilder::new()
+        .with_status(status)
+        .with_headers(headers)
+        .fixed(body)
+}
+
+pub fn local(response: &LocalResponse, extra: &[(String, String)]) -> Response {
+    fixed(
+        response.status,
+        headers(response.headers.iter().chain(extra)),
+        response.body.clone().into_bytes(),
+    )
+}
+
+/// The OpenAI-shaped error, with `Retry-After` where it helps, plus `extra` headers.
+pub fn error(error: &GatewayError, request_id: &str, extra: &[(String, String)]) -> Response {
+    local(&LocalResponse::error(error, request_id), extra)
+}
+
+pub fn streamed<S>(headers: Headers, body: S, request_id: &str) -> Response
+where
+    S: Stream<Item = worker::Result<Vec<u8>>> + 'static,
+{
+    ResponseBuilder::new()
+        .with_status(200)
+        .with_headers(headers)
+        .from_stream(body)
+        .unwrap_or_else(|e| {
+            let error = GatewayError::Internal {
+                message: format!("cannot start the response stream: {e}"),
+            };
+            self::error(&error, request_id, &[])
+        })
+}
