@@ -12,3 +12,27 @@ for target in wasm32-unknown-unknown wasm32-wasip2; do
     rustup target add "$target"
   fi
 done
+
+# The Worker's build tools (edge/), pinned: the wasm-bindgen CLI must equal
+# the wasm-bindgen crate edge/ uses. Cold installs take ~20 min on 2 cores.
+tools="${EDGEGATE_TOOLS:-$HOME/.cache/edgegate-tools}"
+if ! "$tools/bin/worker-build" --version 2>/dev/null | grep -qx '0.8.7'; then
+  log "installing worker-build 0.8.7 into $tools"
+  cargo install worker-build --version 0.8.7 --locked --root "$tools"
+fi
+if ! "$tools/bin/wasm-bindgen" --version 2>/dev/null | grep -qx 'wasm-bindgen 0.2.130'; then
+  log "installing wasm-bindgen-cli 0.2.130 into $tools"
+  # Not --locked: its lockfile asks for a crate version the registry lacks.
+  cargo install wasm-bindgen-cli --version 0.2.130 --root "$tools"
+fi
+
+# wrangler (with workerd and Miniflare), binaryen's wasm-opt and Node 22,
+# whenever edge/package-lock.json changed since the last install. `npm
+# install` rather than `npm ci`: the registry here has no macOS or Windows
+# builds of workerd, so the lockfile lacks those optional entries and `npm ci`
+# refuses it; with the lockfile present `npm install` installs its versions.
+if ! cmp -s edge/package-lock.json edge/node_modules/.edgegate-installed-lock.json; then
+  log "installing the Worker's npm packages (edge/)"
+  (cd edge && npm install --no-audit --no-fund)
+  cp edge/package-lock.json edge/node_modules/.edgegate-installed-lock.json
+fi

