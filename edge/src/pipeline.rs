@@ -3,8 +3,8 @@
 //!
 //! read the request → API key record from KV → region health → `admit` →
 //! reserve quota in the tenant's Durable Object → cache lookup in KV →
-//! forward to the plan's attempts → relay or return the answer → settle the
-//! quota, fill the cache and write the usage record after the response.
+//! forward to the plan's attempts → relay or return the answer → after the
+//! response: settle the quota, fill the cache, write the usage record.
 
 use crate::clock::now_ms;
 use crate::forward::{self, Answer, Body, Failure};
@@ -17,11 +17,13 @@ use edgegate_core::cache::CacheDecision;
 use edgegate_core::gateway::{ForwardPlan, QuotaRequest, Settlement};
 use edgegate_core::quota::{self, Amounts};
 use edgegate_core::request::Headers as CoreHeaders;
-use edgegate_core::response::{self, StreamObserver};
+use edgegate_core::response::{self, StreamObserver, Usage};
 use edgegate_core::telemetry::{CacheStatus, Latency, PlanOutcome, UsageRecord};
 use edgegate_core::{Decision, Gateway, GatewayError, RequestContext};
 use std::rc::Rc;
-use worker::{Context, Env, Request, Response};
+use worker::{ByteStream, Context, Env, Request, Response};
+
+type HeaderList = Vec<(String, String)>;
 
 pub async fn handle(mut req: Request, env: Env, ctx: Context) -> Response {
     let started_ms = now_ms();
@@ -29,24 +31,44 @@ pub async fn handle(mut req: Request, env: Env, ctx: Context) -> Response {
         Ok(id) => id,
         Err(e) => return respond::error(&e, "", &[]),
     };
-    let decided = decide(&mut req, &env, &request_id, started_ms).await;
-    match decided {
-        Ok((_, Decision::Respond(local))) => respond::local(&local, &[]),
-        Ok((gateway, Decision::Forward(plan))) => {
-            let mut served = Served {
-                gateway,
-                plan: *plan,
-                env,
-                started_ms,
-            };
-            served.serve(&ctx).await
-        }
-        Err(error) => {
-            let latency = latency_since(started_ms, started_ms);
-            usage::emit(&env, &UsageRecord::rejected(&request_id, &error, latency));
-            respond::error(&error, &request_id, &[])
-        }
+    match decide(&mut req, &env, &request_id, started_ms).await {
+        Ok(Admitted {
+            decision: Decision::Respond(local),
+            ..
+        }) => respond::local(&local, &[]),
+        Ok(Admitted {
+            gateway,
+            kv,
+            decision: Decision::Forward(plan),
+        }) => match QuotaStore::new(&env) {
+            Ok(quotas) => {
+                let served = Served {
+                    gateway,
+                    plan: *plan,
+                    env,
+                    kv,
+                    quotas,
+                    started_ms,
+                };
+                Rc::new(served).serve(&ctx).await
+            }
+            Err(error) => reject(&env, &request_id, &error, started_ms),
+        },
+        Err(error) => reject(&env, &request_id, &error, started_ms),
     }
+}
+
+/// A request refused before a plan existed.
+fn reject(env: &Env, request_id: &str, error: &GatewayError, started_ms: u64) -> Response {
+    let latency = latency_since(started_ms);
+    usage::emit(env, &UsageRecord::rejected(request_id, error, latency));
+    respond::error(error, request_id, &[])
+}
+
+struct Admitted {
+    gateway: Rc<Gateway>,
+    kv: EdgeKv,
+    decision: Decision,
 }
 
 /// Everything `admit` needs, gathered, then its decision.
@@ -55,7 +77,7 @@ async fn decide(
     env: &Env,
     request_id: &str,
     now: u64,
-) -> Result<(Rc<Gateway>, Decision), GatewayError> {
+) -> Result<Admitted, GatewayError> {
     let gateway = config::gateway(env)?;
     let kv = EdgeKv::new(env)?;
     let http = incoming::http_request(req).await?;
@@ -69,7 +91,11 @@ async fn decide(
         provisioned_key,
     };
     let decision = gateway.admit(&http, &ctx)?;
-    Ok((gateway, decision))
+    Ok(Admitted {
+        gateway,
+        kv,
+        decision,
+    })
 }
 
 /// The KV record for a presented API key the config does not list (the
@@ -94,27 +120,36 @@ async fn provisioned_key(
     kv.api_key(&hash).await
 }
 
-/// An admitted request being served.
+/// An admitted request being served. Shared (`Rc`) with the work that
+/// finishes it after the response is sent.
 struct Served {
     gateway: Rc<Gateway>,
     plan: ForwardPlan,
     env: Env,
+    kv: EdgeKv,
+    quotas: QuotaStore,
     started_ms: u64,
 }
 
+/// Which attempt answered, and how long it took to.
+#[derive(Clone, Copy)]
+struct Answered {
+    attempt: usize,
+    attempts_made: u32,
+    cache: CacheStatus,
+    forwarded_ms: u64,
+    first_byte_ms: u64,
+}
+
 impl Served {
-    async fn serve(&mut self, ctx: &Context) -> Response {
+    async fn serve(self: Rc<Self>, ctx: &Context) -> Response {
         let plan = &self.plan;
-        let quotas = match QuotaStore::new(&self.env) {
-            Ok(q) => q,
-            Err(e) => return self.failed(&e, None, 0, CacheStatus::Off, &[]),
-        };
-        let reserved = match quotas.reserve(&plan.quota, &plan.request_id).await {
+        let snapshot = match self.quotas.reserve(&plan.quota, &plan.request_id).await {
             Ok(outcome) => QuotaRequest::outcome(outcome),
-            Err(e) => return self.failed(&e, None, 0, CacheStatus::Off, &[]),
+            Err(error) => return self.failed(&error, None, 0, CacheStatus::Off, &[]),
         };
         let mut headers = plan.response_headers.clone();
-        match reserved {
+        match snapshot {
             Ok(snapshot) => headers.extend(quota::rate_limit_headers(&snapshot)),
             Err((limited, snapshot)) => {
                 headers.extend(quota::rate_limit_headers(&snapshot));
@@ -122,13 +157,10 @@ impl Served {
             }
         }
 
-        let kv = EdgeKv::new(&self.env).ok();
-        let cache = CacheStatus::before_lookup(&plan.cache);
-        if let (CacheDecision::Lookup { key, .. }, Some(kv)) = (&plan.cache, &kv)
-            && let Some(body) = self.cached_body(kv, key).await
-        {
-            return self.serve_hit(ctx, quotas, body, headers);
+        if let Some(body) = self.cached_body().await {
+            return self.serve_hit(ctx, body, headers);
         }
+        let cache = CacheStatus::before_lookup(&plan.cache);
         if let Some(value) = cache.header_value() {
             headers.push(("x-edgegate-cache".into(), value.into()));
         }
@@ -140,17 +172,39 @@ impl Served {
                 attempts_made,
                 error,
             }) => {
-                quotas.release(&plan.quota, &plan.request_id).await;
+                self.release_later(ctx);
                 self.failed(&error, attempt, attempts_made, cache, &headers)
             }
-            Ok(answer) => self.serve_answer(ctx, quotas, kv, answer, cache, headers, forwarded_ms),
+            Ok(Answer {
+                attempt,
+                attempts_made,
+                content_type,
+                body,
+                first_byte_ms,
+            }) => {
+                let answered = Answered {
+                    attempt,
+                    attempts_made,
+                    cache,
+                    forwarded_ms,
+                    first_byte_ms,
+                };
+                headers.push(("content-type".into(), self.content_type(content_type)));
+                match body {
+                    Body::Complete(bytes) => self.serve_complete(ctx, answered, bytes, headers),
+                    Body::Stream(upstream) => self.serve_stream(ctx, answered, upstream, headers),
+                }
+            }
         }
     }
 
     /// A cached answer in the shape the client asked for; one that cannot be
-    /// replayed as a stream is a miss.
-    async fn cached_body(&self, kv: &EdgeKv, key: &str) -> Option<Vec<u8>> {
-        let body = kv.cached_answer(key).await?;
+    /// replayed as a stream counts as a miss.
+    async fn cached_body(&self) -> Option<Vec<u8>> {
+        let CacheDecision::Lookup { key, .. } = &self.plan.cache else {
+            return None;
+        };
+        let body = self.kv.cached_answer(key).await?;
         if !self.plan.stream {
             return Some(body);
         }
@@ -163,169 +217,145 @@ impl Served {
         .ok()
     }
 
-    /// A hit costs the backend nothing: only the request itself is charged.
     fn serve_hit(
-        &self,
+        self: Rc<Self>,
         ctx: &Context,
-        quotas: QuotaStore,
         body: Vec<u8>,
-        mut headers: Vec<(String, String)>,
+        mut headers: HeaderList,
     ) -> Response {
-        let plan = self.plan.clone();
-        let settlement = Settlement {
-            actual: Amounts {
-                requests: plan.quota.amounts.requests,
-                ..Amounts::default()
-            },
-            input_tokens: 0,
-            output_tokens: 0,
-            usage_reported: false,
-        };
-        let outcome_latency = latency_since(self.started_ms, now_ms());
-        let env = self.env.clone();
+        let latency = latency_since(self.started_ms);
+        let this = Rc::clone(&self);
         ctx.wait_until(async move {
-            quotas
-                .settle(&plan.quota, &plan.request_id, settlement.actual)
+            // A hit costs the backend nothing: only the request itself counts.
+            let settlement = Settlement {
+                actual: Amounts {
+                    requests: this.plan.quota.amounts.requests,
+                    ..Amounts::default()
+                },
+                input_tokens: 0,
+                output_tokens: 0,
+                usage_reported: false,
+            };
+            this.quotas
+                .settle(&this.plan.quota, &this.plan.request_id, settlement.actual)
                 .await;
-            let outcome = PlanOutcome {
+            this.record(&PlanOutcome {
                 attempt: None,
                 attempts_made: 0,
                 status: 200,
                 error: None,
                 settlement: Some(&settlement),
                 cache: CacheStatus::Hit,
-                latency: outcome_latency,
-            };
-            usage::emit(&env, &UsageRecord::planned(&plan, &outcome));
+                latency,
+            });
         });
         headers.push(("x-edgegate-cache".into(), "HIT".into()));
-        headers.push(("content-type".into(), content_type(self.plan.stream, None)));
+        headers.push(("content-type".into(), self.content_type(None)));
         respond::fixed(200, respond::headers(&headers), body)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn serve_answer(
-        &self,
+    fn serve_complete(
+        self: Rc<Self>,
         ctx: &Context,
-        quotas: QuotaStore,
-        kv: Option<EdgeKv>,
-        answer: Answer,
-        cache: CacheStatus,
-        mut headers: Vec<(String, String)>,
-        forwarded_ms: u64,
+        answered: Answered,
+        bytes: Vec<u8>,
+        headers: HeaderList,
     ) -> Response {
-        let Answer {
-            attempt,
-            attempts_made,
-            content_type: upstream_type,
-            body,
-            first_byte_ms,
-        } = answer;
-        headers.push((
-            "content-type".into(),
-            content_type(self.plan.stream, upstream_type),
-        ));
-        let first_byte = Some(first_byte_ms);
-        match body {
-            Body::Complete(bytes) => {
-                let usage = match response::parse_upstream_body(self.plan.response_kind(), &bytes) {
-                    Ok(usage) => usage,
-                    Err(error) => {
-                        let plan = self.plan.clone();
-                        ctx.wait_until(async move {
-                            quotas.release(&plan.quota, &plan.request_id).await;
-                        });
-                        return self.failed(&error, Some(attempt), attempts_made, cache, &headers);
-                    }
-                };
-                let settlement = self.gateway.settle(&self.plan, attempt, usage);
-                let latency = Latency {
-                    gateway_us: ms_to_us(forwarded_ms.saturating_sub(self.started_ms)),
-                    queue_us: 0,
-                    upstream_first_byte_us: first_byte.map(ms_to_us),
-                    total_us: ms_to_us(now_ms().saturating_sub(self.started_ms)),
-                };
-                let plan = self.plan.clone();
-                let env = self.env.clone();
-                let cached = bytes.clone();
-                ctx.wait_until(async move {
-                    quotas
-                        .settle(&plan.quota, &plan.request_id, settlement.actual)
-                        .await;
-                    if let (CacheDecision::Lookup { key, ttl_seconds }, Some(kv)) =
-                        (&plan.cache, kv)
-                    {
-                        kv.store_answer(key, &cached, *ttl_seconds).await;
-                    }
-                    let outcome = PlanOutcome {
-                        attempt: Some(attempt),
-                        attempts_made,
-                        status: 200,
-                        error: None,
-                        settlement: Some(&settlement),
-                        cache,
-                        latency,
-                    };
-                    usage::emit(&env, &UsageRecord::planned(&plan, &outcome));
-                });
-                respond::fixed(200, respond::headers(&headers), bytes)
-            }
-            Body::Stream(upstream) => {
-                headers.push(("cache-control".into(), "no-cache".into()));
-                let observer =
-                    StreamObserver::new(self.plan.response_kind(), self.plan.strip_usage_chunk);
-                let limits = Limits {
-                    idle_ms: self.plan.timeouts.stream_idle_ms,
-                    deadline_ms: self.started_ms.saturating_add(self.plan.timeouts.total_ms),
-                };
-                let (client_body, ended) = relay::relay(upstream, observer, limits);
-                let gateway = Rc::clone(&self.gateway);
-                let plan = self.plan.clone();
-                let env = self.env.clone();
-                let (started_ms, gateway_ms) = (
-                    self.started_ms,
-                    forwarded_ms.saturating_sub(self.started_ms),
+        let usage = match response::parse_upstream_body(self.plan.response_kind(), &bytes) {
+            Ok(usage) => usage,
+            Err(error) => {
+                self.release_later(ctx);
+                return self.failed(
+                    &error,
+                    Some(answered.attempt),
+                    answered.attempts_made,
+                    answered.cache,
+                    &headers,
                 );
-                ctx.wait_until(async move {
-                    let end = ended.await.unwrap_or(StreamEnd {
-                        usage: None,
-                        error: None,
-                        assembled: None,
-                    });
-                    let settlement = gateway.settle(&plan, attempt, end.usage);
-                    quotas
-                        .settle(&plan.quota, &plan.request_id, settlement.actual)
-                        .await;
-                    if let (CacheDecision::Lookup { key, ttl_seconds }, Some(kv), Some(answer)) =
-                        (&plan.cache, kv, &end.assembled)
-                    {
-                        kv.store_answer(key, answer.to_string().as_bytes(), *ttl_seconds)
-                            .await;
-                    }
-                    let latency = Latency {
-                        gateway_us: ms_to_us(gateway_ms),
-                        queue_us: 0,
-                        upstream_first_byte_us: first_byte.map(ms_to_us),
-                        total_us: ms_to_us(now_ms().saturating_sub(started_ms)),
-                    };
-                    let outcome = PlanOutcome {
-                        attempt: Some(attempt),
-                        attempts_made,
-                        status: 200,
-                        error: end.error.as_ref(),
-                        settlement: Some(&settlement),
-                        cache,
-                        latency,
-                    };
-                    usage::emit(&env, &UsageRecord::planned(&plan, &outcome));
-                });
-                respond::streamed(
-                    respond::headers(&headers),
-                    client_body,
-                    &self.plan.request_id,
-                )
             }
+        };
+        let this = Rc::clone(&self);
+        let cached = bytes.clone();
+        ctx.wait_until(async move {
+            this.finish(answered, usage, Some(cached), None).await;
+        });
+        respond::fixed(200, respond::headers(&headers), bytes)
+    }
+
+    fn serve_stream(
+        self: Rc<Self>,
+        ctx: &Context,
+        answered: Answered,
+        upstream: ByteStream,
+        mut headers: HeaderList,
+    ) -> Response {
+        headers.push(("cache-control".into(), "no-cache".into()));
+        let observer = StreamObserver::new(self.plan.response_kind(), self.plan.strip_usage_chunk);
+        let limits = Limits {
+            idle_ms: self.plan.timeouts.stream_idle_ms,
+            deadline_ms: self.started_ms.saturating_add(self.plan.timeouts.total_ms),
+        };
+        let (client_body, ended) = relay::relay(upstream, observer, limits);
+        let this = Rc::clone(&self);
+        ctx.wait_until(async move {
+            let StreamEnd {
+                usage,
+                error,
+                assembled,
+            } = ended.await.unwrap_or_default();
+            let answer = assembled.map(|a| a.to_string().into_bytes());
+            this.finish(answered, usage, answer, error.as_ref()).await;
+        });
+        respond::streamed(
+            respond::headers(&headers),
+            client_body,
+            &self.plan.request_id,
+        )
+    }
+
+    /// After an answer: charge its real usage (the core prices it, or
+    /// charges the reservation when the backend reported none), keep a
+    /// cacheable answer, and write the usage record.
+    async fn finish(
+        &self,
+        answered: Answered,
+        usage: Option<Usage>,
+        answer: Option<Vec<u8>>,
+        error: Option<&GatewayError>,
+    ) {
+        let plan = &self.plan;
+        let settlement = self.gateway.settle(plan, answered.attempt, usage);
+        self.quotas
+            .settle(&plan.quota, &plan.request_id, settlement.actual)
+            .await;
+        if let (CacheDecision::Lookup { key, ttl_seconds }, Some(answer)) = (&plan.cache, answer) {
+            self.kv.store_answer(key, &answer, *ttl_seconds).await;
         }
+        let latency = Latency {
+            gateway_us: ms_to_us(answered.forwarded_ms.saturating_sub(self.started_ms)),
+            queue_us: 0,
+            upstream_first_byte_us: Some(ms_to_us(answered.first_byte_ms)),
+            total_us: ms_to_us(now_ms().saturating_sub(self.started_ms)),
+        };
+        self.record(&PlanOutcome {
+            attempt: Some(answered.attempt),
+            attempts_made: answered.attempts_made,
+            status: 200,
+            error,
+            settlement: Some(&settlement),
+            cache: answered.cache,
+            latency,
+        });
+    }
+
+    /// A failed call gives its whole reservation back, after the response.
+    fn release_later(self: &Rc<Self>, ctx: &Context) {
+        let this = Rc::clone(self);
+        ctx.wait_until(async move {
+            this.quotas
+                .release(&this.plan.quota, &this.plan.request_id)
+                .await;
+        });
     }
 
     /// An admitted request that ends in an error response.
@@ -337,28 +367,31 @@ impl Served {
         cache: CacheStatus,
         headers: &[(String, String)],
     ) -> Response {
-        let outcome = PlanOutcome {
+        self.record(&PlanOutcome {
             attempt,
             attempts_made,
             status: error.status(),
             error: Some(error),
             settlement: None,
             cache,
-            latency: latency_since(self.started_ms, now_ms()),
-        };
-        usage::emit(&self.env, &UsageRecord::planned(&self.plan, &outcome));
+            latency: latency_since(self.started_ms),
+        });
         respond::error(error, &self.plan.request_id, headers)
     }
-}
 
-fn content_type(stream: bool, upstream: Option<String>) -> String {
-    upstream.unwrap_or_else(|| {
-        if stream {
-            "text/event-stream".into()
-        } else {
-            "application/json".into()
-        }
-    })
+    fn record(&self, outcome: &PlanOutcome<'_>) {
+        usage::emit(&self.env, &UsageRecord::planned(&self.plan, outcome));
+    }
+
+    fn content_type(&self, upstream: Option<String>) -> String {
+        upstream.unwrap_or_else(|| {
+            if self.plan.stream {
+                "text/event-stream".into()
+            } else {
+                "application/json".into()
+            }
+        })
+    }
 }
 
 fn ms_to_us(ms: u64) -> u64 {
@@ -366,8 +399,8 @@ fn ms_to_us(ms: u64) -> u64 {
 }
 
 /// Latency of a request that never reached a backend.
-fn latency_since(started_ms: u64, now: u64) -> Latency {
-    let total_us = ms_to_us(now.saturating_sub(started_ms));
+fn latency_since(started_ms: u64) -> Latency {
+    let total_us = ms_to_us(now_ms().saturating_sub(started_ms));
     Latency {
         gateway_us: total_us,
         queue_us: 0,

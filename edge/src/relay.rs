@@ -17,6 +17,7 @@ use worker::ByteStream;
 const MAX_PENDING_EVENT_BYTES: usize = 1 << 20;
 
 /// How a relayed stream ended.
+#[derive(Default)]
 pub struct StreamEnd {
     pub usage: Option<Usage>,
     /// Why the gateway cut the stream short, if it did.
