@@ -42,7 +42,8 @@ function gatewayConfig(urls) {
     tiers: {
       pro: { requests_per_minute: 100000, tokens_per_minute: 50000000, max_tokens_cap: 4096 },
       tight: { requests_per_minute: 2, tokens_per_minute: 1000000 },
-      exact: { requests_per_minute: EXACT_LIMIT, tokens_per_minute: 50000000 },
+      // A burst of EXACT_LIMIT that refills one request a minute: no refill during the test.
+      exact: { requests_per_minute: 1, request_burst: EXACT_LIMIT, tokens_per_minute: 50000000 },
       // Refills one token a second, so settlement shows in the headers.
       meter: { requests_per_minute: 100000, tokens_per_minute: 60, token_burst: METER_BURST },
     },
