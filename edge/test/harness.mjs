@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { createServer } from "node:net";
 import { createInterface } from "node:readline";
+import { DatabaseSync } from "node:sqlite";
 import { fileURLToPath } from "node:url";
 import { Miniflare, convertV4MiniflareOptions } from "miniflare";
 
@@ -87,6 +88,16 @@ export async function startWorker(gateway) {
   return {
     mf,
     logs,
+    /** The row a quota object keeps, read from its SQLite file. */
+    quotaRow: (objectId) => {
+      const db = new DatabaseSync(join(persist, "do", "-QuotaObject", `${objectId}.sqlite`), { readOnly: true });
+      try {
+        const row = db.prepare("SELECT state, alarm_ms FROM quota").get();
+        return { state: JSON.parse(row.state), alarm_ms: row.alarm_ms };
+      } finally {
+        db.close();
+      }
+    },
     /** The usage record the Worker logged for a request id. */
     usageRecord: (requestId) =>
       eventually(() =>

@@ -197,6 +197,39 @@ test("the Durable Object quota is exact under 200 concurrent requests", async ()
   assert.equal(statuses.filter((s) => s === 429).length, 200 - EXACT_LIMIT);
 });
 
+test("an unsettled reservation expires by the quota object's alarm", async () => {
+  // As if the isolate died mid-stream: reserved straight in the object, never settled.
+  const ns = await worker.mf.getDurableObjectNamespace("QUOTA");
+  const id = ns.idFromName("orphan-tenant");
+  const stub = ns.get(id);
+  const limits = {
+    requests_per_minute: 10, request_burst: 10, tokens_per_minute: 1000, token_burst: 1000,
+    tokens_per_day: null, cost_per_day_micros: null, max_concurrent: 1,
+  };
+  const reserve = (id) =>
+    stub
+      .fetch("https://quota.internal/", {
+        method: "POST",
+        body: JSON.stringify({ op: "reserve", id, limits, amounts: { requests: 1, tokens: 10, cost_micros: 0 }, ttl_ms: 1500 }),
+      })
+      .then((r) => r.json());
+  assert.equal((await reserve("lost")).outcome, "admit");
+  assert.equal((await reserve("next")).limit, "concurrency", "the lost one holds the only slot");
+  const orphan = () => worker.quotaRow(id.toString());
+  const before = orphan();
+  assert.ok(before.state.outstanding.lost && before.alarm_ms, JSON.stringify(before));
+
+  const after = await eventually(() => {
+    const row = orphan();
+    return row.state.outstanding.lost ? null : row;
+  }, 5000);
+  assert.ok(after, "expired without any request");
+  assert.equal(after.alarm_ms, null);
+  assert.equal(after.state.tokens.updated_ms, before.state.tokens.updated_ms, "no request touched it");
+  assert.equal(after.state.day_tokens, 10, "an expired reservation stays charged");
+  assert.equal((await reserve("next")).outcome, "admit");
+});
+
 test("the region follows the client's location from request.cf", async () => {
   for (const [place, region] of [
     ["newYork", "us-east"],
