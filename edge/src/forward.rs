@@ -60,7 +60,11 @@ pub async fn forward(plan: &ForwardPlan, started_ms: u64) -> Result<Answer, Fail
         failure.attempts_made += 1;
         let body = &plan.bodies[attempt.body];
         match try_attempt(plan, attempt, body, budget).await {
-            Ok((content_type, body, first_byte_ms)) => {
+            Ok(Received {
+                content_type,
+                body,
+                first_byte_ms,
+            }) => {
                 let latency_ms = u32::try_from(first_byte_ms).unwrap_or(u32::MAX);
                 region_health::observe(
                     &attempt.region,
@@ -89,7 +93,14 @@ pub async fn forward(plan: &ForwardPlan, started_ms: u64) -> Result<Answer, Fail
     Err(failure)
 }
 
-type AttemptResult = Result<(Option<String>, Body, u64), (AttemptFailure, GatewayError)>;
+/// What one attempt got back before anything reached the client.
+struct Received {
+    content_type: Option<String>,
+    body: Body,
+    first_byte_ms: u64,
+}
+
+type AttemptResult = Result<Received, (AttemptFailure, GatewayError)>;
 
 async fn try_attempt(
     plan: &ForwardPlan,
@@ -151,10 +162,18 @@ async fn try_attempt(
                 },
             )
         })?;
-        return Ok((content_type, Body::Stream(stream), first_byte_ms));
+        return Ok(Received {
+            content_type,
+            body: Body::Stream(stream),
+            first_byte_ms,
+        });
     }
     match select(pin!(response.bytes()), deadline).await {
-        Either::Left((Ok(bytes), _)) => Ok((content_type, Body::Complete(bytes), first_byte_ms)),
+        Either::Left((Ok(bytes), _)) => Ok(Received {
+            content_type,
+            body: Body::Complete(bytes),
+            first_byte_ms,
+        }),
         Either::Left((Err(_), _)) => Err((
             AttemptFailure::Connect,
             GatewayError::UpstreamUnavailable {
