@@ -1,5 +1,5 @@
 // The Worker, built by scripts/build-edge.sh, in workerd (Miniflare) against
-// simulated regional backends. Run: node --test edge/test/ (Node >= 22).
+// simulated regional backends. Run: node --test "edge/test/*.test.mjs" (Node >= 22).
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import {
