@@ -1,0 +1,333 @@
+//! Run-time behaviour switches and counters, shared by the Rust handle
+//! ([`Controls`]) and the HTTP control endpoints (`POST /__control`, `GET /__stats`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::BackendConfig;
+
+/// A request as the backend received it on a `/v1/` endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    /// Names in lower case, in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// The body, when it was JSON.
+    pub body: Option<Value>,
+}
+
+/// Behaviour that can change while the backend runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub down: bool,
+    pub fail_count: u32,
+    pub fail_status: u16,
+    pub stall_after_chunks: Option<usize>,
+    pub base_latency_ms: u64,
+    pub token_interval_ms: u64,
+}
+
+impl Settings {
+    fn initial(cfg: &BackendConfig) -> Self {
+        Settings {
+            down: false,
+            fail_count: 0,
+            fail_status: 503,
+            stall_after_chunks: None,
+            base_latency_ms: cfg.base_latency_ms,
+            token_interval_ms: cfg.token_interval_ms,
+        }
+    }
+}
+
+/// Why a `/v1/` request is refused before being looked at.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Refusal {
+    Down,
+    /// An injected failure with this status.
+    Injected(u16),
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: BackendConfig,
+    settings: Mutex<Settings>,
+    last_request: Mutex<Option<RecordedRequest>>,
+    next_id: AtomicU64,
+    requests_received: AtomicU64,
+    requests_completed: AtomicU64,
+    streams_cancelled: AtomicU64,
+    health_checks: AtomicU64,
+}
+
+/// A cheap, cloneable handle on a running backend's behaviour and counters.
+#[derive(Debug, Clone)]
+pub struct Controls {
+    shared: Arc<Shared>,
+}
+
+/// Locks ignoring poison: every critical section leaves the data consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Controls {
+    pub(crate) fn new(config: BackendConfig) -> Self {
+        let settings = Mutex::new(Settings::initial(&config));
+        Controls {
+            shared: Arc::new(Shared {
+                config,
+                settings,
+                last_request: Mutex::new(None),
+                next_id: AtomicU64::new(1),
+                requests_received: AtomicU64::new(0),
+                requests_completed: AtomicU64::new(0),
+                streams_cancelled: AtomicU64::new(0),
+                health_checks: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn region(&self) -> &str {
+        &self.shared.config.region
+    }
+
+    /// While down, `/health` and every `/v1/` request answer 503.
+    pub fn set_down(&self, down: bool) {
+        lock(&self.shared.settings).down = down;
+    }
+
+    /// The next `count` `/v1/` requests answer `status` with an OpenAI error
+    /// body; replaces any earlier count.
+    ///
+    /// # Panics
+    /// If `status` is not a 4xx or 5xx code.
+    pub fn fail_next(&self, count: u32, status: u16) {
+        assert!(
+            (400..=599).contains(&status),
+            "fail_next needs an error status, got {status}"
+        );
+        let mut s = lock(&self.shared.settings);
+        s.fail_count = count;
+        s.fail_status = status;
+    }
+
+    /// Streams started from now on send `chunks` SSE events (the role chunk
+    /// counts) and then hang without closing; `None` lets them finish.
+    pub fn stall_after_chunks(&self, chunks: Option<usize>) {
+        lock(&self.shared.settings).stall_after_chunks = chunks;
+    }
+
+    /// Applies to requests that arrive from now on.
+    pub fn set_latency(&self, base_ms: u64, token_interval_ms: u64) {
+        let mut s = lock(&self.shared.settings);
+        s.base_latency_ms = base_ms;
+        s.token_interval_ms = token_interval_ms;
+    }
+
+    /// Back to the start: configured latency, up, no injected failures, counters
+    /// at zero and no recorded request.
+    pub fn reset(&self) {
+        *lock(&self.shared.settings) = Settings::initial(&self.shared.config);
+        *lock(&self.shared.last_request) = None;
+        for counter in [
+            &self.shared.requests_received,
+            &self.shared.requests_completed,
+            &self.shared.streams_cancelled,
+            &self.shared.health_checks,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// `/v1/` requests that arrived, whatever became of them.
+    pub fn requests_received(&self) -> u64 {
+        self.shared.requests_received.load(Ordering::Relaxed)
+    }
+
+    /// `/v1/` requests answered successfully; a stream counts once `[DONE]` is sent.
+    pub fn requests_completed(&self) -> u64 {
+        self.shared.requests_completed.load(Ordering::Relaxed)
+    }
+
+    /// Streams whose client went away before `[DONE]` (stalled ones included).
+    /// Seen shortly after the disconnect, not at once: poll for it.
+    pub fn streams_cancelled(&self) -> u64 {
+        self.shared.streams_cancelled.load(Ordering::Relaxed)
+    }
+
+    /// `GET /health` requests, whether answered 200 or 503.
+    pub fn health_checks(&self) -> u64 {
+        self.shared.health_checks.load(Ordering::Relaxed)
+    }
+
+    /// The last `/v1/` request received.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        lock(&self.shared.last_request).clone()
+    }
+
+    /// The JSON body of the last `/v1/` request received, if it was JSON.
+    pub fn last_request_body(&self) -> Option<Value> {
+        lock(&self.shared.last_request)
+            .as_ref()
+            .and_then(|r| r.body.clone())
+    }
+
+    pub(crate) fn models(&self) -> &[String] {
+        &self.shared.config.models
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_down(&self) -> bool {
+        lock(&self.shared.settings).down
+    }
+
+    /// Settings for a new `/v1/` request, or why it must be refused
+    /// (consuming one injected failure).
+    pub(crate) fn admit(&self) -> Result<Settings, Refusal> {
+        let mut s = lock(&self.shared.settings);
+        if s.down {
+            return Err(Refusal::Down);
+        }
+        if s.fail_count > 0 {
+            s.fail_count -= 1;
+            return Err(Refusal::Injected(s.fail_status));
+        }
+        Ok(*s)
+    }
+
+    pub(crate) fn record(&self, request: RecordedRequest) {
+        self.shared
+            .requests_received
+            .fetch_add(1, Ordering::Relaxed);
+        *lock(&self.shared.last_request) = Some(request);
+    }
+
+    pub(crate) fn count_completed(&self) {
+        self.shared
+            .requests_completed
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_cancelled(&self) {
+        self.shared
+            .streams_cancelled
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_health_check(&self) {
+        self.shared.health_checks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The body of `GET /__stats`: settings, counters and the last request.
+    pub(crate) fn stats(&self) -> Value {
+        let s = *lock(&self.shared.settings);
+        let last = self.last_request();
+        let last_request = last.as_ref().map(|r| {
+            // Repeated headers are joined the way HTTP allows folding them.
+            let mut headers = Map::new();
+            for (name, value) in &r.headers {
+                let merged = match headers.get(name).and_then(Value::as_str) {
+                    Some(prev) => format!("{prev}, {value}"),
+                    None => value.clone(),
+                };
+                headers.insert(name.clone(), Value::String(merged));
+            }
+            json!({"method": r.method, "path": r.path, "headers": headers})
+        });
+        json!({
+            "region": self.region(),
+            "down": s.down,
+            "fail_next": {"count": s.fail_count, "status": s.fail_status},
+            "stall_after_chunks": s.stall_after_chunks,
+            "latency": {"base_ms": s.base_latency_ms, "token_interval_ms": s.token_interval_ms},
+            "requests_received": self.requests_received(),
+            "requests_completed": self.requests_completed(),
+            "streams_cancelled": self.streams_cancelled(),
+            "health_checks": self.health_checks(),
+            "last_request": last_request,
+            "last_request_body": last.and_then(|r| r.body),
+        })
+    }
+
+    /// Applies a `POST /__control` body; nothing changes if any part is invalid.
+    pub(crate) fn apply_control(&self, body: &[u8]) -> Result<(), String> {
+        let req: ControlRequest =
+            serde_json::from_slice(body).map_err(|e| format!("invalid control request: {e}"))?;
+        if let Some(f) = &req.fail_next
+            && !(400..=599).contains(&f.status)
+        {
+            return Err(format!(
+                "fail_next.status must be a 4xx or 5xx code, got {}",
+                f.status
+            ));
+        }
+        if req.reset {
+            self.reset();
+        }
+        let mut s = lock(&self.shared.settings);
+        if let Some(down) = req.down {
+            s.down = down;
+        }
+        if let Some(f) = req.fail_next {
+            s.fail_count = f.count;
+            s.fail_status = f.status;
+        }
+        if let Some(stall) = req.stall_after_chunks {
+            s.stall_after_chunks = stall;
+        }
+        if let Some(l) = req.latency {
+            s.base_latency_ms = l.base_ms.unwrap_or(s.base_latency_ms);
+            s.token_interval_ms = l.token_interval_ms.unwrap_or(s.token_interval_ms);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlRequest {
+    #[serde(default)]
+    reset: bool,
+    down: Option<bool>,
+    fail_next: Option<FailNext>,
+    /// Absent leaves the setting alone; `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    stall_after_chunks: Option<Option<usize>>,
+    latency: Option<Latency>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailNext {
+    count: u32,
+    #[serde(default = "default_fail_status")]
+    status: u16,
+}
+
+fn default_fail_status() -> u16 {
+    503
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Latency {
+    base_ms: Option<u64>,
+    token_interval_ms: Option<u64>,
+}
+
+/// Tells a field given as `null` (Some(None)) from an absent one (None, by default).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
