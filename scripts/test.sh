@@ -14,6 +14,9 @@ step "clippy"
 # Default members: the Worker (edge/) builds only for wasm32, below.
 cargo clippy --all-targets --release -- -D warnings
 
+step "the local runner's sandboxed core component (wasm32-wasip2)"
+cargo clippy -p edgegate-guest --target wasm32-wasip2 --release -- -D warnings
+
 step "core builds for both wasm targets"
 cargo build -p edgegate-core --release --target wasm32-unknown-unknown
 cargo build -p edgegate-core --release --target wasm32-wasip2

@@ -184,6 +184,22 @@ pub struct Settlement {
     pub usage_reported: bool,
 }
 
+impl Settlement {
+    /// A request answered from the response cache: it counts as a request,
+    /// but the backend did no work, so it uses no tokens and costs nothing.
+    pub fn cache_hit() -> Settlement {
+        Settlement {
+            actual: Amounts {
+                requests: 1,
+                ..Amounts::default()
+            },
+            input_tokens: 0,
+            output_tokens: 0,
+            usage_reported: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Gateway {
     config: Config,

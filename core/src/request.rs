@@ -26,6 +26,10 @@ impl Headers {
         )
     }
 
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+
     /// The first value of a header; `name` must be lower case.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0

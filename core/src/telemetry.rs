@@ -90,6 +90,14 @@ impl UsageRecord {
     /// A request refused before a plan existed (auth, validation, ...).
     pub fn rejected(request_id: &str, err: &GatewayError, latency: Latency) -> Self {
         UsageRecord {
+            error: Some(err.metric_label().to_owned()),
+            ..UsageRecord::answered(request_id, err.status(), latency)
+        }
+    }
+
+    /// A request the gateway answered itself (e.g. the models list).
+    pub fn answered(request_id: &str, status: u16, latency: Latency) -> Self {
+        UsageRecord {
             request_id: request_id.to_owned(),
             tenant: None,
             tier: None,
@@ -97,8 +105,8 @@ impl UsageRecord {
             model: None,
             version: None,
             region: None,
-            status: err.status(),
-            error: Some(err.metric_label().to_owned()),
+            status,
+            error: None,
             stream: false,
             cache: CacheStatus::Off,
             attempts: 0,

@@ -15,7 +15,7 @@ use crate::{config, incoming, region_health, respond, usage};
 use edgegate_core::auth::{self, ApiKeyRecord};
 use edgegate_core::cache::CacheDecision;
 use edgegate_core::gateway::{ForwardPlan, QuotaRequest, Settlement};
-use edgegate_core::quota::{self, Amounts};
+use edgegate_core::quota;
 use edgegate_core::request::Headers as CoreHeaders;
 use edgegate_core::response::{self, StreamObserver, Usage};
 use edgegate_core::telemetry::{CacheStatus, Latency, PlanOutcome, UsageRecord};
@@ -35,7 +35,14 @@ pub async fn handle(mut req: Request, env: Env, ctx: Context) -> Response {
         Ok(Admitted {
             decision: Decision::Respond(local),
             ..
-        }) => respond::local(&local, &[]),
+        }) => {
+            let latency = latency_since(started_ms);
+            usage::emit(
+                &env,
+                &UsageRecord::answered(&request_id, local.status, latency),
+            );
+            respond::local(&local, &[])
+        }
         Ok(Admitted {
             gateway,
             kv,
@@ -226,16 +233,7 @@ impl Served {
         let latency = latency_since(self.started_ms);
         let this = Rc::clone(&self);
         ctx.wait_until(async move {
-            // A hit costs the backend nothing: only the request itself counts.
-            let settlement = Settlement {
-                actual: Amounts {
-                    requests: this.plan.quota.amounts.requests,
-                    ..Amounts::default()
-                },
-                input_tokens: 0,
-                output_tokens: 0,
-                usage_reported: false,
-            };
+            let settlement = Settlement::cache_hit();
             this.quotas
                 .settle(&this.plan.quota, &this.plan.request_id, settlement.actual)
                 .await;

@@ -1,0 +1,113 @@
+//! Region health for the local runner: active probes of every region's
+//! health endpoint on an interval, plus the outcome of every upstream try
+//! (a passive circuit breaker). The breaker logic is the core's; this module
+//! only feeds it observations and caches the statuses it answers.
+
+use crate::metrics::Metrics;
+use crate::sandbox::Sandbox;
+use edgegate_core::geo::RegionStatus;
+use edgegate_core::health::{HealthBoard, HealthPolicy, Observation};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Statuses change with time (open → half-open), so the cache is short-lived.
+const STATUS_TTL: Duration = Duration::from_millis(200);
+
+pub struct HealthMonitor {
+    board: Mutex<HealthBoard>,
+    statuses: Mutex<(Instant, Vec<RegionStatus>)>,
+}
+
+impl HealthMonitor {
+    pub fn new(policy: HealthPolicy) -> Self {
+        HealthMonitor {
+            board: Mutex::new(HealthBoard::new(policy)),
+            statuses: Mutex::new((Instant::now() - STATUS_TTL * 2, Vec::new())),
+        }
+    }
+
+    pub fn observe(&self, sandbox: &Sandbox, metrics: &Metrics, region: &str, obs: Observation) {
+        let now = crate::clock::now_ms();
+        let mut board = self.board.lock().unwrap_or_else(|p| p.into_inner());
+        match sandbox.health_observe(&board, region, now, obs) {
+            Ok(next) => *board = next,
+            Err(e) => eprintln!("edgegate: health update failed: {}", e.0),
+        }
+        if let Ok(statuses) = sandbox.health_statuses(&board, now) {
+            metrics.set_region_health(&statuses);
+            *self.statuses.lock().unwrap_or_else(|p| p.into_inner()) = (Instant::now(), statuses);
+        }
+    }
+
+    /// What `admit` should know about region health right now.
+    pub fn statuses(&self, sandbox: &Sandbox) -> Vec<RegionStatus> {
+        let mut cached = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.0.elapsed() > STATUS_TTL {
+            let board = self.board.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Ok(statuses) = sandbox.health_statuses(&board, crate::clock::now_ms()) {
+                *cached = (Instant::now(), statuses);
+            }
+        }
+        cached.1.clone()
+    }
+}
+
+/// One region to probe.
+#[derive(Debug, Clone)]
+pub struct ProbeTarget {
+    pub region: String,
+    pub url: String,
+}
+
+/// Probes every target each `interval` until the process ends.
+pub fn spawn_probes(
+    monitor: Arc<HealthMonitor>,
+    sandbox: Arc<Sandbox>,
+    metrics: Arc<Metrics>,
+    targets: Vec<ProbeTarget>,
+    interval: Duration,
+) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .expect("an HTTP client with only timeouts set builds");
+    for target in targets {
+        let (monitor, sandbox, metrics, client) = (
+            monitor.clone(),
+            sandbox.clone(),
+            metrics.clone(),
+            client.clone(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let started = Instant::now();
+                let ok = matches!(
+                    client.get(&target.url).send().await,
+                    Ok(r) if r.status().is_success()
+                );
+                let obs = if ok {
+                    Observation::Success {
+                        latency_ms: started.elapsed().as_millis().min(u32::MAX as u128) as u32,
+                    }
+                } else {
+                    Observation::Failure
+                };
+                let (monitor, sandbox, metrics, region) = (
+                    monitor.clone(),
+                    sandbox.clone(),
+                    metrics.clone(),
+                    target.region.clone(),
+                );
+                // Sandbox calls block briefly; keep them off the async workers.
+                let _ = tokio::task::spawn_blocking(move || {
+                    monitor.observe(&sandbox, &metrics, &region, obs)
+                })
+                .await;
+            }
+        });
+    }
+}

@@ -1,0 +1,248 @@
+//! Prometheus metrics, rendered in the text exposition format at `/metrics`.
+//! Labels are low-cardinality: endpoints, status classes, models, regions and
+//! the core's error labels; never tenants' keys or request data.
+
+use edgegate_core::geo::{Health, RegionStatus};
+use edgegate_core::telemetry::{CacheStatus, UsageRecord};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+/// Latency buckets in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if seconds <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    requests: BTreeMap<(String, String), u64>,
+    errors: BTreeMap<String, u64>,
+    latency: BTreeMap<String, Histogram>,
+    upstream_first_byte: BTreeMap<String, Histogram>,
+    tokens: BTreeMap<(String, &'static str), u64>,
+    cost_usd: BTreeMap<String, f64>,
+    cache: BTreeMap<&'static str, u64>,
+    upstream_failures: BTreeMap<(String, &'static str), u64>,
+    region_health: BTreeMap<String, u8>,
+    sandbox_traps: u64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl Metrics {
+    fn with(&self, f: impl FnOnce(&mut Inner)) {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    pub fn record(&self, r: &UsageRecord) {
+        self.with(|m| {
+            let endpoint = r.endpoint.clone().unwrap_or_else(|| "none".into());
+            let class = format!("{}xx", r.status / 100);
+            *m.requests.entry((endpoint.clone(), class)).or_default() += 1;
+            if let Some(e) = &r.error {
+                *m.errors.entry(e.clone()).or_default() += 1;
+            }
+            m.latency
+                .entry(endpoint)
+                .or_default()
+                .observe(r.latency.total_us as f64 / 1e6);
+            if let (Some(region), Some(us)) = (&r.region, r.latency.upstream_first_byte_us) {
+                m.upstream_first_byte
+                    .entry(region.clone())
+                    .or_default()
+                    .observe(us as f64 / 1e6);
+            }
+            if let Some(model) = &r.model {
+                *m.tokens.entry((model.clone(), "input")).or_default() += r.input_tokens;
+                *m.tokens.entry((model.clone(), "output")).or_default() += r.output_tokens;
+                *m.cost_usd.entry(model.clone()).or_default() += r.cost_usd;
+            }
+            let cache = match r.cache {
+                CacheStatus::Hit => "hit",
+                CacheStatus::Miss => "miss",
+                CacheStatus::Bypass => "bypass",
+                CacheStatus::Off => return,
+            };
+            *m.cache.entry(cache).or_default() += 1;
+        });
+    }
+
+    pub fn upstream_failure(&self, region: &str, kind: &'static str) {
+        self.with(|m| {
+            *m.upstream_failures
+                .entry((region.to_owned(), kind))
+                .or_default() += 1
+        });
+    }
+
+    pub fn set_region_health(&self, statuses: &[RegionStatus]) {
+        self.with(|m| {
+            for s in statuses {
+                let v = match s.health {
+                    Health::Up => 0,
+                    Health::Degraded => 1,
+                    Health::Down => 2,
+                };
+                m.region_health.insert(s.region.clone(), v);
+            }
+        });
+    }
+
+    pub fn set_sandbox_traps(&self, traps: u64) {
+        self.with(|m| m.sandbox_traps = traps);
+    }
+
+    pub fn render(&self) -> String {
+        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::new();
+        let mut lines = Vec::new();
+        let n = family(
+            &mut out,
+            "edgegate_requests_total",
+            "counter",
+            "Requests by endpoint and status class.",
+        );
+        for ((e, c), v) in &m.requests {
+            lines.push(format!("{n}{{endpoint=\"{e}\",status=\"{c}\"}} {v}"));
+        }
+        flush(&mut out, &mut lines);
+        let n = family(
+            &mut out,
+            "edgegate_errors_total",
+            "counter",
+            "Failed requests by error kind.",
+        );
+        for (e, v) in &m.errors {
+            lines.push(format!("{n}{{kind=\"{e}\"}} {v}"));
+        }
+        flush(&mut out, &mut lines);
+        let n = family(
+            &mut out,
+            "edgegate_request_duration_seconds",
+            "histogram",
+            "Total request latency.",
+        );
+        histogram_lines(&mut lines, &n, "endpoint", &m.latency);
+        flush(&mut out, &mut lines);
+        let n = family(
+            &mut out,
+            "edgegate_upstream_first_byte_seconds",
+            "histogram",
+            "Time to the upstream's first byte.",
+        );
+        histogram_lines(&mut lines, &n, "region", &m.upstream_first_byte);
+        flush(&mut out, &mut lines);
+        let n = family(
+            &mut out,
+            "edgegate_tokens_total",
+            "counter",
+            "Tokens settled, by model and direction.",
+        );
+        for ((model, dir), v) in &m.tokens {
+            lines.push(format!("{n}{{model=\"{model}\",direction=\"{dir}\"}} {v}"));
+        }
+        flush(&mut out, &mut lines);
+        let n = family(
+            &mut out,
+            "edgegate_cost_usd_total",
+            "counter",
+            "Cost accounted, by model.",
+        );
+        for (model, v) in &m.cost_usd {
+            lines.push(format!("{n}{{model=\"{model}\"}} {v}"));
+        }
+        flush(&mut out, &mut lines);
+        let n = family(
+            &mut out,
+            "edgegate_cache_requests_total",
+            "counter",
+            "Cache lookups by result.",
+        );
+        for (status, v) in &m.cache {
+            lines.push(format!("{n}{{result=\"{status}\"}} {v}"));
+        }
+        flush(&mut out, &mut lines);
+        let n = family(
+            &mut out,
+            "edgegate_upstream_failures_total",
+            "counter",
+            "Upstream tries that failed, by region and kind.",
+        );
+        for ((region, kind), v) in &m.upstream_failures {
+            lines.push(format!("{n}{{region=\"{region}\",kind=\"{kind}\"}} {v}"));
+        }
+        flush(&mut out, &mut lines);
+        let n = family(
+            &mut out,
+            "edgegate_region_circuit_state",
+            "gauge",
+            "Region health: 0 up (closed), 1 degraded (half-open or slow), 2 down (open).",
+        );
+        for (region, v) in &m.region_health {
+            lines.push(format!("{n}{{region=\"{region}\"}} {v}"));
+        }
+        flush(&mut out, &mut lines);
+        let n = family(
+            &mut out,
+            "edgegate_sandbox_traps_total",
+            "counter",
+            "Sandbox instances replaced after a trap.",
+        );
+        lines.push(format!("{n} {}", m.sandbox_traps));
+        flush(&mut out, &mut lines);
+        out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) -> String {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    name.to_owned()
+}
+
+fn flush(out: &mut String, lines: &mut Vec<String>) {
+    for l in lines.drain(..) {
+        out.push_str(&l);
+        out.push('\n');
+    }
+}
+
+fn histogram_lines(
+    lines: &mut Vec<String>,
+    name: &str,
+    label: &str,
+    hists: &BTreeMap<String, Histogram>,
+) {
+    for (key, h) in hists {
+        for (b, c) in BUCKETS.iter().zip(h.counts) {
+            lines.push(format!("{name}_bucket{{{label}=\"{key}\",le=\"{b}\"}} {c}"));
+        }
+        lines.push(format!(
+            "{name}_bucket{{{label}=\"{key}\",le=\"+Inf\"}} {}",
+            h.count
+        ));
+        lines.push(format!("{name}_sum{{{label}=\"{key}\"}} {}", h.sum));
+        lines.push(format!("{name}_count{{{label}=\"{key}\"}} {}", h.count));
+    }
+}

@@ -1,0 +1,393 @@
+//! The local runner end to end: the real binary, real sockets, simulated
+//! regional backends. What only this runner has (SQLite quotas across a
+//! kill -9, the wasm sandbox, probes and breakers, metrics) is tested here;
+//! behaviour shared with the Worker is in the conformance suite (`tests/`).
+
+mod support;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_is_checked_and_errors_are_openai_shaped() {
+    let backends = Backends::start(0).await;
+    let runner = Runner::start(&config(&backends), &[]);
+    let c = client();
+    let ok = post(&c, &runner, "/v1/chat/completions", ACME_KEY, &chat("hi")).await;
+    assert_eq!(ok.status(), 200);
+    assert!(header(&ok, "x-request-id").is_some_and(|id| id.starts_with("req_")));
+    let body: Value = ok.json().await.expect("json");
+    assert_eq!(body["object"], "chat.completion");
+
+    let bad = post(&c, &runner, "/v1/chat/completions", "sk-nope", &chat("hi")).await;
+    assert_eq!(bad.status(), 401);
+    let err: Value = bad.json().await.expect("json");
+    assert_eq!(err["error"]["type"], "authentication_error");
+
+    let denied = post(
+        &c,
+        &runner,
+        "/v1/chat/completions",
+        BLOCKED_KEY,
+        &chat("hi"),
+    )
+    .await;
+    assert_eq!(
+        denied.status(),
+        403,
+        "127.0.0.0/8 is on this tenant's deny list"
+    );
+
+    // Secrets never reach the access log.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let log = runner.access_log();
+    assert!(log.contains("\"status\":401"), "{log}");
+    assert!(!log.contains(ACME_KEY) && !log.contains("sk-nope"));
+    assert!(!log.contains("\"hi\""), "no prompt text in logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_tier_gets_429_with_headers() {
+    let backends = Backends::start(0).await;
+    let runner = Runner::start(&config(&backends), &[]);
+    let c = client();
+    for _ in 0..3 {
+        let r = post(&c, &runner, "/v1/chat/completions", FREE_KEY, &chat("hi")).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-ratelimit-limit-requests"), Some("3"));
+    }
+    let r = post(&c, &runner, "/v1/chat/completions", FREE_KEY, &chat("hi")).await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = header(&r, "retry-after")
+        .expect("retry-after")
+        .parse()
+        .expect("secs");
+    assert!((1..=20).contains(&retry), "one request per 20 s: {retry}");
+    assert_eq!(header(&r, "x-ratelimit-remaining-requests"), Some("0"));
+    let err: Value = r.json().await.expect("json");
+    assert_eq!(err["error"]["code"], "rate_limit_exceeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_admission_under_200_concurrent_requests() {
+    let backends = Backends::start(0).await;
+    let mut cfg = config(&backends);
+    cfg["tiers"]["free"]["requests_per_minute"] = json!(50);
+    let runner = Runner::start(&cfg, &[]);
+    let c = client();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let (c, url) = (c.clone(), runner.url("/v1/chat/completions"));
+            tokio::spawn(async move {
+                c.post(url)
+                    .bearer_auth(FREE_KEY)
+                    .json(&chat(&format!("request {i}")))
+                    .send()
+                    .await
+                    .expect("request")
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("task"));
+    }
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((admitted, limited), (50, 150), "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_when_the_nearest_region_is_down() {
+    let backends = Backends::start(0).await;
+    let runner = Runner::start(&config(&backends), &[]);
+    let c = client();
+    let from_paris = |key: &'static str| {
+        c.post(runner.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .header("x-edgegate-client-latitude", "48.85")
+            .header("x-edgegate-client-longitude", "2.35")
+            .json(&chat("where am I served?"))
+    };
+    let body: Value = from_paris(ACME_KEY)
+        .send()
+        .await
+        .expect("req")
+        .json()
+        .await
+        .expect("json");
+    let content = body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(content.contains("eu-west"), "nearest first: {content}");
+
+    // eu-west starts failing every request: no client sees an error.
+    backends.controls("eu-west").set_down(true);
+    for _ in 0..5 {
+        let r = from_paris(ACME_KEY).send().await.expect("req");
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.expect("json");
+        let content = body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(!content.contains("eu-west"), "{content}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_opens_and_recovers() {
+    let backends = Backends::start(0).await;
+    let runner = Runner::start(&config(&backends), &["--breaker-open-ms", "800"]);
+    let c = client();
+    let state = || async {
+        let text = c
+            .get(runner.url("/metrics"))
+            .send()
+            .await
+            .expect("req")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find(|l| l.starts_with("edgegate_region_circuit_state{region=\"ap-south\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    let wait_for = |want: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if state().await.as_deref() == Some(want) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert!(wait_for("0").await, "probes see ap-south up");
+    backends.controls("ap-south").set_down(true);
+    assert!(wait_for("2").await, "three failed probes open the breaker");
+    backends.controls("ap-south").set_down(false);
+    assert!(
+        wait_for("0").await,
+        "after the open period a good probe closes it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_pass_through_with_the_backends_pacing() {
+    let backends = Backends::start(60).await;
+    let runner = Runner::start(&config(&backends), &[]);
+    let c = client();
+    let mut body = chat("stream please");
+    body["stream"] = json!(true);
+    body["max_tokens"] = json!(10);
+    let started = Instant::now();
+    let r = post(&c, &runner, "/v1/chat/completions", ACME_KEY, &body).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-type"), Some("text/event-stream"));
+    let mut arrivals = Vec::new();
+    let mut text = String::new();
+    let mut stream = r.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        arrivals.push(started.elapsed());
+        text.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+    }
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(
+        !text.contains("\"usage\":{"),
+        "the usage chunk the gateway asked for is stripped: {text}"
+    );
+    assert!(
+        arrivals.len() >= 8,
+        "chunks arrive separately: {}",
+        arrivals.len()
+    );
+    let spread = *arrivals.last().expect("last") - arrivals[0];
+    assert!(
+        spread >= Duration::from_millis(60 * 6),
+        "not buffered: spread {spread:?}"
+    );
+    // The backend saw the gateway ask for usage on the client's behalf.
+    let sent = backends
+        .controls("us-east")
+        .last_request_body()
+        .expect("a request reached us-east");
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_ends_with_an_error_event() {
+    let backends = Backends::start(20).await;
+    backends.controls("us-east").stall_after_chunks(Some(2));
+    let runner = Runner::start(&config(&backends), &[]);
+    let c = client();
+    let mut body = chat("stall");
+    body["stream"] = json!(true);
+    let text = post(&c, &runner, "/v1/chat/completions", ACME_KEY, &body)
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert!(text.contains("upstream_timeout"), "{text}");
+    assert!(!text.contains("[DONE]"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnect_cancels_the_upstream_stream() {
+    let backends = Backends::start(100).await;
+    let runner = Runner::start(&config(&backends), &[]);
+    let c = client();
+    let mut body = chat("a long story");
+    body["stream"] = json!(true);
+    body["max_tokens"] = json!(200);
+    let r = post(&c, &runner, "/v1/chat/completions", ACME_KEY, &body).await;
+    let mut stream = r.bytes_stream();
+    stream.next().await.expect("first chunk").expect("ok");
+    drop(stream);
+    let controls = backends.controls("us-east");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while controls.streams_cancelled() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        controls.streams_cancelled(),
+        1,
+        "the backend saw the cancellation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_hits_after_a_miss_and_never_across_tenants() {
+    let backends = Backends::start(0).await;
+    let runner = Runner::start(&config(&backends), &[]);
+    let c = client();
+    let mut body = chat("What is the capital of France?");
+    body["temperature"] = json!(0);
+    let first = post(&c, &runner, "/v1/chat/completions", ACME_KEY, &body).await;
+    assert_eq!(header(&first, "x-edgegate-cache"), Some("MISS"));
+    let first: Value = first.json().await.expect("json");
+    let second = post(&c, &runner, "/v1/chat/completions", ACME_KEY, &body).await;
+    assert_eq!(header(&second, "x-edgegate-cache"), Some("HIT"));
+    assert_eq!(second.json::<Value>().await.expect("json"), first);
+    let other = post(&c, &runner, "/v1/chat/completions", OTHER_KEY, &body).await;
+    assert_eq!(
+        header(&other, "x-edgegate-cache"),
+        Some("MISS"),
+        "tenant-scoped"
+    );
+    // A streamed request is answered from the cache as a replayed stream.
+    body["stream"] = json!(true);
+    let replay = post(&c, &runner, "/v1/chat/completions", ACME_KEY, &body).await;
+    assert_eq!(header(&replay, "x-edgegate-cache"), Some("HIT"));
+    assert!(replay.text().await.expect("text").contains("data: [DONE]"));
+    body["temperature"] = json!(0.9);
+    body["stream"] = json!(false);
+    let sampled = post(&c, &runner, "/v1/chat/completions", ACME_KEY, &body).await;
+    assert_eq!(header(&sampled, "x-edgegate-cache"), Some("BYPASS"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_in_the_sandbox_is_a_500_and_the_next_request_succeeds() {
+    let backends = Backends::start(0).await;
+    let mut cfg = config(&backends);
+    cfg["limits"]["max_body_bytes"] = json!(8 << 20);
+    let runner = Runner::start(&cfg, &["--guest-memory-mb", "12"]);
+    let c = client();
+    // A body the core accepts but that cannot fit in 12 MiB once parsed.
+    let huge = "word ".repeat(1_500_000);
+    let r = post(&c, &runner, "/v1/chat/completions", ACME_KEY, &chat(&huge)).await;
+    assert_eq!(r.status(), 500);
+    let err: Value = r.json().await.expect("json");
+    assert_eq!(err["error"]["type"], "server_error");
+    let r = post(&c, &runner, "/v1/chat/completions", ACME_KEY, &chat("hi")).await;
+    assert_eq!(r.status(), 200, "the instance was replaced");
+    let metrics = c
+        .get(runner.url("/metrics"))
+        .send()
+        .await
+        .expect("req")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("edgegate_sandbox_traps_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_usage_survives_kill_9() {
+    let backends = Backends::start(0).await;
+    let mut cfg = config(&backends);
+    // 20 requests per minute: after 15, a reset budget would show 20 again.
+    cfg["tiers"]["free"]["requests_per_minute"] = json!(20);
+    cfg["tiers"]["free"]["tokens_per_day"] = json!(1_000_000);
+    let mut runner = Runner::start(&cfg, &[]);
+    let c = client();
+    let mut remaining_before = 0;
+    for _ in 0..15 {
+        let r = post(
+            &c,
+            &runner,
+            "/v1/chat/completions",
+            FREE_KEY,
+            &chat("count me"),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        remaining_before = header(&r, "x-ratelimit-remaining-requests")
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("remaining");
+    }
+    assert!(remaining_before <= 6, "{remaining_before}");
+    runner.kill_and_restart();
+    let r = post(
+        &c,
+        &runner,
+        "/v1/chat/completions",
+        FREE_KEY,
+        &chat("after restart"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let remaining_after: u64 = header(&r, "x-ratelimit-remaining-requests")
+        .and_then(|v| v.parse().ok())
+        .expect("remaining");
+    // One more request was taken; refill over the restart adds at most a few.
+    assert!(
+        remaining_after < remaining_before + 4,
+        "budget was reset: {remaining_before} before, {remaining_after} after"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_healthz() {
+    let backends = Backends::start(0).await;
+    let runner = Runner::start(&config(&backends), &[]);
+    let c = client();
+    post(&c, &runner, "/v1/chat/completions", ACME_KEY, &chat("hi")).await;
+    let health = c.get(runner.url("/healthz")).send().await.expect("req");
+    assert_eq!(health.status(), 200);
+    let m = c
+        .get(runner.url("/metrics"))
+        .send()
+        .await
+        .expect("req")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        m.contains("edgegate_requests_total{endpoint=\"chat\",status=\"2xx\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("edgegate_tokens_total{model=\"chat-model\",direction=\"output\"}"));
+    assert!(m.contains("edgegate_request_duration_seconds_bucket"));
+}
