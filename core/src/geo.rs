@@ -36,6 +36,22 @@ pub struct ClientGeo {
 }
 
 impl ClientGeo {
+    /// The location a trusted proxy in front of the gateway put in
+    /// `x-edgegate-client-{latitude,longitude,country,continent}`. Only for
+    /// deployments that strip these headers from clients (hosts opt in).
+    pub fn from_trusted_headers(headers: &crate::request::Headers) -> Option<ClientGeo> {
+        let num = |name: &str| headers.get(name).and_then(|v| v.trim().parse::<f64>().ok());
+        let text = |name: &str| headers.get(name).map(|v| v.trim().to_owned());
+        let geo = ClientGeo {
+            latitude: num("x-edgegate-client-latitude"),
+            longitude: num("x-edgegate-client-longitude"),
+            country: text("x-edgegate-client-country"),
+            continent: text("x-edgegate-client-continent"),
+            colo: None,
+        };
+        (geo != ClientGeo::default()).then_some(geo)
+    }
+
     /// The best point we have: coordinates, else the continent's rough centre.
     pub fn point(&self) -> Option<GeoPoint> {
         match (self.latitude, self.longitude) {
@@ -156,6 +172,22 @@ mod tests {
         let d = paris.distance_km(&nyc);
         assert!((5800.0..5880.0).contains(&d), "{d}");
         assert_eq!(paris.distance_km(&paris), 0.0);
+    }
+
+    #[test]
+    fn trusted_headers() {
+        let h = crate::request::Headers::new([
+            ("X-Edgegate-Client-Latitude", " 48.85"),
+            ("x-edgegate-client-longitude", "2.35"),
+            ("x-edgegate-client-continent", "EU"),
+        ]);
+        let g = ClientGeo::from_trusted_headers(&h).expect("geo");
+        assert_eq!((g.latitude, g.longitude), (Some(48.85), Some(2.35)));
+        assert_eq!(g.continent.as_deref(), Some("EU"));
+        assert_eq!(
+            ClientGeo::from_trusted_headers(&crate::request::Headers::default()),
+            None
+        );
     }
 
     #[test]

@@ -142,19 +142,9 @@ fn client_ip(app: &App, headers: &Headers, peer: SocketAddr) -> IpAddr {
 }
 
 fn client_geo(app: &App, headers: &Headers) -> Option<ClientGeo> {
-    if !app.trust_geo_headers {
-        return None;
-    }
-    let num = |name: &str| headers.get(name).and_then(|v| v.trim().parse::<f64>().ok());
-    let text = |name: &str| headers.get(name).map(|v| v.trim().to_owned());
-    let geo = ClientGeo {
-        latitude: num("x-edgegate-client-latitude"),
-        longitude: num("x-edgegate-client-longitude"),
-        country: text("x-edgegate-client-country"),
-        continent: text("x-edgegate-client-continent"),
-        colo: None,
-    };
-    (geo != ClientGeo::default()).then_some(geo)
+    app.trust_geo_headers
+        .then(|| ClientGeo::from_trusted_headers(headers))
+        .flatten()
 }
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {

@@ -1,32 +1,11 @@
-//! `local-runner`: edgegate on one machine. The core runs sandboxed in
-//! wasmtime; this binary supplies the I/O (HTTP, SQLite quotas, cache,
-//! health probes, logs and metrics).
+//! `local-runner`: the command line of edgegate's self-hosted gateway.
 
-mod app;
-mod clock;
-mod demo;
-mod health_monitor;
-mod metrics;
-mod proxy;
-mod quota_store;
-mod response_cache;
-mod sandbox;
-mod settings;
-mod upstream;
-
-use anyhow::{Context, Result};
-use app::App;
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use edgegate_core::health::HealthPolicy;
-use health_monitor::{HealthMonitor, ProbeTarget};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use sandbox::{Sandbox, SandboxLimits};
-use settings::Settings;
+use edgegate_local_runner::settings::Settings;
+use edgegate_local_runner::{ConfigArgs, ServeArgs, demo, serve, shutdown_signal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -47,55 +26,6 @@ enum Command {
     Check(ConfigArgs),
     /// Start simulated regional backends and the gateway in front of them.
     Demo(DemoArgs),
-}
-
-#[derive(Args, Clone)]
-struct ConfigArgs {
-    /// The wrangler.toml holding `[vars.gateway]`.
-    #[arg(long, default_value = "wrangler.toml")]
-    config: PathBuf,
-    /// Use `[env.NAME.vars]` (and `.dev.vars.NAME`) instead of the top level.
-    #[arg(long)]
-    env: Option<String>,
-}
-
-#[derive(Args, Clone)]
-struct ServeArgs {
-    #[command(flatten)]
-    config: ConfigArgs,
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Where quota state is kept (SQLite); defaults to `.state/local-runner` beside the config.
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
-    /// Response cache size bound.
-    #[arg(long, default_value_t = 64)]
-    cache_mb: usize,
-    /// Interval between active health probes of each region.
-    #[arg(long, default_value_t = 5_000)]
-    probe_interval_ms: u64,
-    /// Warm sandbox instances (default: twice the CPU count).
-    #[arg(long)]
-    instances: Option<usize>,
-    /// Memory limit of each sandbox instance.
-    #[arg(long, default_value_t = 128)]
-    guest_memory_mb: usize,
-    /// Wall-time limit of one call into the sandbox.
-    #[arg(long, default_value_t = 2_000)]
-    guest_deadline_ms: u64,
-    /// Consecutive failures that open a region's circuit breaker.
-    #[arg(long, default_value_t = 3)]
-    breaker_failures: u32,
-    /// How long an open breaker keeps a region down before a trial request.
-    #[arg(long, default_value_t = 10_000)]
-    breaker_open_ms: u64,
-    /// Trust `x-edgegate-client-{latitude,longitude,country,continent}` headers
-    /// (set them at a load balancer or CDN in front of the runner).
-    #[arg(long)]
-    trust_geo_headers: bool,
-    /// Trust `x-forwarded-for` for the client address.
-    #[arg(long)]
-    trust_forwarded_for: bool,
 }
 
 #[derive(Args, Clone)]
@@ -194,128 +124,4 @@ fn check(args: &ConfigArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-}
-
-async fn serve(
-    settings: Settings,
-    args: ServeArgs,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<()> {
-    let mut limits = SandboxLimits {
-        memory_bytes: args.guest_memory_mb << 20,
-        call_deadline: Duration::from_millis(args.guest_deadline_ms),
-        ..SandboxLimits::default()
-    };
-    if let Some(n) = args.instances {
-        limits.instances = n;
-    }
-    let sandbox = Arc::new(
-        Sandbox::new(settings.gateway_json(), settings.secrets_json(), limits)
-            .with_context(|| format!("loading {}", settings.source.display()))?,
-    );
-    let state_dir = args.state_dir.clone().unwrap_or_else(|| {
-        settings
-            .source
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join(".state/local-runner")
-    });
-    let quota = Arc::new(quota_store::QuotaStore::open(
-        &state_dir.join("quota.sqlite"),
-    )?);
-    let metrics = Arc::new(metrics::Metrics::default());
-    let health = Arc::new(HealthMonitor::new(HealthPolicy {
-        failure_threshold: args.breaker_failures.max(1),
-        open_ms: args.breaker_open_ms,
-        ..HealthPolicy::default()
-    }));
-    let probes = probe_targets(&settings);
-    health_monitor::spawn_probes(
-        health.clone(),
-        sandbox.clone(),
-        metrics.clone(),
-        probes,
-        Duration::from_millis(args.probe_interval_ms),
-    );
-    let app = Arc::new(App {
-        sandbox,
-        quota,
-        cache: response_cache::ResponseCache::new(args.cache_mb << 20),
-        health,
-        metrics,
-        upstream: upstream::Upstream::default(),
-        max_body_bytes: settings.max_body_bytes(),
-        trust_geo_headers: args.trust_geo_headers,
-        trust_forwarded_for: args.trust_forwarded_for,
-    });
-
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    eprintln!("edgegate: listening on http://{}", listener.local_addr()?);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    eprintln!("edgegate: accept failed: {e}");
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let app = app.clone();
-                async move { Ok::<_, std::convert::Infallible>(app::handle(app, req, peer).await) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-    eprintln!("edgegate: shutting down");
-    Ok(())
-}
-
-fn probe_targets(settings: &Settings) -> Vec<ProbeTarget> {
-    settings
-        .gateway
-        .get("regions")
-        .and_then(serde_json::Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|r| {
-            let name = r.get("name")?.as_str()?;
-            let base = r.get("base_url")?.as_str()?.trim_end_matches('/');
-            let path = r
-                .get("health_path")
-                .and_then(|p| p.as_str())
-                .unwrap_or("/health");
-            Some(ProbeTarget {
-                region: name.to_owned(),
-                url: format!("{base}{path}"),
-            })
-        })
-        .collect()
 }
