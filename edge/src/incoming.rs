@@ -1,13 +1,14 @@
 //! What the Worker knows about an incoming request besides its bytes: a
-//! fresh request id, the client's address and location (`request.cf`).
+//! fresh request id, the client's address and location (`request.cf`, or
+//! trusted `x-edgegate-client-*` headers when the deployment opts in).
 
 use edgegate_core::GatewayError;
 use edgegate_core::geo::ClientGeo;
 use edgegate_core::request::{Headers, HttpRequest};
 use std::net::IpAddr;
-use worker::Request;
 use worker::js_sys::Reflect;
 use worker::wasm_bindgen::JsValue;
+use worker::{Env, Request};
 
 /// A random id (`req_` + 32 hex digits) from `crypto.getRandomValues`.
 pub fn request_id() -> Result<String, GatewayError> {
@@ -42,10 +43,27 @@ pub fn client_ip(req: &Request) -> Option<IpAddr> {
         .and_then(|ip| ip.trim().parse().ok())
 }
 
+/// The var that opts in to location headers set by a trusted proxy in front
+/// of the Worker (which must strip any a client sent).
+const TRUST_GEO_HEADERS_VAR: &str = "TRUST_CLIENT_GEO_HEADERS";
+
+/// The client's location: from `x-edgegate-client-*` headers when the
+/// deployment trusts them and they are present, else from `request.cf`. The
+/// local runner's `--trust-geo-headers` reads the same headers the same way.
+pub fn client_geo(req: &Request, headers: &Headers, env: &Env) -> Option<ClientGeo> {
+    let trusted = env
+        .var(TRUST_GEO_HEADERS_VAR)
+        .is_ok_and(|v| v.to_string().trim() == "true");
+    trusted
+        .then(|| ClientGeo::from_trusted_headers(headers))
+        .flatten()
+        .or_else(|| cf_geo(req))
+}
+
 /// The client's location from `request.cf`. Read field by field from the raw
 /// object: coordinates arrive as strings at the edge and as numbers from
 /// test harnesses, and a missing or odd field must never fail the request.
-pub fn client_geo(req: &Request) -> Option<ClientGeo> {
+fn cf_geo(req: &Request) -> Option<ClientGeo> {
     let cf = Reflect::get(req.inner(), &JsValue::from_str("cf"))
         .ok()
         .filter(JsValue::is_object)?;

@@ -93,7 +93,7 @@ async fn decide(
         now_ms: now,
         request_id: request_id.to_owned(),
         client_ip: incoming::client_ip(req),
-        client_geo: incoming::client_geo(req),
+        client_geo: incoming::client_geo(req, &http.headers, env),
         regions: region_health::statuses(&kv, now).await,
         provisioned_key,
     };
