@@ -1,0 +1,108 @@
+//! The response cache: MISS then HIT for a deterministic request (without
+//! calling a backend), BYPASS for a sampled one, and no hit across tenants
+//! when the route caches per tenant.
+
+use crate::client::{chat_body, content_of};
+use crate::gateway::keys;
+use crate::suite::Outcome;
+use crate::target::Target;
+use crate::{ensure, ensure_eq};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// The Worker stores answers after responding; a HIT may take a moment.
+const HIT_WITHIN: Duration = Duration::from_secs(5);
+
+fn deterministic(content: &str) -> Value {
+    let mut body = chat_body(content);
+    body["temperature"] = json!(0);
+    body
+}
+
+/// A MISS answered by a backend, then a HIT with the same answer that no backend saw.
+async fn miss_then_hit(t: &Target, key: &str, body: &Value) -> Outcome {
+    let first = t.chat(key, body).await?;
+    let original = first.expect(200)?;
+    ensure_eq!(
+        first.header("x-edgegate-cache"),
+        Some("MISS"),
+        "first x-edgegate-cache"
+    );
+    let us_east = t.backend("us-east");
+    let deadline = Instant::now() + HIT_WITHIN;
+    loop {
+        let seen = us_east.requests_received();
+        let r = t.chat(key, body).await?;
+        let answer = r.expect(200)?;
+        match r.header("x-edgegate-cache") {
+            Some("HIT") => {
+                ensure_eq!(
+                    content_of(&answer),
+                    content_of(&original),
+                    "the cached answer"
+                );
+                ensure_eq!(
+                    us_east.requests_received(),
+                    seen,
+                    "backend requests during a HIT"
+                );
+                return Ok(());
+            }
+            Some("MISS") if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return Err(format!("no HIT within {HIT_WITHIN:?} (last: {other:?})")),
+        }
+    }
+}
+
+pub async fn miss_then_hit_when_deterministic(t: &Target) -> Outcome {
+    miss_then_hit(t, keys::CACHE_A, &deterministic("cache me")).await?;
+    // A seed makes a sampled request deterministic too.
+    let mut seeded = chat_body("cache me, seeded");
+    seeded["temperature"] = json!(0.8);
+    seeded["seed"] = json!(7);
+    miss_then_hit(t, keys::CACHE_A, &seeded).await
+}
+
+pub async fn bypass_when_sampled(t: &Target) -> Outcome {
+    let mut sampled = chat_body("sample me");
+    sampled["temperature"] = json!(0.7);
+    for _ in 0..2 {
+        let r = t.chat(keys::CACHE_A, &sampled).await?;
+        r.expect(200)?;
+        ensure_eq!(
+            r.header("x-edgegate-cache"),
+            Some("BYPASS"),
+            "x-edgegate-cache"
+        );
+    }
+    // The client can opt out of a cacheable request.
+    let opted_out = t
+        .post(crate::client::CHAT)
+        .key(keys::CACHE_A)
+        .header("cache-control", "no-store")
+        .json(&deterministic("cache me"))
+        .send()
+        .await?;
+    opted_out.expect(200)?;
+    ensure_eq!(
+        opted_out.header("x-edgegate-cache"),
+        Some("BYPASS"),
+        "x-edgegate-cache with Cache-Control: no-store"
+    );
+    Ok(())
+}
+
+pub async fn no_hit_across_tenants(t: &Target) -> Outcome {
+    let body = deterministic("cached for one tenant only");
+    miss_then_hit(t, keys::CACHE_A, &body).await?;
+    let other = t.chat(keys::CACHE_B, &body).await?;
+    other.expect(200)?;
+    ensure!(
+        other.header("x-edgegate-cache") == Some("MISS"),
+        "another tenant got x-edgegate-cache {:?} for a per-tenant cached answer",
+        other.header("x-edgegate-cache")
+    );
+    Ok(())
+}

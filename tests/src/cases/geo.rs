@@ -1,0 +1,72 @@
+//! Geo: clients on three continents reach their nearest region; an
+//! EU-resident tenant stays in the EU even when that is slower; a client
+//! whose nearest region is down is served by the next one. Clients are
+//! placed with the trusted `x-edgegate-client-*` headers.
+
+use crate::client::{
+    CHAT, NEW_YORK, PARIS, Place, SAO_PAULO, SINGAPORE, chat_body, content_of, region_of,
+};
+use crate::ensure_eq;
+use crate::gateway::keys;
+use crate::suite::Outcome;
+use crate::target::Target;
+
+/// The region that answered a client of `key` at `place`.
+async fn region_for(t: &Target, key: &str, place: &Place) -> Result<String, String> {
+    let answer = t
+        .post(CHAT)
+        .key(key)
+        .at(place)
+        .json(&chat_body("where am I served?"))
+        .send()
+        .await?
+        .expect(200)?;
+    Ok(region_of(content_of(&answer))
+        .unwrap_or_default()
+        .to_owned())
+}
+
+pub async fn nearest_region_on_three_continents(t: &Target) -> Outcome {
+    for (place, name, region) in [
+        (&NEW_YORK, "New York", "us-east"),
+        (&PARIS, "Paris", "eu-west"),
+        (&SINGAPORE, "Singapore", "ap-southeast"),
+    ] {
+        ensure_eq!(region_for(t, keys::GEO, place).await?, region, "{name}");
+    }
+    Ok(())
+}
+
+pub async fn eu_resident_tenant_stays_in_eu(t: &Target) -> Outcome {
+    t.backend("eu-west").set_latency(300, 0);
+    ensure_eq!(
+        region_for(t, keys::GEO, &NEW_YORK).await?,
+        "us-east",
+        "a tenant without residency in New York"
+    );
+    for (place, name) in [(&NEW_YORK, "New York"), (&SINGAPORE, "Singapore")] {
+        ensure_eq!(
+            region_for(t, keys::EU, place).await?,
+            "eu-west",
+            "the EU tenant's client in {name}, with eu-west slow"
+        );
+    }
+    Ok(())
+}
+
+pub async fn failover_when_nearest_region_is_down(t: &Target) -> Outcome {
+    ensure_eq!(
+        region_for(t, keys::GEO, &SAO_PAULO).await?,
+        "sa-east",
+        "São Paulo with sa-east up"
+    );
+    t.backend("sa-east").set_down(true);
+    for _ in 0..3 {
+        ensure_eq!(
+            region_for(t, keys::GEO, &SAO_PAULO).await?,
+            "us-east",
+            "São Paulo with sa-east down"
+        );
+    }
+    Ok(())
+}

