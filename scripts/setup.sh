@@ -36,3 +36,12 @@ if ! cmp -s edge/package-lock.json edge/node_modules/.edgegate-installed-lock.js
   (cd edge && npm install --no-audit --no-fund)
   cp edge/package-lock.json edge/node_modules/.edgegate-installed-lock.json
 fi
+
+# The official openai Python SDK, for the conformance suite's real-client
+# session (tests/sdk/session.py), in a virtual environment beside the tools.
+venv="$tools/venv"
+if ! "$venv/bin/python" -c 'import openai' 2>/dev/null; then
+  log "installing the openai Python SDK into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet openai
+fi

