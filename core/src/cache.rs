@@ -17,7 +17,7 @@ const IGNORED_FIELDS: [&str; 3] = ["model", "stream", "stream_options"];
 
 /// What the host should do with its response cache for this request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum CacheDecision {
     /// Caching is off for this route.
     Disabled,

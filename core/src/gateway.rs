@@ -157,7 +157,29 @@ pub struct ForwardPlan {
     pub response_headers: Vec<(String, String)>,
 }
 
+/// What settling needs to know about a plan answered by one attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// The model of the version that answered.
+    pub model: String,
+    pub reserved: Amounts,
+    pub prompt_tokens_estimate: u64,
+    pub max_output_tokens: u64,
+}
+
 impl ForwardPlan {
+    pub fn reservation(&self, attempt: usize) -> Reservation {
+        Reservation {
+            model: self
+                .attempts
+                .get(attempt)
+                .map_or_else(|| self.model.clone(), |a| a.model.clone()),
+            reserved: self.quota.amounts,
+            prompt_tokens_estimate: self.prompt_tokens_estimate,
+            max_output_tokens: self.max_output_tokens,
+        }
+    }
+
     pub fn response_kind(&self) -> ResponseKind {
         match self.endpoint {
             Endpoint::Completions => ResponseKind::Completion,
@@ -167,8 +189,10 @@ impl ForwardPlan {
     }
 }
 
+// Externally tagged: an internally tagged enum makes serde buffer the whole
+// plan before deserialising it, which dominated the sandbox boundary's cost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "decision", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Decision {
     Respond(LocalResponse),
     Forward(Box<ForwardPlan>),
@@ -263,13 +287,15 @@ impl Gateway {
         let max_output_tokens =
             self.output_budget(&principal, model_index, &parsed, prompt_tokens)?;
 
+        Self::normalise_for_upstream(&mut parsed, max_output_tokens);
         let user = principal.user.as_deref().or_else(|| parsed.user());
         let chosen =
             routing::choose_version(config, &route, &req.headers, &principal.tenant_id, user)?;
         let chain = routing::version_chain(&route, chosen);
         let residency = tenant.and_then(|t| t.residency.as_deref());
+        let base = serde_json::to_string(&WithoutModel(&parsed.body)).unwrap_or_default();
         let (attempts, bodies) =
-            self.plan_attempts(&route, &chain, &parsed, ctx, residency, max_output_tokens)?;
+            self.plan_attempts(&route, &chain, &parsed, ctx, residency, &base)?;
 
         let primary = &attempts[0];
         let cache = cache::decide(
@@ -400,7 +426,7 @@ impl Gateway {
         parsed: &ParsedBody,
         ctx: &RequestContext,
         residency: Option<&str>,
-        max_output_tokens: u64,
+        base: &str,
     ) -> Result<(Vec<Attempt>, Vec<String>), GatewayError> {
         let config = &self.config;
         let client = ctx.client_geo.as_ref().and_then(ClientGeo::point);
@@ -434,7 +460,7 @@ impl Gateway {
             let body = match body_of.iter().position(|b| *b == v) {
                 Some(i) => i,
                 None => {
-                    bodies.push(self.upstream_body(v, parsed, max_output_tokens));
+                    bodies.push(with_model(&self.config.version(v).upstream_model, base));
                     body_of.push(v);
                     bodies.len() - 1
                 }
@@ -456,14 +482,10 @@ impl Gateway {
         Ok((attempts, bodies))
     }
 
-    /// The body a backend gets: its own model name, an explicit output cap
-    /// (so the reservation is an upper bound), and usage in streams.
-    fn upstream_body(&self, v: VersionRef, parsed: &ParsedBody, max_output_tokens: u64) -> String {
-        let mut body = parsed.body.clone();
-        body.insert(
-            "model".into(),
-            Value::String(self.config.version(v).upstream_model.clone()),
-        );
+    /// What every backend gets besides its model name: an explicit output
+    /// cap (so the reservation is an upper bound) and usage in streams.
+    fn normalise_for_upstream(parsed: &mut ParsedBody, max_output_tokens: u64) {
+        let body = &mut parsed.body;
         if parsed.endpoint != Endpoint::Embeddings && parsed.max_tokens.is_none() {
             let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
             body.insert("max_tokens".into(), json!(max_output_tokens / n));
@@ -474,7 +496,6 @@ impl Gateway {
                 o.insert("include_usage".into(), Value::Bool(true));
             }
         }
-        Value::Object(body).to_string()
     }
 
     fn models_response(&self, principal: &Principal, ctx: &RequestContext) -> LocalResponse {
@@ -501,11 +522,13 @@ impl Gateway {
     /// the version that answered, or the whole reservation when the backend
     /// reported no usage (never undercharge).
     pub fn settle(&self, plan: &ForwardPlan, attempt: usize, usage: Option<Usage>) -> Settlement {
-        let model = plan
-            .attempts
-            .get(attempt)
-            .and_then(|a| self.config.model(&a.model))
-            .map(|m| &self.config.models[m]);
+        self.settle_reservation(&plan.reservation(attempt), usage)
+    }
+
+    /// [`Gateway::settle`] from the few facts it needs (what a sandboxed
+    /// core is handed instead of the whole plan).
+    pub fn settle_reservation(&self, r: &Reservation, usage: Option<Usage>) -> Settlement {
+        let model = self.config.model(&r.model).map(|m| &self.config.models[m]);
         match (usage, model) {
             (Some(u), Some(model)) => Settlement {
                 actual: Amounts {
@@ -518,13 +541,35 @@ impl Gateway {
                 usage_reported: true,
             },
             _ => Settlement {
-                actual: plan.quota.amounts,
-                input_tokens: plan.prompt_tokens_estimate,
-                output_tokens: plan.max_output_tokens,
+                actual: r.reserved,
+                input_tokens: r.prompt_tokens_estimate,
+                output_tokens: r.max_output_tokens,
                 usage_reported: false,
             },
         }
     }
+}
+
+/// A request body without its `model`, serialised once for every version.
+struct WithoutModel<'a>(&'a serde_json::Map<String, Value>);
+
+impl Serialize for WithoutModel<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.0.iter().filter(|(k, _)| *k != "model") {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// `base` (a JSON object without `model`) with the backend's model name first.
+fn with_model(upstream_model: &str, base: &str) -> String {
+    let name = Value::from(upstream_model).to_string();
+    let rest = base.strip_prefix('{').unwrap_or("}");
+    let sep = if rest == "}" { "" } else { "," };
+    format!("{{\"model\":{name}{sep}{rest}")
 }
 
 #[cfg(test)]

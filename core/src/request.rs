@@ -179,13 +179,21 @@ pub fn parse_body(
             None,
         ));
     }
-    check_depth(text.as_bytes(), limits.max_json_depth)?;
+    // serde_json stops at 128 levels, so parsing cannot overflow the stack;
+    // the configured limit (at most 128) is checked on the parsed value.
     let value: Value = serde_json::from_str(text).map_err(|e| {
-        GatewayError::invalid(
-            format!("We could not parse the JSON body of your request: {e}."),
-            None,
-        )
+        if e.to_string().starts_with("recursion limit exceeded") {
+            too_deep(limits.max_json_depth)
+        } else {
+            GatewayError::invalid(
+                format!("We could not parse the JSON body of your request: {e}."),
+                None,
+            )
+        }
     })?;
+    if depth(&value) > limits.max_json_depth {
+        return Err(too_deep(limits.max_json_depth));
+    }
     let Value::Object(body) = value else {
         return Err(GatewayError::invalid(
             "The request body must be a JSON object.",
@@ -264,37 +272,20 @@ pub fn parse_body(
     })
 }
 
-/// Rejects nesting deeper than `max` with a byte scan, before serde recurses.
-fn check_depth(bytes: &[u8], max: usize) -> Result<(), GatewayError> {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in bytes {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > max {
-                    return Err(GatewayError::invalid(
-                        format!("The JSON body is nested more than {max} levels deep."),
-                        None,
-                    ));
-                }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
+/// Nesting depth of a parsed value (a scalar is 0, `[]` is 1).
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
     }
-    Ok(())
+}
+
+fn too_deep(max: usize) -> GatewayError {
+    GatewayError::invalid(
+        format!("The JSON body is nested more than {max} levels deep."),
+        None,
+    )
 }
 
 fn type_name(v: &Value) -> &'static str {

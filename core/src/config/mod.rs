@@ -504,7 +504,16 @@ fn validate_limits(raw: &RawLimits) -> Result<RequestLimits> {
     Ok(RequestLimits {
         max_body_bytes: field("max_body_bytes", raw.max_body_bytes, d.max_body_bytes)?,
         max_messages: field("max_messages", raw.max_messages, d.max_messages)?,
-        max_json_depth: field("max_json_depth", raw.max_json_depth, d.max_json_depth)?,
+        max_json_depth: match field("max_json_depth", raw.max_json_depth, d.max_json_depth)? {
+            // serde_json refuses deeper input before the check could run.
+            depth if depth > 128 => {
+                return Err(ConfigError::new(
+                    "limits.max_json_depth",
+                    "must be at most 128",
+                ));
+            }
+            depth => depth,
+        },
         reservation_ttl_ms: match raw.reservation_ttl_seconds {
             None => d.reservation_ttl_ms,
             Some(s) => positive("limits.reservation_ttl_seconds", s)?.saturating_mul(1000),

@@ -473,3 +473,11 @@ fn plans_and_contexts_survive_serialisation() {
         serde_json::from_str(&serde_json::to_string(&c).expect("ser")).expect("de");
     assert_eq!(back.client_geo, c.client_geo);
 }
+
+#[test]
+fn upstream_bodies_put_the_backends_model_into_the_shared_body() {
+    assert_eq!(super::with_model("m/1", "{}"), r#"{"model":"m/1"}"#);
+    let body = super::with_model("a\"b", r#"{"x":1}"#);
+    let v: Value = serde_json::from_str(&body).expect("valid JSON");
+    assert_eq!(v, json!({"model": "a\"b", "x": 1}));
+}
