@@ -233,7 +233,10 @@ async fn v1(controls: &Controls, req: Request<Incoming>) -> Response<SimBody> {
             Err(invalid) => return invalid.response(),
         },
     };
-    sleep(Duration::from_millis(settings.base_latency_ms)).await;
+    // A zero sleep still waits for the timer wheel's next tick (~1 ms).
+    if settings.base_latency_ms > 0 {
+        sleep(Duration::from_millis(settings.base_latency_ms)).await;
+    }
     controls.count_completed();
     json_response(StatusCode::OK, &answer)
 }
@@ -666,6 +669,9 @@ impl Sse {
 
     /// Waits, noticing a client that leaves meanwhile.
     async fn wait_until(&self, deadline: Instant) -> Result<(), ClientGone> {
+        if deadline <= Instant::now() {
+            return Ok(());
+        }
         tokio::select! {
             () = sleep_until(deadline) => Ok(()),
             () = self.tx.closed() => Err(ClientGone),
