@@ -7,15 +7,21 @@ use crate::metrics::Metrics;
 use crate::sandbox::Sandbox;
 use edgegate_core::geo::RegionStatus;
 use edgegate_core::health::{HealthBoard, HealthPolicy, Observation};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Statuses change with time (open → half-open), so the cache is short-lived.
 const STATUS_TTL: Duration = Duration::from_millis(200);
 
+/// A closed breaker only records latency on success, so successes are fed
+/// to it at most this often per region; failures always are.
+const SUCCESS_SAMPLE: Duration = Duration::from_millis(500);
+
 pub struct HealthMonitor {
     board: Mutex<HealthBoard>,
     statuses: Mutex<(Instant, Vec<RegionStatus>)>,
+    last_success: Mutex<HashMap<String, Instant>>,
 }
 
 impl HealthMonitor {
@@ -23,10 +29,29 @@ impl HealthMonitor {
         HealthMonitor {
             board: Mutex::new(HealthBoard::new(policy)),
             statuses: Mutex::new((Instant::now() - STATUS_TTL * 2, Vec::new())),
+            last_success: Mutex::new(HashMap::new()),
         }
     }
 
     pub fn observe(&self, sandbox: &Sandbox, metrics: &Metrics, region: &str, obs: Observation) {
+        {
+            let mut last = self.last_success.lock().unwrap_or_else(|p| p.into_inner());
+            match obs {
+                Observation::Success { .. } => {
+                    let recent = last
+                        .get(region)
+                        .is_some_and(|t| t.elapsed() < SUCCESS_SAMPLE);
+                    // While every recent answer succeeded, the breaker is closed.
+                    if recent && self.is_up(region) {
+                        return;
+                    }
+                    last.insert(region.to_owned(), Instant::now());
+                }
+                Observation::Failure => {
+                    last.remove(region);
+                }
+            }
+        }
         let now = crate::clock::now_ms();
         let mut board = self.board.lock().unwrap_or_else(|p| p.into_inner());
         match sandbox.health_observe(&board, region, now, obs) {
@@ -37,6 +62,15 @@ impl HealthMonitor {
             metrics.set_region_health(&statuses);
             *self.statuses.lock().unwrap_or_else(|p| p.into_inner()) = (Instant::now(), statuses);
         }
+    }
+
+    fn is_up(&self, region: &str) -> bool {
+        let cached = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+        cached
+            .1
+            .iter()
+            .find(|s| s.region == region)
+            .is_some_and(|s| s.health == edgegate_core::geo::Health::Up)
     }
 
     /// What `admit` should know about region health right now.

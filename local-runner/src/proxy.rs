@@ -5,7 +5,6 @@
 //! into the sandboxed core.
 
 use crate::app::{App, Body, Timing, full, json_response, local_response, stream_response};
-use crate::quota_store::blocking;
 use crate::response_cache::CachedResponse;
 use bytes::Bytes;
 use edgegate_core::GatewayError;
@@ -27,10 +26,11 @@ const MAX_RESPONSE_BODY: usize = 64 << 20;
 
 pub async fn serve(app: Arc<App>, plan: ForwardPlan, timing: Timing) -> Response<Body> {
     let now = crate::clock::now_ms();
-    let (sandbox, quota) = (app.sandbox.clone(), app.quota.clone());
-    let request = plan.quota.clone();
-    let id = plan.request_id.clone();
-    let reserved = blocking(&quota, move |q| q.reserve(&sandbox, &request, &id, now)).await;
+    // Quota operations are short SQLite transactions, run in place: a hop to
+    // a blocking thread costs more than the transaction.
+    let reserved = app
+        .quota
+        .reserve(&app.sandbox, &plan.quota, &plan.request_id, now);
     let snapshot = match reserved.map(QuotaRequest::outcome) {
         Ok(Ok(snapshot)) => snapshot,
         Ok(Err((err, snapshot))) => {
@@ -67,7 +67,7 @@ pub async fn serve(app: Arc<App>, plan: ForwardPlan, timing: Timing) -> Response
         let failure = match outcome {
             Ok(response) if response.status().is_success() => {
                 let latency_ms = first_byte.as_millis().min(u32::MAX as u128) as u32;
-                observe(&app, &attempt.region, Observation::Success { latency_ms }).await;
+                observe(&app, &attempt.region, Observation::Success { latency_ms });
                 let timing = timing.with_first_byte(first_byte);
                 let is_sse = response
                     .headers()
@@ -107,7 +107,7 @@ pub async fn serve(app: Arc<App>, plan: ForwardPlan, timing: Timing) -> Response
         app.metrics
             .upstream_failure(&attempt.region, failure.label());
         if failure.region_fault() {
-            observe(&app, &attempt.region, Observation::Failure).await;
+            observe(&app, &attempt.region, Observation::Failure);
         }
         match failure {
             AttemptFailure::Connect => {
@@ -150,12 +150,8 @@ pub async fn serve(app: Arc<App>, plan: ForwardPlan, timing: Timing) -> Response
     .await
 }
 
-async fn observe(app: &Arc<App>, region: &str, obs: Observation) {
-    let (app, region) = (app.clone(), region.to_owned());
-    let _ = tokio::task::spawn_blocking(move || {
-        app.health.observe(&app.sandbox, &app.metrics, &region, obs)
-    })
-    .await;
+fn observe(app: &App, region: &str, obs: Observation) {
+    app.health.observe(&app.sandbox, &app.metrics, region, obs);
 }
 
 fn success_headers(
@@ -171,19 +167,17 @@ fn success_headers(
     headers
 }
 
-async fn settle_quota(app: &Arc<App>, plan: &ForwardPlan, actual: Amounts) {
-    let (sandbox, quota) = (app.sandbox.clone(), app.quota.clone());
-    let (key, limits, id) = (
-        plan.quota.key.clone(),
-        plan.quota.limits.clone(),
-        plan.request_id.clone(),
-    );
+fn settle_quota(app: &App, plan: &ForwardPlan, actual: Amounts) {
+    let q = &plan.quota;
     let now = crate::clock::now_ms();
-    if let Err(e) = blocking(&quota, move |q| {
-        q.settle(&sandbox, &key, &limits, &id, actual, now)
-    })
-    .await
-    {
+    if let Err(e) = app.quota.settle(
+        &app.sandbox,
+        &q.key,
+        &q.limits,
+        &plan.request_id,
+        actual,
+        now,
+    ) {
         eprintln!("edgegate: settling {} failed: {e}", plan.request_id);
     }
 }
@@ -205,17 +199,14 @@ async fn fail(
     reserved: bool,
 ) -> Response<Body> {
     if reserved {
-        let (sandbox, quota) = (app.sandbox.clone(), app.quota.clone());
-        let (key, limits, id) = (
-            plan.quota.key.clone(),
-            plan.quota.limits.clone(),
-            plan.request_id.clone(),
-        );
+        let q = &plan.quota;
         let now = crate::clock::now_ms();
-        let _ = blocking(&quota, move |q| {
-            q.release(&sandbox, &key, &limits, &id, now)
-        })
-        .await;
+        if let Err(e) = app
+            .quota
+            .release(&app.sandbox, &q.key, &q.limits, &plan.request_id, now)
+        {
+            eprintln!("edgegate: releasing {} failed: {e}", plan.request_id);
+        }
     }
     let mut response = app.sandbox.error_response(err, &plan.request_id);
     if let Some(s) = snapshot {
@@ -258,7 +249,7 @@ async fn serve_cached(
         hit.body.clone()
     };
     let settlement = Settlement::cache_hit();
-    settle_quota(app, plan, settlement.actual).await;
+    settle_quota(app, plan, settlement.actual);
     let headers = success_headers(plan, snapshot, CacheStatus::Hit);
     log(
         app,
@@ -307,7 +298,7 @@ async fn complete(
         }
     };
     let settlement = settlement(app, plan, index, usage);
-    settle_quota(app, plan, settlement.actual).await;
+    settle_quota(app, plan, settlement.actual);
     if let CacheDecision::Lookup { key, ttl_seconds } = &plan.cache {
         app.cache.put(
             key.clone(),
@@ -435,7 +426,7 @@ fn stream(
         };
         drop(tx);
         let settlement = settlement(&app, &plan, index, usage);
-        settle_quota(&app, &plan, settlement.actual).await;
+        settle_quota(&app, &plan, settlement.actual);
         let (status, error) = match end {
             StreamEnd::Completed => (200, None),
             StreamEnd::ClientGone => (499, None),

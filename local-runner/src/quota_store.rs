@@ -9,9 +9,9 @@ use anyhow::{Context, Result};
 use edgegate_core::GatewayError;
 use edgegate_core::gateway::QuotaRequest;
 use edgegate_core::quota::{Amounts, QuotaLimits, ReserveOutcome};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 pub struct QuotaStore {
     conn: Mutex<Connection>,
@@ -25,6 +25,9 @@ impl QuotaStore {
         let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // One runner owns its state: no per-transaction file locking, and a
+        // second runner on the same state dir fails instead of sharing it.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS quota (
@@ -47,26 +50,42 @@ impl QuotaStore {
         let db = |e: rusqlite::Error| GatewayError::Internal {
             message: format!("quota store: {e}"),
         };
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        // Cached BEGIN/COMMIT statements: re-parsing them was a tenth of the
+        // runner's CPU per request.
+        conn.prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut s| s.execute([]))
             .map_err(db)?;
+        let result = Self::transact(&conn, key, now_ms, f);
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        conn.prepare_cached(end)
+            .and_then(|mut s| s.execute([]))
+            .map_err(db)?;
+        result
+    }
+
+    fn transact<T>(
+        tx: &Connection,
+        key: &str,
+        now_ms: u64,
+        f: impl FnOnce(Option<String>) -> Result<(Option<String>, T), GatewayError>,
+    ) -> Result<T, GatewayError> {
+        let db = |e: rusqlite::Error| GatewayError::Internal {
+            message: format!("quota store: {e}"),
+        };
         let state: Option<String> = tx
-            .query_row("SELECT state FROM quota WHERE key = ?1", [key], |r| {
-                r.get(0)
-            })
-            .optional()
+            .prepare_cached("SELECT state FROM quota WHERE key = ?1")
+            .and_then(|mut q| q.query_row([key], |r| r.get(0)).optional())
             .map_err(db)?;
         let (new_state, out) = f(state)?;
         if let Some(new_state) = new_state {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO quota (key, state, updated_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT(key) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms",
-                params![key, new_state, now_ms as i64],
             )
+            .and_then(|mut q| q.execute(params![key, new_state, now_ms as i64]))
             .map_err(db)?;
         }
-        tx.commit().map_err(db)?;
         Ok(out)
     }
 
@@ -115,19 +134,4 @@ impl QuotaStore {
             None => Ok((None, ())),
         })
     }
-}
-
-/// Runs a store operation off the async workers (SQLite blocks).
-pub async fn blocking<T: Send + 'static>(
-    store: &Arc<QuotaStore>,
-    f: impl FnOnce(&QuotaStore) -> Result<T, GatewayError> + Send + 'static,
-) -> Result<T, GatewayError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .unwrap_or_else(|e| {
-            Err(GatewayError::Internal {
-                message: format!("quota store task failed: {e}"),
-            })
-        })
 }

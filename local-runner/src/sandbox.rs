@@ -126,6 +126,10 @@ impl Sandbox {
     pub fn new(config_json: String, secrets_json: String, limits: SandboxLimits) -> Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // `perf` can name JIT-compiled guest functions with a perf map.
+        if std::env::var_os("EDGEGATE_WASM_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if let Some(dir) = &limits.cache_dir {
             std::fs::create_dir_all(dir).ok();
             let mut cache = CacheConfig::new();
@@ -281,7 +285,13 @@ impl Sandbox {
         };
         let ctx = to_json(ctx);
         match self.call(|g, s| g.call_admit(s, &request, &ctx))? {
-            Ok(decision) => Ok(from_json(&decision)?),
+            Ok(admitted) => {
+                let mut decision: Decision = from_json(&admitted.decision_json)?;
+                if let Decision::Forward(plan) = &mut decision {
+                    plan.bodies = admitted.bodies;
+                }
+                Ok(decision)
+            }
             Err(error) => Err(from_json(&error)?),
         }
     }
@@ -292,9 +302,9 @@ impl Sandbox {
         attempt: usize,
         usage: Option<Usage>,
     ) -> CallResult<Settlement> {
-        let plan = to_json(plan);
+        let reservation = to_json(&plan.reservation(attempt));
         let usage = usage.map(|u| to_json(&u));
-        let out = self.call(|g, s| g.call_settle(s, &plan, attempt as u32, usage.as_deref()))?;
+        let out = self.call(|g, s| g.call_settle(s, &reservation, usage.as_deref()))?;
         from_json(&out)
     }
 

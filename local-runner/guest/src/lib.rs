@@ -6,9 +6,9 @@ mod bindings {
     wit_bindgen::generate!({ path: "../wit", world: "gateway", pub_export_macro: true });
 }
 
-use bindings::exports::edgegate::gateway::core::{Guest, HttpRequest};
+use bindings::exports::edgegate::gateway::core::{Admitted, Guest, HttpRequest};
 use edgegate_core::config::Secrets;
-use edgegate_core::gateway::{ForwardPlan, Gateway, LocalResponse, RequestContext};
+use edgegate_core::gateway::{Decision, Gateway, LocalResponse, RequestContext, Reservation};
 use edgegate_core::health::{HealthBoard, Observation};
 use edgegate_core::quota::{Amounts, QuotaLimits, QuotaState};
 use edgegate_core::request::{Headers, HttpRequest as CoreRequest};
@@ -61,7 +61,7 @@ impl Guest for Component {
             .map_err(|_| "init was already called".to_owned())
     }
 
-    fn admit(request: HttpRequest, context_json: String) -> Result<String, String> {
+    fn admit(request: HttpRequest, context_json: String) -> Result<Admitted, String> {
         let gateway = gateway().map_err(internal)?;
         let ctx: RequestContext = from_json("context", &context_json).map_err(internal)?;
         let request = CoreRequest {
@@ -70,17 +70,27 @@ impl Guest for Component {
             headers: Headers::new(request.headers),
             body: request.body,
         };
-        gateway
-            .admit(&request, &ctx)
-            .map(|d| to_json(&d))
-            .map_err(|e| to_json(&e))
+        match gateway.admit(&request, &ctx) {
+            Ok(Decision::Forward(mut plan)) => {
+                let bodies = std::mem::take(&mut plan.bodies);
+                Ok(Admitted {
+                    decision_json: to_json(&Decision::Forward(plan)),
+                    bodies,
+                })
+            }
+            Ok(decision) => Ok(Admitted {
+                decision_json: to_json(&decision),
+                bodies: Vec::new(),
+            }),
+            Err(e) => Err(to_json(&e)),
+        }
     }
 
-    fn settle(plan_json: String, attempt: u32, usage_json: Option<String>) -> String {
+    fn settle(reservation_json: String, usage_json: Option<String>) -> String {
         let result = (|| {
-            let plan: ForwardPlan = from_json("plan", &plan_json)?;
+            let reservation: Reservation = from_json("reservation", &reservation_json)?;
             let usage: Option<Usage> = usage_json.map(|u| from_json("usage", &u)).transpose()?;
-            Ok::<_, String>(gateway()?.settle(&plan, attempt as usize, usage))
+            Ok::<_, String>(gateway()?.settle_reservation(&reservation, usage))
         })();
         match result {
             Ok(s) => to_json(&s),
