@@ -5,7 +5,9 @@
 use crate::config::raw::RawJwtIssuer;
 use crate::config::{ConfigError, Lookup, Secrets, config_error};
 use crate::error::GatewayError;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::Jwk};
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, jwk::Jwk};
+use serde_json::Map;
 use serde_json::Value;
 use std::str::FromStr;
 
@@ -27,8 +29,9 @@ pub struct JwtIssuer {
     pub unlisted_tenant_tier: Option<usize>,
     hmac_key: Option<DecodingKey>,
     public_keys: Vec<VerifyingKey>,
-    /// One prepared `Validation` per allowed algorithm (built once, not per request).
-    validations: Vec<(Algorithm, Validation)>,
+    algorithms: Vec<Algorithm>,
+    /// Empty: the token's `aud` is not checked.
+    audiences: Vec<String>,
 }
 
 impl std::fmt::Debug for JwtIssuer {
@@ -52,7 +55,7 @@ pub struct VerifiedToken {
 
 impl JwtIssuer {
     pub fn algorithms(&self) -> Vec<Algorithm> {
-        self.validations.iter().map(|(a, _)| *a).collect()
+        self.algorithms.clone()
     }
 
     pub(crate) fn from_raw(
@@ -147,26 +150,6 @@ impl JwtIssuer {
             ));
         }
 
-        let validations = algorithms
-            .iter()
-            .map(|&alg| {
-                let mut v = Validation::new(alg);
-                v.validate_exp = false;
-                v.validate_nbf = false;
-                v.leeway = 0;
-                v.set_issuer(&[raw.issuer.as_str()]);
-                let mut required = vec!["exp", "iss"];
-                if raw.audiences.is_empty() {
-                    v.validate_aud = false;
-                } else {
-                    v.set_audience(&raw.audiences);
-                    required.push("aud");
-                }
-                v.set_required_spec_claims(&required);
-                (alg, v)
-            })
-            .collect();
-
         let unlisted_tenant_tier = raw
             .unlisted_tenant_tier
             .as_ref()
@@ -182,7 +165,8 @@ impl JwtIssuer {
             unlisted_tenant_tier,
             hmac_key,
             public_keys,
-            validations,
+            algorithms,
+            audiences: raw.audiences.clone(),
         })
     }
 }
@@ -201,6 +185,10 @@ pub fn looks_like_jwt(token: &str) -> bool {
 }
 
 /// Verifies `token` against the configured issuers at `now_s` (Unix seconds).
+///
+/// The payload is decoded once: its unverified `iss` picks the issuer and its
+/// keys, the signature is checked over the exact `header.payload` bytes with
+/// `jsonwebtoken`'s crypto, and only then are the claims trusted.
 pub fn verify(
     issuers: &[JwtIssuer],
     token: &str,
@@ -209,63 +197,71 @@ pub fn verify(
     // `alg: none` and unknown algorithms fail here: `Algorithm` has no such variant.
     let header =
         jsonwebtoken::decode_header(token).map_err(|_| reject("malformed or unsupported token"))?;
-    // The issuer picks the keys, so read `iss` before verifying; nothing from
-    // this unverified read is trusted beyond choosing where to look.
-    let unverified: Value = jsonwebtoken::dangerous::insecure_decode_claims(token)
-        .map_err(|_| reject("malformed token claims"))?;
-    let iss = unverified
+    let (message, signature) = token
+        .rsplit_once('.')
+        .ok_or_else(|| reject("malformed or unsupported token"))?;
+    let payload = message
+        .split_once('.')
+        .map(|(_, p)| p)
+        .ok_or_else(|| reject("malformed or unsupported token"))?;
+    let claims: Map<String, Value> = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| reject("malformed token claims"))?;
+    let iss = claims
         .get("iss")
         .and_then(Value::as_str)
-        .ok_or_else(|| reject("token has no `iss` claim"))?;
+        .ok_or_else(|| reject("token lacks a required claim"))?;
     let (index, issuer) = issuers
         .iter()
         .enumerate()
         .find(|(_, i)| i.issuer == iss)
         .ok_or_else(|| reject("token issuer is not trusted"))?;
-    let validation = issuer
-        .validations
-        .iter()
-        .find(|(a, _)| *a == header.alg)
-        .map(|(_, v)| v)
-        .ok_or_else(|| reject("token algorithm is not allowed for its issuer"))?;
+    if !issuer.algorithms.contains(&header.alg) {
+        return Err(reject("token algorithm is not allowed for its issuer"));
+    }
 
-    let claims: Value = if is_hmac(header.alg) {
-        let key = issuer
-            .hmac_key
-            .as_ref()
-            .ok_or_else(|| reject("token algorithm is not allowed for its issuer"))?;
-        decode_with(token, key, validation)?
+    let signed = |key: &DecodingKey| {
+        jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, header.alg)
+            .unwrap_or(false)
+    };
+    let verified = if is_hmac(header.alg) {
+        issuer.hmac_key.as_ref().is_some_and(signed)
     } else {
-        let candidates: Vec<&VerifyingKey> = match &header.kid {
-            Some(kid) => issuer
-                .public_keys
-                .iter()
-                .filter(|k| k.kid.as_deref() == Some(kid))
-                .collect(),
-            None => issuer.public_keys.iter().collect(),
-        };
-        if candidates.is_empty() {
+        let mut candidates = issuer
+            .public_keys
+            .iter()
+            .filter(|k| header.kid.is_none() || k.kid == header.kid)
+            .peekable();
+        if candidates.peek().is_none() {
             return Err(reject("token key id (kid) is unknown"));
         }
-        let mut last = reject("token signature is invalid");
-        let mut verified = None;
-        for k in candidates {
-            match decode_with(token, &k.key, validation) {
-                Ok(c) => {
-                    verified = Some(c);
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        verified.ok_or(last)?
+        candidates.any(|k| signed(&k.key))
     };
+    if !verified {
+        return Err(reject("token signature is invalid"));
+    }
 
+    if !issuer.audiences.is_empty() {
+        let accepted = |a: &Value| {
+            a.as_str()
+                .is_some_and(|a| issuer.audiences.iter().any(|x| x == a))
+        };
+        match claims.get("aud") {
+            None => return Err(reject("token lacks a required claim")),
+            Some(Value::Array(list)) if list.iter().any(accepted) => {}
+            Some(single) if accepted(single) => {}
+            Some(_) => return Err(reject("token audience is not accepted")),
+        }
+    }
     let leeway = issuer.leeway_seconds;
-    let exp = claims
-        .get("exp")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| reject("token `exp` claim is missing or invalid"))?;
+    let exp = match claims.get("exp") {
+        None => return Err(reject("token lacks a required claim")),
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| reject("token `exp` claim is missing or invalid"))?,
+    };
     if now_s > exp.saturating_add(leeway) {
         return Err(reject("token has expired"));
     }
@@ -290,20 +286,4 @@ pub fn verify(
             user: claim_str(&issuer.user_claim),
         },
     ))
-}
-
-fn decode_with(token: &str, key: &DecodingKey, v: &Validation) -> Result<Value, GatewayError> {
-    use jsonwebtoken::errors::ErrorKind;
-    jsonwebtoken::decode::<Value>(token, key, v)
-        .map(|d| d.claims)
-        .map_err(|e| {
-            reject(match e.kind() {
-                ErrorKind::InvalidSignature => "token signature is invalid",
-                ErrorKind::InvalidIssuer => "token issuer is not trusted",
-                ErrorKind::InvalidAudience => "token audience is not accepted",
-                ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim",
-                ErrorKind::InvalidAlgorithm => "token algorithm does not match the issuer's key",
-                _ => "token is invalid",
-            })
-        })
 }
