@@ -63,6 +63,21 @@ pub struct PlanOutcome<'a> {
     pub latency: Latency,
 }
 
+impl<'a> PlanOutcome<'a> {
+    /// Answered from the response cache: no upstream try was made.
+    pub fn cache_hit(settlement: &'a Settlement, latency: Latency) -> Self {
+        PlanOutcome {
+            attempt: None,
+            attempts_made: 0,
+            status: 200,
+            error: None,
+            settlement: Some(settlement),
+            cache: CacheStatus::Hit,
+            latency,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageRecord {
     pub request_id: String,

@@ -237,15 +237,7 @@ impl Served {
             this.quotas
                 .settle(&this.plan.quota, &this.plan.request_id, settlement.actual)
                 .await;
-            this.record(&PlanOutcome {
-                attempt: None,
-                attempts_made: 0,
-                status: 200,
-                error: None,
-                settlement: Some(&settlement),
-                cache: CacheStatus::Hit,
-                latency,
-            });
+            this.record(&PlanOutcome::cache_hit(&settlement, latency));
         });
         headers.push(("x-edgegate-cache".into(), "HIT".into()));
         headers.push(("content-type".into(), self.content_type(None)));

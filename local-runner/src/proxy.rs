@@ -254,15 +254,7 @@ async fn serve_cached(
     log(
         app,
         plan,
-        PlanOutcome {
-            attempt: None,
-            attempts_made: 0,
-            status: 200,
-            error: None,
-            settlement: Some(&settlement),
-            cache: CacheStatus::Hit,
-            latency: timing.finish(),
-        },
+        PlanOutcome::cache_hit(&settlement, timing.finish()),
     );
     let content_type = if plan.stream {
         "text/event-stream"

@@ -13,6 +13,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Mutex;
 
+fn db(e: rusqlite::Error) -> GatewayError {
+    GatewayError::Internal {
+        message: format!("quota store: {e}"),
+    }
+}
+
 pub struct QuotaStore {
     conn: Mutex<Connection>,
 }
@@ -47,9 +53,6 @@ impl QuotaStore {
         now_ms: u64,
         f: impl FnOnce(Option<String>) -> Result<(Option<String>, T), GatewayError>,
     ) -> Result<T, GatewayError> {
-        let db = |e: rusqlite::Error| GatewayError::Internal {
-            message: format!("quota store: {e}"),
-        };
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         // Cached BEGIN/COMMIT statements: re-parsing them was a tenth of the
         // runner's CPU per request.
@@ -70,9 +73,6 @@ impl QuotaStore {
         now_ms: u64,
         f: impl FnOnce(Option<String>) -> Result<(Option<String>, T), GatewayError>,
     ) -> Result<T, GatewayError> {
-        let db = |e: rusqlite::Error| GatewayError::Internal {
-            message: format!("quota store: {e}"),
-        };
         let state: Option<String> = tx
             .prepare_cached("SELECT state FROM quota WHERE key = ?1")
             .and_then(|mut q| q.query_row([key], |r| r.get(0)).optional())
