@@ -34,16 +34,17 @@ pub async fn serve(app: Arc<App>, plan: ForwardPlan, timing: Timing) -> Response
     let snapshot = match reserved.map(QuotaRequest::outcome) {
         Ok(Ok(snapshot)) => snapshot,
         Ok(Err((err, snapshot))) => {
-            return fail(&app, &plan, timing, &err, Some(&snapshot), None, 0, false).await;
+            return fail(&app, &plan, timing, &err, Some(&snapshot), None, 0, None).await;
         }
-        Err(err) => return fail(&app, &plan, timing, &err, None, None, 0, false).await,
+        Err(err) => return fail(&app, &plan, timing, &err, None, None, 0, None).await,
     };
+    let held = HeldQuota::new(&app, &plan);
     let cache = CacheStatus::before_lookup(&plan.cache);
     if let CacheDecision::Lookup { key, .. } = &plan.cache
         && let Some(hit) = app.cache.get(key)
-        && let Some(response) = serve_cached(&app, &plan, &snapshot, &hit, timing).await
+        && let Some(body) = cached_body(&app, &plan, &hit)
     {
-        return response;
+        return serve_cached(&app, &plan, &snapshot, body, timing, held);
     }
 
     let mut last_error = GatewayError::NoUpstream {
@@ -75,7 +76,7 @@ pub async fn serve(app: Arc<App>, plan: ForwardPlan, timing: Timing) -> Response
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.starts_with("text/event-stream"));
                 if plan.stream && is_sse {
-                    return stream(app, plan, index, response, snapshot, cache, timing);
+                    return stream(app, plan, index, response, snapshot, cache, timing, held);
                 }
                 match crate::upstream::read_body(
                     response,
@@ -85,7 +86,8 @@ pub async fn serve(app: Arc<App>, plan: ForwardPlan, timing: Timing) -> Response
                 .await
                 {
                     Ok(body) => {
-                        return complete(&app, &plan, index, body, &snapshot, cache, timing).await;
+                        return complete(&app, &plan, index, body, &snapshot, cache, timing, held)
+                            .await;
                     }
                     Err(f) => f,
                 }
@@ -131,7 +133,7 @@ pub async fn serve(app: Arc<App>, plan: ForwardPlan, timing: Timing) -> Response
                 Some(&snapshot),
                 Some(index),
                 index as u32 + 1,
-                true,
+                Some(held),
             )
             .await;
         }
@@ -145,7 +147,7 @@ pub async fn serve(app: Arc<App>, plan: ForwardPlan, timing: Timing) -> Response
         Some(&snapshot),
         tried.checked_sub(1),
         tried as u32,
-        true,
+        Some(held),
     )
     .await
 }
@@ -167,18 +169,62 @@ fn success_headers(
     headers
 }
 
-fn settle_quota(app: &App, plan: &ForwardPlan, actual: Amounts) {
-    let q = &plan.quota;
-    let now = crate::clock::now_ms();
-    if let Err(e) = app.quota.settle(
-        &app.sandbox,
-        &q.key,
-        &q.limits,
-        &plan.request_id,
-        actual,
-        now,
-    ) {
-        eprintln!("edgegate: settling {} failed: {e}", plan.request_id);
+/// The request's reservation until it is settled or released. A request
+/// dropped first (its client went away before the answer) charges the whole
+/// reservation: never an undercharge, and its concurrency slot is freed now
+/// instead of when the reservation expires.
+struct HeldQuota {
+    app: Arc<App>,
+    quota: QuotaRequest,
+    id: String,
+    open: bool,
+}
+
+impl HeldQuota {
+    fn new(app: &Arc<App>, plan: &ForwardPlan) -> Self {
+        HeldQuota {
+            app: app.clone(),
+            quota: plan.quota.clone(),
+            id: plan.request_id.clone(),
+            open: true,
+        }
+    }
+
+    fn settle(mut self, actual: Amounts) {
+        self.open = false;
+        self.settle_now(actual);
+    }
+
+    fn settle_now(&self, actual: Amounts) {
+        let (q, now) = (&self.quota, crate::clock::now_ms());
+        let app = &self.app;
+        if let Err(e) = app
+            .quota
+            .settle(&app.sandbox, &q.key, &q.limits, &self.id, actual, now)
+        {
+            eprintln!("edgegate: settling {} failed: {e}", self.id);
+        }
+    }
+
+    /// A call that failed before the backend did any work gives it all back.
+    fn release(mut self) {
+        self.open = false;
+        let (q, now) = (&self.quota, crate::clock::now_ms());
+        let app = &self.app;
+        if let Err(e) = app
+            .quota
+            .release(&app.sandbox, &q.key, &q.limits, &self.id, now)
+        {
+            eprintln!("edgegate: releasing {} failed: {e}", self.id);
+        }
+    }
+}
+
+impl Drop for HeldQuota {
+    fn drop(&mut self) {
+        if self.open {
+            self.settle_now(self.quota.amounts);
+        }
     }
 }
 
@@ -196,17 +242,10 @@ async fn fail(
     snapshot: Option<&QuotaSnapshot>,
     attempt: Option<usize>,
     attempts_made: u32,
-    reserved: bool,
+    held: Option<HeldQuota>,
 ) -> Response<Body> {
-    if reserved {
-        let q = &plan.quota;
-        let now = crate::clock::now_ms();
-        if let Err(e) = app
-            .quota
-            .release(&app.sandbox, &q.key, &q.limits, &plan.request_id, now)
-        {
-            eprintln!("edgegate: releasing {} failed: {e}", plan.request_id);
-        }
+    if let Some(held) = held {
+        held.release();
     }
     let mut response = app.sandbox.error_response(err, &plan.request_id);
     if let Some(s) = snapshot {
@@ -228,28 +267,32 @@ async fn fail(
     local_response(response)
 }
 
-async fn serve_cached(
+/// The cached answer in the form the client asked for; `None` if it cannot
+/// be replayed as a stream (e.g. tool calls), which is treated as a miss.
+fn cached_body(app: &App, plan: &ForwardPlan, hit: &CachedResponse) -> Option<Bytes> {
+    if !plan.stream {
+        return Some(hit.body.clone());
+    }
+    let json = std::str::from_utf8(&hit.body).ok()?;
+    match app
+        .sandbox
+        .replay_as_sse(plan.response_kind(), json, plan.client_wants_usage)
+    {
+        Ok(Ok(sse)) => Some(Bytes::from(sse)),
+        _ => None,
+    }
+}
+
+fn serve_cached(
     app: &Arc<App>,
     plan: &ForwardPlan,
     snapshot: &QuotaSnapshot,
-    hit: &CachedResponse,
+    body: Bytes,
     timing: Timing,
-) -> Option<Response<Body>> {
-    let body = if plan.stream {
-        let json = std::str::from_utf8(&hit.body).ok()?;
-        match app
-            .sandbox
-            .replay_as_sse(plan.response_kind(), json, plan.client_wants_usage)
-        {
-            Ok(Ok(sse)) => Bytes::from(sse),
-            // Not replayable (e.g. tool calls): treat as a miss.
-            _ => return None,
-        }
-    } else {
-        hit.body.clone()
-    };
+    held: HeldQuota,
+) -> Response<Body> {
     let settlement = Settlement::cache_hit();
-    settle_quota(app, plan, settlement.actual);
+    held.settle(settlement.actual);
     let headers = success_headers(plan, snapshot, CacheStatus::Hit);
     log(
         app,
@@ -261,9 +304,10 @@ async fn serve_cached(
     } else {
         "application/json"
     };
-    Some(json_response(200, content_type, headers, full(body)))
+    json_response(200, content_type, headers, full(body))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn complete(
     app: &Arc<App>,
     plan: &ForwardPlan,
@@ -272,6 +316,7 @@ async fn complete(
     snapshot: &QuotaSnapshot,
     cache: CacheStatus,
     timing: Timing,
+    held: HeldQuota,
 ) -> Response<Body> {
     let usage = match app.sandbox.parse_upstream_body(plan.response_kind(), &body) {
         Ok(usage) => usage,
@@ -284,13 +329,13 @@ async fn complete(
                 Some(snapshot),
                 Some(index),
                 index as u32 + 1,
-                true,
+                Some(held),
             )
             .await;
         }
     };
     let settlement = settlement(app, plan, index, usage);
-    settle_quota(app, plan, settlement.actual);
+    held.settle(settlement.actual);
     if let CacheDecision::Lookup { key, ttl_seconds } = &plan.cache {
         app.cache.put(
             key.clone(),
@@ -339,6 +384,7 @@ enum StreamEnd {
 }
 
 /// Passes an SSE stream through as it arrives; settles and logs when it ends.
+#[allow(clippy::too_many_arguments)]
 fn stream(
     app: Arc<App>,
     plan: ForwardPlan,
@@ -347,6 +393,7 @@ fn stream(
     snapshot: QuotaSnapshot,
     cache: CacheStatus,
     timing: Timing,
+    held: HeldQuota,
 ) -> Response<Body> {
     let headers = success_headers(&plan, &snapshot, cache);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
@@ -418,7 +465,7 @@ fn stream(
         };
         drop(tx);
         let settlement = settlement(&app, &plan, index, usage);
-        settle_quota(&app, &plan, settlement.actual);
+        held.settle(settlement.actual);
         let (status, error) = match end {
             StreamEnd::Completed => (200, None),
             StreamEnd::ClientGone => (499, None),
