@@ -53,12 +53,17 @@ impl HealthMonitor {
             }
         }
         let now = crate::clock::now_ms();
-        let mut board = self.board.lock().unwrap_or_else(|p| p.into_inner());
-        match sandbox.health_observe(&board, region, now, obs) {
-            Ok(next) => *board = next,
-            Err(e) => eprintln!("edgegate: health update failed: {}", e.0),
-        }
-        if let Ok(statuses) = sandbox.health_statuses(&board, now) {
+        // The board's lock is released before the statuses' is taken:
+        // `statuses()` takes them in the other order.
+        let statuses = {
+            let mut board = self.board.lock().unwrap_or_else(|p| p.into_inner());
+            match sandbox.health_observe(&board, region, now, obs) {
+                Ok(next) => *board = next,
+                Err(e) => eprintln!("edgegate: health update failed: {}", e.0),
+            }
+            sandbox.health_statuses(&board, now)
+        };
+        if let Ok(statuses) = statuses {
             metrics.set_region_health(&statuses);
             *self.statuses.lock().unwrap_or_else(|p| p.into_inner()) = (Instant::now(), statuses);
         }
@@ -75,14 +80,27 @@ impl HealthMonitor {
 
     /// What `admit` should know about region health right now.
     pub fn statuses(&self, sandbox: &Sandbox) -> Vec<RegionStatus> {
-        let mut cached = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
-        if cached.0.elapsed() > STATUS_TTL {
-            let board = self.board.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Ok(statuses) = sandbox.health_statuses(&board, crate::clock::now_ms()) {
-                *cached = (Instant::now(), statuses);
+        {
+            let cached = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+            if cached.0.elapsed() <= STATUS_TTL {
+                return cached.1.clone();
             }
         }
-        cached.1.clone()
+        // No lock is held across the sandbox call.
+        let board = self.board.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match sandbox.health_statuses(&board, crate::clock::now_ms()) {
+            Ok(statuses) => {
+                *self.statuses.lock().unwrap_or_else(|p| p.into_inner()) =
+                    (Instant::now(), statuses.clone());
+                statuses
+            }
+            Err(_) => self
+                .statuses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .1
+                .clone(),
+        }
     }
 }
 
