@@ -10,6 +10,7 @@ import { createInterface } from "node:readline";
 import { DatabaseSync } from "node:sqlite";
 import { fileURLToPath } from "node:url";
 import { Miniflare, convertV4MiniflareOptions } from "miniflare";
+import { workerOptions } from "./worker-options.mjs";
 
 const edgeDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const repoDir = resolve(edgeDir, "..");
@@ -66,23 +67,13 @@ export async function startWorker(gateway) {
   const persist = mkdtempSync(join(tmpdir(), "edgegate-mf-"));
   const logs = [];
   const mf = new Miniflare(
-    convertV4MiniflareOptions({
-      rootPath: edgeDir,
-      modules: [
-        { type: "ESModule", path: "build/index.js" },
-        { type: "CompiledWasm", path: "build/index_bg.wasm" },
-      ],
-      compatibilityDate: "2026-11-01",
-      kvNamespaces: { EDGEGATE_KV: "edgegate-kv" },
-      durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true } },
-      analyticsEngineDatasets: { USAGE: { dataset: "edgegate_usage" } },
-      bindings: { gateway, JWT_SECRET },
-      resourcePersistencePath: persist,
-      handleStructuredLogs: ({ level, message }) => {
-        logs.push({ level, message });
-        if (level === "error" || level === "warn") process.stderr.write(`[worker ${level}] ${message}\n`);
-      },
-    }),
+    convertV4MiniflareOptions(
+      workerOptions({
+        bindings: { gateway, JWT_SECRET },
+        persist,
+        onLog: (level, message) => logs.push({ level, message }),
+      }),
+    ),
   );
   await mf.ready;
   return {

@@ -12,6 +12,7 @@ import { appendFileSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { workerOptions } from "../../edge/test/worker-options.mjs";
 
 const edgeDir = resolve(dirname(fileURLToPath(import.meta.url)), "../../edge");
 // Miniflare comes with wrangler, in edge/node_modules.
@@ -24,29 +25,21 @@ const log = (line) => {
 };
 
 const mf = new Miniflare(
-  convertV4MiniflareOptions({
-    rootPath: edgeDir,
-    modules: [
-      { type: "ESModule", path: "build/index.js" },
-      { type: "CompiledWasm", path: "build/index_bg.wasm" },
-    ],
-    compatibilityDate: "2026-11-01",
-    kvNamespaces: { EDGEGATE_KV: "edgegate-kv" },
-    durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true } },
-    analyticsEngineDatasets: { USAGE: { dataset: "edgegate_usage" } },
-    bindings: { ...settings.vars, ...settings.secrets, gateway: settings.gateway },
-    resourcePersistencePath: settings.persist,
-    host: "127.0.0.1",
-    port: 0,
-    // No location in request.cf (Miniflare's placeholder is Austin, TX): a
-    // client without geo headers is at the config's default location, as
-    // it is with the local runner.
-    cf: { colo: "LOCAL" },
-    handleStructuredLogs: ({ level, message }) => {
-      log(`[${level}] ${message}`);
-      if (level === "error" || level === "warn") process.stderr.write(`[worker ${level}] ${message}\n`);
-    },
-  }),
+  convertV4MiniflareOptions(
+    workerOptions({
+      bindings: { ...settings.vars, ...settings.secrets, gateway: settings.gateway },
+      persist: settings.persist,
+      onLog: (level, message) => log(`[${level}] ${message}`),
+      extra: {
+        host: "127.0.0.1",
+        port: 0,
+        // No location in request.cf (Miniflare's placeholder is Austin, TX): a
+        // client without geo headers is at the config's default location, as
+        // it is with the local runner.
+        cf: { colo: "LOCAL" },
+      },
+    }),
+  ),
 );
 
 let stopping = false;
