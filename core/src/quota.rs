@@ -1,6 +1,12 @@
-//! Quota math as pure functions over serialisable state that a Durable Object
-//! or a local database persists: estimate, reserve, then settle with real
-//! usage (or release a failed call).
+//! Quota math as pure functions over state a Durable Object or a local
+//! database keeps: estimate, reserve, then settle with real usage (or release
+//! a failed call).
+//!
+//! The state is a small fixed-size record ([`QuotaCounters`]) plus one entry
+//! per open reservation, keyed by request id and indexed by expiry, so every
+//! operation costs O(log n) in the reservations open, never O(n). A host that
+//! persists the state writes the counters record and the reservation rows
+//! each operation opened or closed ([`QuotaState::take_changes`]).
 //!
 //! - requests and tokens per minute: token buckets (GCRA-equivalent) with a
 //!   burst size; levels are scaled by 60 000 (ms per minute) so a refill of
@@ -11,7 +17,7 @@
 
 use crate::error::LimitKind;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 const MS_PER_MINUTE: i64 = 60_000;
 const MS_PER_DAY: u64 = 86_400_000;
@@ -131,14 +137,72 @@ pub struct Outstanding {
     pub expires_ms: u64,
 }
 
-/// One tenant's (or one shard's) quota state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuotaState {
+/// The fixed-size part of a quota state: both buckets and the day's
+/// counters. Hosts store it as one record per quota key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaCounters {
     requests: Bucket,
     tokens: Bucket,
     day: u64,
     day_tokens: u64,
     day_cost_micros: u64,
+}
+
+/// A reservation row an operation opened or closed, in the order they
+/// happened; with the counters record, all a host writes to persist a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuotaChange {
+    Opened {
+        id: String,
+        reservation: Outstanding,
+    },
+    Closed {
+        id: String,
+    },
+}
+
+/// One tenant's (or one shard's) quota state.
+#[derive(Debug, Clone, Default)]
+pub struct QuotaState {
+    counters: QuotaCounters,
+    open: HashMap<String, Outstanding>,
+    /// (expiry, id) of every open reservation: expiry pops from the front.
+    by_expiry: BTreeSet<(u64, String)>,
+    /// Row changes since the host last took them.
+    changes: Vec<QuotaChange>,
+}
+
+impl Default for QuotaCounters {
+    fn default() -> Self {
+        let empty = Bucket {
+            level: 0,
+            updated_ms: 0,
+        };
+        QuotaCounters {
+            requests: empty,
+            tokens: empty,
+            day: 0,
+            day_tokens: 0,
+            day_cost_micros: 0,
+        }
+    }
+}
+
+/// Two states are equal when their counters and open reservations are;
+/// changes not yet taken by a host do not count.
+impl PartialEq for QuotaState {
+    fn eq(&self, other: &Self) -> bool {
+        self.counters == other.counters && self.open == other.open
+    }
+}
+
+impl Eq for QuotaState {}
+
+/// The whole state as one JSON document, the form earlier versions stored.
+#[derive(Serialize, Deserialize)]
+struct StoredWhole {
+    #[serde(flatten)]
+    counters: QuotaCounters,
     outstanding: BTreeMap<String, Outstanding>,
 }
 
@@ -170,39 +234,109 @@ pub enum ReserveOutcome {
 impl QuotaState {
     pub fn new(limits: &QuotaLimits, now_ms: u64) -> Self {
         QuotaState {
-            requests: Bucket::full(limits.request_burst, now_ms),
-            tokens: Bucket::full(limits.token_burst, now_ms),
-            day: now_ms / MS_PER_DAY,
-            day_tokens: 0,
-            day_cost_micros: 0,
-            outstanding: BTreeMap::new(),
+            counters: QuotaCounters {
+                requests: Bucket::full(limits.request_burst, now_ms),
+                tokens: Bucket::full(limits.token_burst, now_ms),
+                day: now_ms / MS_PER_DAY,
+                day_tokens: 0,
+                day_cost_micros: 0,
+            },
+            ..QuotaState::default()
         }
     }
 
-    pub fn outstanding(&self) -> &BTreeMap<String, Outstanding> {
-        &self.outstanding
+    /// The state a host stored as rows: its counters record and the
+    /// reservations still open.
+    pub fn restore(
+        counters: QuotaCounters,
+        reservations: impl IntoIterator<Item = (String, Outstanding)>,
+    ) -> Self {
+        let mut state = QuotaState {
+            counters,
+            ..QuotaState::default()
+        };
+        for (id, reservation) in reservations {
+            state.open_reservation(id, reservation);
+        }
+        state.changes.clear();
+        state
+    }
+
+    /// A state stored whole as JSON, as earlier versions did.
+    pub fn from_stored_json(json: &str) -> Result<Self, serde_json::Error> {
+        let whole: StoredWhole = serde_json::from_str(json)?;
+        Ok(QuotaState::restore(whole.counters, whole.outstanding))
+    }
+
+    /// The whole state as one JSON document (O(n) in the open reservations:
+    /// for hosts that store it whole, not on a hot path).
+    pub fn to_stored_json(&self) -> String {
+        let whole = StoredWhole {
+            counters: self.counters,
+            outstanding: self.open.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        };
+        serde_json::to_string(&whole).unwrap_or_default()
+    }
+
+    pub fn counters(&self) -> QuotaCounters {
+        self.counters
+    }
+
+    /// The reservation rows opened and closed since the last call, in order.
+    pub fn take_changes(&mut self) -> Vec<QuotaChange> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// How many reservations are open (each holds a concurrency slot).
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn reservation(&self, id: &str) -> Option<&Outstanding> {
+        self.open.get(id)
+    }
+
+    pub fn reservations(&self) -> impl Iterator<Item = (&String, &Outstanding)> {
+        self.open.iter()
     }
 
     /// Tokens and cost charged in the current UTC day.
     pub fn day_usage(&self) -> (u64, u64) {
-        (self.day_tokens, self.day_cost_micros)
+        (self.counters.day_tokens, self.counters.day_cost_micros)
     }
 
     /// The earliest expiry among outstanding reservations (for an alarm).
     pub fn next_expiry_ms(&self) -> Option<u64> {
-        self.outstanding.values().map(|o| o.expires_ms).min()
+        self.by_expiry.first().map(|(at, _)| *at)
+    }
+
+    fn open_reservation(&mut self, id: String, reservation: Outstanding) {
+        if let Some(old) = self.open.insert(id.clone(), reservation) {
+            self.by_expiry.remove(&(old.expires_ms, id.clone()));
+        }
+        self.by_expiry.insert((reservation.expires_ms, id.clone()));
+        self.changes.push(QuotaChange::Opened { id, reservation });
+    }
+
+    fn close_reservation(&mut self, id: &str) -> Option<Outstanding> {
+        let reservation = self.open.remove(id)?;
+        self.by_expiry
+            .remove(&(reservation.expires_ms, id.to_owned()));
+        self.changes.push(QuotaChange::Closed { id: id.to_owned() });
+        Some(reservation)
     }
 
     fn advance(&mut self, now_ms: u64, limits: &QuotaLimits) {
-        self.requests
+        let c = &mut self.counters;
+        c.requests
             .refill(now_ms, limits.requests_per_minute, limits.request_burst);
-        self.tokens
+        c.tokens
             .refill(now_ms, limits.tokens_per_minute, limits.token_burst);
         let today = now_ms / MS_PER_DAY;
-        if today > self.day {
-            self.day = today;
-            self.day_tokens = 0;
-            self.day_cost_micros = 0;
+        if today > c.day {
+            c.day = today;
+            c.day_tokens = 0;
+            c.day_cost_micros = 0;
         }
         self.expire(now_ms, limits);
     }
@@ -210,30 +344,31 @@ impl QuotaState {
     /// Reservations whose holder never settled (it crashed, or its isolate
     /// died mid-stream) are charged as reserved and free their slot.
     pub fn expire(&mut self, now_ms: u64, limits: &QuotaLimits) -> usize {
-        let expired: Vec<String> = self
-            .outstanding
-            .iter()
-            .filter(|(_, o)| o.expires_ms <= now_ms)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &expired {
-            if let Some(o) = self.outstanding.remove(id) {
+        let mut expired = 0;
+        while self.by_expiry.first().is_some_and(|(at, _)| *at <= now_ms) {
+            let Some((_, id)) = self.by_expiry.pop_first() else {
+                break;
+            };
+            if let Some(o) = self.open.remove(&id) {
+                self.changes.push(QuotaChange::Closed { id });
                 self.reconcile(&o, o.amounts, limits);
+                expired += 1;
             }
         }
-        expired.len()
+        expired
     }
 
     pub fn snapshot(&self, limits: &QuotaLimits) -> QuotaSnapshot {
+        let c = &self.counters;
         QuotaSnapshot {
             limit_requests: limits.requests_per_minute,
             limit_tokens: limits.tokens_per_minute,
-            remaining_requests: self.requests.remaining(),
-            remaining_tokens: self.tokens.remaining(),
-            reset_requests_ms: self
+            remaining_requests: c.requests.remaining(),
+            remaining_tokens: c.tokens.remaining(),
+            reset_requests_ms: c
                 .requests
                 .until_full(limits.requests_per_minute, limits.request_burst),
-            reset_tokens_ms: self
+            reset_tokens_ms: c
                 .tokens
                 .until_full(limits.tokens_per_minute, limits.token_burst),
         }
@@ -250,7 +385,7 @@ impl QuotaState {
         ttl_ms: u64,
     ) -> ReserveOutcome {
         self.advance(now_ms, limits);
-        if self.outstanding.contains_key(id) {
+        if self.open.contains_key(id) {
             return ReserveOutcome::Admit {
                 snapshot: self.snapshot(limits),
             };
@@ -262,18 +397,17 @@ impl QuotaState {
                 snapshot: self.snapshot(limits),
             };
         }
-        self.requests.take(amounts.requests);
-        self.tokens.take(amounts.tokens);
-        self.day_tokens = self.day_tokens.saturating_add(amounts.tokens);
-        self.day_cost_micros = self.day_cost_micros.saturating_add(amounts.cost_micros);
-        self.outstanding.insert(
-            id.to_owned(),
-            Outstanding {
-                amounts,
-                day: self.day,
-                expires_ms: now_ms.saturating_add(ttl_ms),
-            },
-        );
+        let c = &mut self.counters;
+        c.requests.take(amounts.requests);
+        c.tokens.take(amounts.tokens);
+        c.day_tokens = c.day_tokens.saturating_add(amounts.tokens);
+        c.day_cost_micros = c.day_cost_micros.saturating_add(amounts.cost_micros);
+        let reservation = Outstanding {
+            amounts,
+            day: c.day,
+            expires_ms: now_ms.saturating_add(ttl_ms),
+        };
+        self.open_reservation(id.to_owned(), reservation);
         ReserveOutcome::Admit {
             snapshot: self.snapshot(limits),
         }
@@ -294,14 +428,15 @@ impl QuotaState {
             Some(_) => Some(0),
         };
         let concurrency = match limits.max_concurrent {
-            Some(max) if self.outstanding.len() as u64 >= max => Some(CONCURRENCY_RETRY_MS),
+            Some(max) if self.open.len() as u64 >= max => Some(CONCURRENCY_RETRY_MS),
             _ => Some(0),
         };
+        let c = &self.counters;
         let waits = [
             (LimitKind::Concurrency, concurrency),
             (
                 LimitKind::Requests,
-                self.requests.wait_for(
+                c.requests.wait_for(
                     amounts.requests,
                     limits.requests_per_minute,
                     limits.request_burst,
@@ -309,17 +444,17 @@ impl QuotaState {
             ),
             (
                 LimitKind::Tokens,
-                self.tokens
+                c.tokens
                     .wait_for(amounts.tokens, limits.tokens_per_minute, limits.token_burst),
             ),
             (
                 LimitKind::TokensPerDay,
-                daily(self.day_tokens, amounts.tokens, limits.tokens_per_day),
+                daily(c.day_tokens, amounts.tokens, limits.tokens_per_day),
             ),
             (
                 LimitKind::Cost,
                 daily(
-                    self.day_cost_micros,
+                    c.day_cost_micros,
                     amounts.cost_micros,
                     limits.cost_per_day_micros,
                 ),
@@ -341,7 +476,7 @@ impl QuotaState {
     /// nothing) if `id` is not outstanding, so a repeated settle is harmless.
     pub fn settle(&mut self, now_ms: u64, limits: &QuotaLimits, id: &str, actual: Amounts) -> bool {
         self.advance(now_ms, limits);
-        match self.outstanding.remove(id) {
+        match self.close_reservation(id) {
             Some(o) => {
                 self.reconcile(&o, actual, limits);
                 true
@@ -357,26 +492,23 @@ impl QuotaState {
 
     fn reconcile(&mut self, o: &Outstanding, actual: Amounts, limits: &QuotaLimits) {
         let reserved = o.amounts;
+        let c = &mut self.counters;
         adjust_bucket(
-            &mut self.requests,
+            &mut c.requests,
             reserved.requests,
             actual.requests,
             limits.request_burst,
         );
         adjust_bucket(
-            &mut self.tokens,
+            &mut c.tokens,
             reserved.tokens,
             actual.tokens,
             limits.token_burst,
         );
         // Daily counters only change if the reservation was charged today.
-        if o.day == self.day {
-            self.day_tokens = adjust(self.day_tokens, reserved.tokens, actual.tokens);
-            self.day_cost_micros = adjust(
-                self.day_cost_micros,
-                reserved.cost_micros,
-                actual.cost_micros,
-            );
+        if o.day == c.day {
+            c.day_tokens = adjust(c.day_tokens, reserved.tokens, actual.tokens);
+            c.day_cost_micros = adjust(c.day_cost_micros, reserved.cost_micros, actual.cost_micros);
         }
     }
 }

@@ -97,7 +97,7 @@ fn reserving_the_same_id_twice_takes_once() {
     assert!(admitted(&s.reserve(T0, &l, "a", amounts(1_000), 60_000)));
     assert!(admitted(&s.reserve(T0, &l, "a", amounts(1_000), 60_000)));
     assert_eq!(s.snapshot(&l).remaining_tokens, 2_000);
-    assert_eq!(s.outstanding().len(), 1);
+    assert_eq!(s.open_count(), 1);
 }
 
 #[test]
@@ -161,7 +161,7 @@ fn concurrency_cap_and_expiry_of_abandoned_reservations() {
         amounts(10),
         5_000
     )));
-    assert_eq!(s.outstanding().len(), 1);
+    assert_eq!(s.open_count(), 1);
     assert_eq!(s.day_usage().0, 50);
 }
 
@@ -384,13 +384,12 @@ proptest! {
                 }
                 _ => {}
             }
-            prop_assert!(s.outstanding().len() as u64 <= l.max_concurrent.unwrap());
+            prop_assert!(s.open_count() as u64 <= l.max_concurrent.unwrap());
             // The state survives a round trip through storage unchanged.
-            let stored = serde_json::to_string(&s).unwrap();
-            let restored: QuotaState = serde_json::from_str(&stored).unwrap();
+            let restored = QuotaState::from_stored_json(&s.to_stored_json()).unwrap();
             prop_assert_eq!(&restored, &s);
             // Reservations the state expired on its own are no longer ours to settle.
-            open.retain(|(id, ..)| s.outstanding().contains_key(id));
+            open.retain(|(id, ..)| s.reservation(id).is_some());
         }
         check_window(&requests, l.request_burst, l.requests_per_minute)?;
         check_window(&tokens, l.token_burst, l.tokens_per_minute)?;
@@ -423,4 +422,134 @@ proptest! {
             other => prop_assert!(false, "expected a deny, got {:?}", other),
         }
     }
+}
+
+/// The rows a persisting host keeps, rebuilt from the changes the state
+/// hands out: after every operation they must restore to the same state.
+#[derive(Default)]
+struct Rows(std::collections::HashMap<String, Outstanding>);
+
+impl Rows {
+    fn apply(&mut self, changes: Vec<QuotaChange>) {
+        for change in changes {
+            match change {
+                QuotaChange::Opened { id, reservation } => {
+                    self.0.insert(id, reservation);
+                }
+                QuotaChange::Closed { id } => {
+                    self.0.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum BigOp {
+    Reserve { dt: u64, tokens: u64 },
+    Settle { dt: u64, pick: usize },
+    Release { dt: u64, pick: usize },
+    Expire { dt: u64 },
+}
+
+fn big_op() -> impl Strategy<Value = BigOp> {
+    prop_oneof![
+        8 => (0u64..20, 1u64..50).prop_map(|(dt, tokens)| BigOp::Reserve { dt, tokens }),
+        1 => (0u64..20, any::<usize>()).prop_map(|(dt, pick)| BigOp::Settle { dt, pick }),
+        1 => (0u64..20, any::<usize>()).prop_map(|(dt, pick)| BigOp::Release { dt, pick }),
+        1 => (0u64..2_000).prop_map(|dt| BigOp::Expire { dt }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Thousands of reservations open at once: the concurrency cap, the
+    /// buckets and the rows a host persists all stay exact.
+    #[test]
+    fn thousands_open_never_over_admit_and_rows_restore(
+        ops in prop::collection::vec(big_op(), 3_000..4_000)
+    ) {
+        let l = QuotaLimits {
+            requests_per_minute: 60_000,
+            request_burst: 2_500,
+            tokens_per_minute: 6_000_000,
+            token_burst: 100_000,
+            tokens_per_day: None,
+            cost_per_day_micros: None,
+            max_concurrent: Some(2_000),
+        };
+        let mut now = T0;
+        let mut s = QuotaState::new(&l, now);
+        let mut rows = Rows::default();
+        let mut open: Vec<String> = Vec::new();
+        let mut requests: Ledger = Vec::new();
+        let mut peak = 0;
+        for (n, op) in ops.into_iter().enumerate() {
+            match op {
+                BigOp::Reserve { dt, tokens } => {
+                    now += dt;
+                    let id = format!("r{n}");
+                    if admitted(&s.reserve(now, &l, &id, amounts(tokens), 600_000)) {
+                        requests.push((now, 1));
+                        open.push(id);
+                    }
+                }
+                BigOp::Settle { dt, pick } if !open.is_empty() => {
+                    now += dt;
+                    let id = open.swap_remove(pick % open.len());
+                    s.settle(now, &l, &id, amounts(1));
+                }
+                BigOp::Release { dt, pick } if !open.is_empty() => {
+                    now += dt;
+                    let id = open.swap_remove(pick % open.len());
+                    if s.release(now, &l, &id) {
+                        requests.push((now, -1));
+                    }
+                }
+                BigOp::Expire { dt } => {
+                    now += dt;
+                    s.expire(now, &l);
+                }
+                _ => {}
+            }
+            rows.apply(s.take_changes());
+            prop_assert!(s.open_count() as u64 <= l.max_concurrent.unwrap());
+            prop_assert_eq!(rows.0.len(), s.open_count());
+            peak = peak.max(s.open_count());
+            open.retain(|id| s.reservation(id).is_some());
+        }
+        prop_assert!(peak >= 1_000, "only {} open at the peak", peak);
+        let restored = QuotaState::restore(s.counters(), rows.0.clone());
+        prop_assert_eq!(&restored, &s);
+        prop_assert_eq!(restored.next_expiry_ms(), s.next_expiry_ms());
+        check_window(&requests, l.request_burst, l.requests_per_minute)?;
+    }
+}
+
+#[test]
+fn expiry_pops_only_what_is_due_in_order() {
+    let l = limits();
+    let mut s = QuotaState::new(&l, T0);
+    for (i, ttl) in [3_000u64, 1_000, 2_000].iter().enumerate() {
+        assert!(admitted(&s.reserve(
+            T0,
+            &l,
+            &format!("r{i}"),
+            amounts(1),
+            *ttl
+        )));
+    }
+    s.take_changes();
+    assert_eq!(s.next_expiry_ms(), Some(T0 + 1_000));
+    assert_eq!(s.expire(T0 + 2_000, &l), 2);
+    assert_eq!(
+        s.take_changes(),
+        vec![
+            QuotaChange::Closed { id: "r1".into() },
+            QuotaChange::Closed { id: "r2".into() }
+        ]
+    );
+    assert_eq!(s.next_expiry_ms(), Some(T0 + 3_000));
+    assert!(s.reservation("r0").is_some());
 }
