@@ -26,11 +26,8 @@ const MAX_RESPONSE_BODY: usize = 64 << 20;
 
 pub async fn serve(app: Arc<App>, plan: ForwardPlan, timing: Timing) -> Response<Body> {
     let now = crate::clock::now_ms();
-    // Quota operations are short SQLite transactions, run in place: a hop to
-    // a blocking thread costs more than the transaction.
-    let reserved = app
-        .quota
-        .reserve(&app.sandbox, &plan.quota, &plan.request_id, now);
+    // In memory, then awaited until the group commit holding it is durable.
+    let reserved = app.quota.reserve(&plan.quota, &plan.request_id, now).await;
     let snapshot = match reserved.map(QuotaRequest::outcome) {
         Ok(Ok(snapshot)) => snapshot,
         Ok(Err((err, snapshot))) => {
@@ -197,26 +194,16 @@ impl HeldQuota {
 
     fn settle_now(&self, actual: Amounts) {
         let (q, now) = (&self.quota, crate::clock::now_ms());
-        let app = &self.app;
-        if let Err(e) = app
+        self.app
             .quota
-            .settle(&app.sandbox, &q.key, &q.limits, &self.id, actual, now)
-        {
-            eprintln!("edgegate: settling {} failed: {e}", self.id);
-        }
+            .settle(&q.key, &q.limits, &self.id, actual, now);
     }
 
     /// A call that failed before the backend did any work gives it all back.
     fn release(mut self) {
         self.open = false;
         let (q, now) = (&self.quota, crate::clock::now_ms());
-        let app = &self.app;
-        if let Err(e) = app
-            .quota
-            .release(&app.sandbox, &q.key, &q.limits, &self.id, now)
-        {
-            eprintln!("edgegate: releasing {} failed: {e}", self.id);
-        }
+        self.app.quota.release(&q.key, &q.limits, &self.id, now);
     }
 }
 

@@ -1,26 +1,57 @@
-//! Quota state in SQLite: one row per quota key holding the core's
-//! `QuotaState`. Every reserve/settle/release is one IMMEDIATE transaction
-//! around the core's pure function, so concurrent requests are serialised and
-//! a crash loses nothing that was committed (WAL; `synchronous = NORMAL` is
-//! durable across process crashes, not power loss).
+//! Quota state in memory, made durable in SQLite by rows.
+//!
+//! Each quota key (a tenant, or `tenant#shard`) has its own `QuotaState`
+//! behind its own lock, so tenants never wait on each other; the core's pure
+//! functions change it in place, in O(log n) of the reservations open. The
+//! rows each operation changed (the key's counters record, a reservation
+//! inserted or deleted) go to one writer thread that commits whatever has
+//! queued up in one transaction (group commit). `reserve` returns only after
+//! the transaction holding its reservation committed, so a request is
+//! forwarded only once `kill -9` can no longer lose its charge; settling
+//! does not wait (a settle lost to a crash leaves the reservation charged in
+//! full, never less). On start-up the state is rebuilt from the tables.
+//! WAL with `synchronous = NORMAL`: durable across process crashes, not
+//! power loss.
 
-use crate::sandbox::Sandbox;
 use anyhow::{Context, Result};
 use edgegate_core::GatewayError;
 use edgegate_core::gateway::QuotaRequest;
-use edgegate_core::quota::{Amounts, QuotaLimits, ReserveOutcome};
-use rusqlite::{Connection, OptionalExtension, params};
+use edgegate_core::quota::{
+    Amounts, Outstanding, QuotaChange, QuotaCounters, QuotaLimits, QuotaState, ReserveOutcome,
+};
+use rusqlite::{Connection, params};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::oneshot;
 
-fn db(e: rusqlite::Error) -> GatewayError {
-    GatewayError::Internal {
-        message: format!("quota store: {e}"),
-    }
+/// Shards of the key → state map; its locks are held for one hash lookup.
+const MAP_SHARDS: usize = 32;
+
+fn internal(message: String) -> GatewayError {
+    GatewayError::Internal { message }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One key's rows to write, and who waits for the commit.
+struct Write {
+    key: Arc<str>,
+    counters: QuotaCounters,
+    changes: Vec<QuotaChange>,
+    committed: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+type Shard = Mutex<HashMap<Arc<str>, Arc<Mutex<QuotaState>>>>;
+
 pub struct QuotaStore {
-    conn: Mutex<Connection>,
+    shards: Vec<Shard>,
+    hasher: RandomState,
+    writer: Mutex<mpsc::Sender<Write>>,
 }
 
 impl QuotaStore {
@@ -31,107 +62,258 @@ impl QuotaStore {
         let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // One runner owns its state: no per-transaction file locking, and a
-        // second runner on the same state dir fails instead of sharing it.
+        // One runner owns its state: a second runner on the same state dir
+        // fails instead of sharing it.
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS quota (
+            "CREATE TABLE IF NOT EXISTS quota_counters (
                 key TEXT PRIMARY KEY,
-                state TEXT NOT NULL,
-                updated_ms INTEGER NOT NULL
-            )",
+                counters TEXT NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS quota_reservations (
+                key TEXT NOT NULL,
+                id TEXT NOT NULL,
+                reservation TEXT NOT NULL,
+                PRIMARY KEY (key, id)
+            );",
         )?;
-        Ok(QuotaStore {
-            conn: Mutex::new(conn),
-        })
-    }
-
-    fn with_state<T>(
-        &self,
-        key: &str,
-        now_ms: u64,
-        f: impl FnOnce(Option<String>) -> Result<(Option<String>, T), GatewayError>,
-    ) -> Result<T, GatewayError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        // Cached BEGIN/COMMIT statements: re-parsing them was a tenth of the
-        // runner's CPU per request.
-        conn.prepare_cached("BEGIN IMMEDIATE")
-            .and_then(|mut s| s.execute([]))
-            .map_err(db)?;
-        let result = Self::transact(&conn, key, now_ms, f);
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        conn.prepare_cached(end)
-            .and_then(|mut s| s.execute([]))
-            .map_err(db)?;
-        result
-    }
-
-    fn transact<T>(
-        tx: &Connection,
-        key: &str,
-        now_ms: u64,
-        f: impl FnOnce(Option<String>) -> Result<(Option<String>, T), GatewayError>,
-    ) -> Result<T, GatewayError> {
-        let state: Option<String> = tx
-            .prepare_cached("SELECT state FROM quota WHERE key = ?1")
-            .and_then(|mut q| q.query_row([key], |r| r.get(0)).optional())
-            .map_err(db)?;
-        let (new_state, out) = f(state)?;
-        if let Some(new_state) = new_state {
-            tx.prepare_cached(
-                "INSERT INTO quota (key, state, updated_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(key) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms",
-            )
-            .and_then(|mut q| q.execute(params![key, new_state, now_ms as i64]))
-            .map_err(db)?;
+        let store = QuotaStore {
+            shards: (0..MAP_SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            writer: Mutex::new(mpsc::channel().0),
+        };
+        for (key, state) in load(&conn)? {
+            lock(store.shard(&key)).insert(key.into(), Arc::new(Mutex::new(state)));
         }
-        Ok(out)
+        let (tx, rx) = mpsc::channel();
+        *lock(&store.writer) = tx;
+        std::thread::Builder::new()
+            .name("quota-writer".into())
+            .spawn(move || write_loop(conn, rx))
+            .context("starting the quota writer")?;
+        Ok(store)
     }
 
-    pub fn reserve(
+    fn shard(&self, key: &str) -> &Shard {
+        &self.shards[self.hasher.hash_one(key) as usize % MAP_SHARDS]
+    }
+
+    fn state(
         &self,
-        sandbox: &Sandbox,
+        key: &str,
+        limits: &QuotaLimits,
+        now_ms: u64,
+    ) -> (Arc<str>, Arc<Mutex<QuotaState>>) {
+        let mut shard = lock(self.shard(key));
+        if let Some((k, s)) = shard.get_key_value(key) {
+            return (k.clone(), s.clone());
+        }
+        let k: Arc<str> = key.into();
+        let s = Arc::new(Mutex::new(QuotaState::new(limits, now_ms)));
+        shard.insert(k.clone(), s.clone());
+        (k, s)
+    }
+
+    /// Sends the rows `state` changed to the writer; called with the key's
+    /// lock held, so one key's writes reach the database in order.
+    fn persist(
+        &self,
+        key: &Arc<str>,
+        state: &mut QuotaState,
+        committed: Option<oneshot::Sender<Result<(), String>>>,
+    ) {
+        let write = Write {
+            key: key.clone(),
+            counters: state.counters(),
+            changes: state.take_changes(),
+            committed,
+        };
+        if let Err(mpsc::SendError(w)) = lock(&self.writer).send(write)
+            && let Some(done) = w.committed
+        {
+            done.send(Err("the quota writer has stopped".into())).ok();
+        }
+    }
+
+    /// Reserves in memory, then waits until the reservation is committed.
+    pub async fn reserve(
+        &self,
         request: &QuotaRequest,
         id: &str,
         now_ms: u64,
     ) -> Result<ReserveOutcome, GatewayError> {
-        self.with_state(&request.key, now_ms, |state| {
-            let (new_state, outcome) =
-                sandbox.quota_reserve(state.as_deref(), request, id, now_ms)?;
-            Ok((Some(new_state), outcome))
-        })
+        let (key, state) = self.state(&request.key, &request.limits, now_ms);
+        let (outcome, committed) = {
+            let mut s = lock(&state);
+            let outcome = s.reserve(now_ms, &request.limits, id, request.amounts, request.ttl_ms);
+            let (done, committed) = oneshot::channel();
+            let admitted = matches!(outcome, ReserveOutcome::Admit { .. });
+            self.persist(&key, &mut s, admitted.then_some(done));
+            (outcome, admitted.then_some(committed))
+        };
+        let Some(committed) = committed else {
+            return Ok(outcome);
+        };
+        let failure = match committed.await {
+            Ok(Ok(())) => return Ok(outcome),
+            Ok(Err(e)) => e,
+            Err(_) => "the quota writer has stopped".to_owned(),
+        };
+        // Not durable, so not admitted: give it back.
+        self.release(&request.key, &request.limits, id, now_ms);
+        Err(internal(format!("quota store: {failure}")))
     }
 
-    pub fn settle(
-        &self,
-        sandbox: &Sandbox,
-        key: &str,
-        limits: &QuotaLimits,
-        id: &str,
-        actual: Amounts,
-        now_ms: u64,
-    ) -> Result<(), GatewayError> {
-        self.with_state(key, now_ms, |state| match state {
-            Some(s) => Ok((
-                Some(sandbox.quota_settle(&s, limits, id, actual, now_ms)?),
-                (),
-            )),
-            None => Ok((None, ())),
-        })
+    /// Charges the real usage instead of the reservation (not waited for).
+    pub fn settle(&self, key: &str, limits: &QuotaLimits, id: &str, actual: Amounts, now_ms: u64) {
+        let (key, state) = self.state(key, limits, now_ms);
+        let mut s = lock(&state);
+        if s.settle(now_ms, limits, id, actual) {
+            self.persist(&key, &mut s, None);
+        }
     }
 
-    pub fn release(
-        &self,
-        sandbox: &Sandbox,
-        key: &str,
-        limits: &QuotaLimits,
-        id: &str,
-        now_ms: u64,
-    ) -> Result<(), GatewayError> {
-        self.with_state(key, now_ms, |state| match state {
-            Some(s) => Ok((Some(sandbox.quota_release(&s, limits, id, now_ms)?), ())),
-            None => Ok((None, ())),
-        })
+    /// Gives the whole reservation back.
+    pub fn release(&self, key: &str, limits: &QuotaLimits, id: &str, now_ms: u64) {
+        self.settle(key, limits, id, Amounts::default(), now_ms);
     }
+}
+
+/// The state of every key, from its counters record and its open rows, or
+/// from the whole-state JSON rows of earlier versions (table `quota`).
+fn load(conn: &Connection) -> Result<Vec<(String, QuotaState)>> {
+    let mut counters: HashMap<String, QuotaCounters> = HashMap::new();
+    let mut q = conn.prepare("SELECT key, counters FROM quota_counters")?;
+    for row in q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+        let (key, json) = row?;
+        let c = serde_json::from_str(&json).with_context(|| format!("quota counters of {key}"))?;
+        counters.insert(key, c);
+    }
+    let mut open: HashMap<String, Vec<(String, Outstanding)>> = HashMap::new();
+    let mut q = conn.prepare("SELECT key, id, reservation FROM quota_reservations")?;
+    for row in q.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })? {
+        let (key, id, json) = row?;
+        let o = serde_json::from_str(&json).with_context(|| format!("reservation {id}"))?;
+        open.entry(key).or_default().push((id, o));
+    }
+    let mut states: Vec<(String, QuotaState)> = counters
+        .into_iter()
+        .map(|(key, c)| {
+            let rows = open.remove(&key).unwrap_or_default();
+            (key, QuotaState::restore(c, rows))
+        })
+        .collect();
+    let legacy: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'quota'",
+        [],
+        |r| r.get(0),
+    )?;
+    if legacy {
+        let mut q = conn.prepare("SELECT key, state FROM quota")?;
+        for row in q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (key, json) = row?;
+            if !states.iter().any(|(k, _)| *k == key) {
+                let s = QuotaState::from_stored_json(&json)
+                    .with_context(|| format!("stored quota state of {key}"))?;
+                let rows: Vec<QuotaChange> = s
+                    .reservations()
+                    .map(|(id, o)| QuotaChange::Opened {
+                        id: id.clone(),
+                        reservation: *o,
+                    })
+                    .collect();
+                write_rows(conn, &key, Some(&s.counters()), &rows)?;
+                states.push((key, s));
+            }
+        }
+        conn.execute_batch("DROP TABLE quota")?;
+    }
+    Ok(states)
+}
+
+/// Rows hold small serde records as JSON text.
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Writes a key's counters record (when given) and its reservation rows.
+fn write_rows(
+    conn: &Connection,
+    key: &str,
+    counters: Option<&QuotaCounters>,
+    changes: &[QuotaChange],
+) -> rusqlite::Result<()> {
+    if let Some(counters) = counters {
+        conn.prepare_cached(
+            "INSERT INTO quota_counters (key, counters) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET counters = excluded.counters",
+        )?
+        .execute(params![key, json(counters)])?;
+    }
+    for change in changes {
+        match change {
+            QuotaChange::Opened { id, reservation } => {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO quota_reservations (key, id, reservation)
+                     VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![key, id, json(reservation)])?;
+            }
+            QuotaChange::Closed { id } => {
+                conn.prepare_cached("DELETE FROM quota_reservations WHERE key = ?1 AND id = ?2")?
+                    .execute(params![key, id])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Commits whatever has queued up in one transaction, then answers everyone
+/// who waits on it. Ends when the store is dropped.
+fn write_loop(conn: Connection, rx: mpsc::Receiver<Write>) {
+    while let Ok(first) = rx.recv() {
+        let batch: Vec<Write> = std::iter::once(first).chain(rx.try_iter()).collect();
+        let result = commit(&conn, &batch).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            eprintln!(
+                "edgegate: quota commit of {} writes failed: {e}",
+                batch.len()
+            );
+        }
+        for w in batch {
+            if let Some(done) = w.committed {
+                done.send(result.clone()).ok();
+            }
+        }
+    }
+}
+
+fn commit(conn: &Connection, batch: &[Write]) -> rusqlite::Result<()> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let written = (|| {
+        // A key written many times in a batch needs only its last counters.
+        let mut last: HashMap<&str, usize> = HashMap::new();
+        for (i, w) in batch.iter().enumerate() {
+            last.insert(&w.key, i);
+        }
+        for (i, w) in batch.iter().enumerate() {
+            let counters = (last.get(&*w.key) == Some(&i)).then_some(&w.counters);
+            write_rows(conn, &w.key, counters, &w.changes)?;
+        }
+        Ok(())
+    })();
+    let end = if written.is_ok() {
+        "COMMIT"
+    } else {
+        "ROLLBACK"
+    };
+    conn.prepare_cached(end)?.execute([])?;
+    written
 }

@@ -6,12 +6,9 @@
 
 use anyhow::{Context, Result, anyhow};
 use edgegate_core::GatewayError;
-use edgegate_core::gateway::{
-    Decision, ForwardPlan, LocalResponse, QuotaRequest, RequestContext, Settlement,
-};
+use edgegate_core::gateway::{Decision, ForwardPlan, LocalResponse, RequestContext, Settlement};
 use edgegate_core::geo::RegionStatus;
 use edgegate_core::health::{HealthBoard, Observation};
-use edgegate_core::quota::{Amounts, QuotaLimits, ReserveOutcome};
 use edgegate_core::request::HttpRequest;
 use edgegate_core::response::{ResponseKind, Usage};
 use serde::Serialize;
@@ -306,43 +303,6 @@ impl Sandbox {
         let usage = usage.map(|u| to_json(&u));
         let out = self.call(|g, s| g.call_settle(s, &reservation, usage.as_deref()))?;
         from_json(&out)
-    }
-
-    /// Returns the new state and the outcome.
-    pub fn quota_reserve(
-        &self,
-        state: Option<&str>,
-        request: &QuotaRequest,
-        id: &str,
-        now_ms: u64,
-    ) -> CallResult<(String, ReserveOutcome)> {
-        let request = to_json(request);
-        let (state, outcome) =
-            self.call(|g, s| g.call_quota_reserve(s, state, &request, id, now_ms))?;
-        Ok((state, from_json(&outcome)?))
-    }
-
-    pub fn quota_settle(
-        &self,
-        state: &str,
-        limits: &QuotaLimits,
-        id: &str,
-        actual: Amounts,
-        now_ms: u64,
-    ) -> CallResult<String> {
-        let (limits, actual) = (to_json(limits), to_json(&actual));
-        self.call(|g, s| g.call_quota_settle(s, state, &limits, id, &actual, now_ms))
-    }
-
-    pub fn quota_release(
-        &self,
-        state: &str,
-        limits: &QuotaLimits,
-        id: &str,
-        now_ms: u64,
-    ) -> CallResult<String> {
-        let limits = to_json(limits);
-        self.call(|g, s| g.call_quota_release(s, state, &limits, id, now_ms))
     }
 
     pub fn parse_upstream_body(

@@ -7,6 +7,7 @@ mod support;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -384,6 +385,65 @@ async fn quota_usage_survives_kill_9_under_load() {
     assert!(
         after + 6 <= remaining + 3,
         "usage lost or budget reset: {remaining} left before the kill, {after} after"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_group_commits_loses_no_admitted_reservation() {
+    let backends = Backends::start(0).await;
+    let mut cfg = config(&backends);
+    // A burst of 400 refilling at one a second: what a restart refills is small.
+    cfg["tiers"]["free"]["requests_per_minute"] = json!(60);
+    cfg["tiers"]["free"]["request_burst"] = json!(400);
+    cfg["tiers"]["free"]["tokens_per_minute"] = json!(100_000_000);
+    let mut runner = Runner::start(&cfg, &[]);
+    let c = client();
+    // Every forwarded request stays in flight, so none is settled: each one
+    // the backend saw holds a reservation that must survive the kill.
+    backends.controls("us-east").set_latency(5_000, 0);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = (0..64)
+        .map(|_| {
+            let (c, url, stop) = (c.clone(), runner.url("/v1/chat/completions"), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let sent = c.post(&url).bearer_auth(FREE_KEY).json(&chat("load"));
+                    let _ = tokio::time::timeout(Duration::from_millis(300), sent.send()).await;
+                }
+            })
+        })
+        .collect();
+    // Kill while reservations are being admitted and committed in batches.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    runner.kill_and_restart();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in senders {
+        let _ = t.await;
+    }
+    let forwarded = backends.controls("us-east").requests_received();
+    assert!(
+        forwarded >= 20,
+        "only {forwarded} forwarded before the kill"
+    );
+    backends.controls("us-east").set_latency(0, 0);
+    let r = post(
+        &c,
+        &runner,
+        "/v1/chat/completions",
+        FREE_KEY,
+        &chat("after"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let remaining: u64 = header(&r, "x-ratelimit-remaining-requests")
+        .and_then(|v| v.parse().ok())
+        .expect("remaining");
+    // Charged after the restart: every forwarded request, then this one,
+    // less at most ~10 s of refill at one a second.
+    let charged = 400 - remaining;
+    assert!(
+        charged + 10 >= forwarded + 1,
+        "{forwarded} forwarded before the kill, only {charged} charged after the restart"
     );
 }
 

@@ -7,13 +7,12 @@ mod bindings {
 }
 
 use bindings::exports::edgegate::gateway::core::{Admitted, Guest, HttpRequest};
+use edgegate_core::GatewayError;
 use edgegate_core::config::Secrets;
 use edgegate_core::gateway::{Decision, Gateway, LocalResponse, RequestContext, Reservation};
 use edgegate_core::health::{HealthBoard, Observation};
-use edgegate_core::quota::{Amounts, QuotaLimits, QuotaState};
 use edgegate_core::request::{Headers, HttpRequest as CoreRequest};
 use edgegate_core::response::{self, ResponseKind, StreamObserver, Usage};
-use edgegate_core::{GatewayError, gateway::QuotaRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::cell::RefCell;
@@ -96,51 +95,6 @@ impl Guest for Component {
             Ok(s) => to_json(&s),
             Err(e) => internal(e),
         }
-    }
-
-    fn quota_reserve(
-        state_json: Option<String>,
-        quota_request_json: String,
-        id: String,
-        now_ms: u64,
-    ) -> (String, String) {
-        let result = (|| {
-            let q: QuotaRequest = from_json("quota request", &quota_request_json)?;
-            let mut state = match state_json {
-                Some(s) => from_json("quota state", &s)?,
-                None => QuotaState::new(&q.limits, now_ms),
-            };
-            let outcome = state.reserve(now_ms, &q.limits, &id, q.amounts, q.ttl_ms);
-            Ok::<_, String>((to_json(&state), to_json(&outcome)))
-        })();
-        result.unwrap_or_else(|e| (String::new(), internal(e)))
-    }
-
-    fn quota_settle(
-        state_json: String,
-        limits_json: String,
-        id: String,
-        actual_json: String,
-        now_ms: u64,
-    ) -> String {
-        let result = (|| {
-            let mut state: QuotaState = from_json("quota state", &state_json)?;
-            let limits: QuotaLimits = from_json("limits", &limits_json)?;
-            let actual: Amounts = from_json("amounts", &actual_json)?;
-            state.settle(now_ms, &limits, &id, actual);
-            Ok::<_, String>(to_json(&state))
-        })();
-        result.unwrap_or(state_json)
-    }
-
-    fn quota_release(state_json: String, limits_json: String, id: String, now_ms: u64) -> String {
-        let result = (|| {
-            let mut state: QuotaState = from_json("quota state", &state_json)?;
-            let limits: QuotaLimits = from_json("limits", &limits_json)?;
-            state.release(now_ms, &limits, &id);
-            Ok::<_, String>(to_json(&state))
-        })();
-        result.unwrap_or(state_json)
     }
 
     fn parse_upstream_body(kind_name: String, body: Vec<u8>) -> Result<Option<String>, String> {
