@@ -1,7 +1,9 @@
 //! Exact quotas: one SQLite-backed Durable Object per quota key (a tenant,
-//! or `tenant#shard`), holding the core's `QuotaState`. Each command reads,
-//! changes and writes the state without awaiting in between, so concurrent
-//! requests to one object never interleave inside a reservation.
+//! or `tenant#shard`), holding the core's `QuotaState` in memory between
+//! requests and in SQLite by rows (a counters record, one row per open
+//! reservation). Each command changes the state and writes the rows it
+//! changed without awaiting in between, so concurrent requests to one object
+//! never interleave inside a reservation.
 //!
 //! Reservations nobody settles (the isolate died mid-stream) expire: an
 //! alarm at the earliest expiry calls `QuotaState::expire`.
@@ -9,9 +11,12 @@
 use crate::clock::now_ms;
 use edgegate_core::GatewayError;
 use edgegate_core::gateway::QuotaRequest;
-use edgegate_core::quota::{Amounts, QuotaLimits, QuotaState, ReserveOutcome};
+use edgegate_core::quota::{
+    Amounts, Outstanding, QuotaChange, QuotaLimits, QuotaState, ReserveOutcome,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use worker::js_sys;
 use worker::wasm_bindgen::JsValue;
 use worker::{
@@ -134,15 +139,9 @@ fn store_error(detail: String) -> GatewayError {
     }
 }
 
-/// The one row a quota object keeps.
-#[derive(Debug, Deserialize)]
-struct Row {
-    state: String,
-    limits: String,
-    alarm_ms: Option<u64>,
-}
-
-/// The decoded row.
+/// A quota object's state, kept in memory between requests and written
+/// back by rows: the counters record (with the limits and the alarm) and one
+/// row per open reservation.
 struct Stored {
     state: QuotaState,
     /// The latest limits a request carried; the alarm expires with them.
@@ -151,26 +150,59 @@ struct Stored {
     alarm_ms: Option<u64>,
 }
 
+#[derive(Debug, Deserialize)]
+struct CountersRow {
+    counters: String,
+    limits: String,
+    alarm_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReservationRow {
+    id: String,
+    reservation: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct LegacyRow {
+    state: String,
+    limits: String,
+    alarm_ms: Option<u64>,
+}
+
 #[durable_object]
 pub struct QuotaObject {
     state: State,
+    /// Loaded on first use; dropped when a write fails, so the next command
+    /// reloads what storage holds.
+    memory: RefCell<Option<Stored>>,
 }
 
 impl DurableObject for QuotaObject {
     fn new(state: State, _env: Env) -> Self {
         let created = state.storage().sql().exec(
-            "CREATE TABLE IF NOT EXISTS quota (
+            "CREATE TABLE IF NOT EXISTS quota_counters (
                 id INTEGER PRIMARY KEY CHECK (id = 1),
-                state TEXT NOT NULL,
+                counters TEXT NOT NULL,
                 limits TEXT NOT NULL,
                 alarm_ms INTEGER
             )",
             None,
         );
-        if let Err(e) = created {
-            console_warn!("edgegate: quota table: {e}");
+        let reservations = state.storage().sql().exec(
+            "CREATE TABLE IF NOT EXISTS quota_reservations (
+                id TEXT PRIMARY KEY,
+                reservation TEXT NOT NULL
+            )",
+            None,
+        );
+        if let Err(e) = created.and(reservations) {
+            console_warn!("edgegate: quota tables: {e}");
         }
-        QuotaObject { state }
+        QuotaObject {
+            state,
+            memory: RefCell::new(None),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -180,33 +212,45 @@ impl DurableObject for QuotaObject {
         };
         let now = now_ms();
         let sql = self.state.storage().sql();
-        // Read, change, write: synchronous, so atomic within this object.
-        let limits = command_limits(&command).clone();
-        let mut stored = load(&sql)?.unwrap_or_else(|| Stored {
-            state: QuotaState::new(&limits, now),
-            limits: limits.clone(),
-            alarm_ms: None,
-        });
-        stored.limits = limits;
-        let state = &mut stored.state;
-        let reply = match command {
-            Command::Reserve {
-                id,
-                limits,
-                amounts,
-                ttl_ms,
-            } => serde_json::to_string(&state.reserve(now, &limits, &id, amounts, ttl_ms))?,
-            Command::Settle { id, limits, actual } => serde_json::to_string(&Settled {
-                settled: state.settle(now, &limits, &id, actual),
-            })?,
-            Command::Release { id, limits } => serde_json::to_string(&Settled {
-                settled: state.release(now, &limits, &id),
-            })?,
+        // Change and write without awaiting: atomic within this object.
+        let (reply, wake) = {
+            let mut memory = self.memory.borrow_mut();
+            let limits = command_limits(&command).clone();
+            if memory.is_none() {
+                *memory = Some(load(&sql)?.unwrap_or_else(|| Stored {
+                    state: QuotaState::new(&limits, now),
+                    limits: limits.clone(),
+                    alarm_ms: None,
+                }));
+            }
+            let Some(stored) = memory.as_mut() else {
+                return Response::error("quota state not loaded", 500);
+            };
+            stored.limits = limits;
+            let state = &mut stored.state;
+            let reply = match command {
+                Command::Reserve {
+                    id,
+                    limits,
+                    amounts,
+                    ttl_ms,
+                } => serde_json::to_string(&state.reserve(now, &limits, &id, amounts, ttl_ms))?,
+                Command::Settle { id, limits, actual } => serde_json::to_string(&Settled {
+                    settled: state.settle(now, &limits, &id, actual),
+                })?,
+                Command::Release { id, limits } => serde_json::to_string(&Settled {
+                    settled: state.release(now, &limits, &id),
+                })?,
+            };
+            let wake = earlier_alarm(stored);
+            if let Err(e) = save(&sql, stored) {
+                *memory = None;
+                return Err(e);
+            }
+            (reply, wake)
         };
-        let wake = earlier_alarm(&mut stored);
-        save(&sql, &stored)?;
         if let Some(at) = wake {
-            self.set_alarm(&sql, &mut stored, at).await;
+            self.set_alarm(&sql, at).await;
         }
         let mut response = Response::ok(reply)?;
         response
@@ -218,14 +262,25 @@ impl DurableObject for QuotaObject {
     async fn alarm(&self) -> Result<Response> {
         let now = now_ms();
         let sql = self.state.storage().sql();
-        if let Some(mut stored) = load(&sql)? {
+        let next = {
+            let mut memory = self.memory.borrow_mut();
+            if memory.is_none() {
+                *memory = load(&sql)?;
+            }
+            let Some(stored) = memory.as_mut() else {
+                return Response::empty();
+            };
             let limits = stored.limits.clone();
             stored.state.expire(now, &limits);
             stored.alarm_ms = stored.state.next_expiry_ms();
-            save(&sql, &stored)?;
-            if let Some(at) = stored.alarm_ms {
-                self.set_alarm(&sql, &mut stored, at).await;
+            if let Err(e) = save(&sql, stored) {
+                *memory = None;
+                return Err(e);
             }
+            stored.alarm_ms
+        };
+        if let Some(at) = next {
+            self.set_alarm(&sql, at).await;
         }
         Response::empty()
     }
@@ -233,13 +288,17 @@ impl DurableObject for QuotaObject {
 
 impl QuotaObject {
     /// A failed `setAlarm` forgets the alarm so the next command sets it again.
-    async fn set_alarm(&self, sql: &SqlStorage, stored: &mut Stored, at_ms: u64) {
+    async fn set_alarm(&self, sql: &SqlStorage, at_ms: u64) {
         let when = ScheduledTime::new(js_sys::Date::new(&JsValue::from_f64(at_ms as f64)));
         if let Err(e) = self.state.storage().set_alarm(when).await {
             console_warn!("edgegate: quota alarm not set: {e}");
-            stored.alarm_ms = None;
-            if let Err(e) = save(sql, stored) {
-                console_warn!("edgegate: quota state not saved: {e}");
+            let mut memory = self.memory.borrow_mut();
+            if let Some(stored) = memory.as_mut() {
+                stored.alarm_ms = None;
+                if let Err(e) = save(sql, stored) {
+                    console_warn!("edgegate: quota state not saved: {e}");
+                    *memory = None;
+                }
             }
         }
     }
@@ -265,37 +324,85 @@ fn earlier_alarm(stored: &mut Stored) -> Option<u64> {
     Some(next)
 }
 
+/// The state from its rows, or from the one whole-state row earlier
+/// versions kept (table `quota`), which is then rewritten as rows.
 fn load(sql: &SqlStorage) -> Result<Option<Stored>> {
-    let rows: Vec<Row> = sql
+    let rows: Vec<CountersRow> = sql
         .exec(
-            "SELECT state, limits, alarm_ms FROM quota WHERE id = 1",
+            "SELECT counters, limits, alarm_ms FROM quota_counters WHERE id = 1",
             None,
         )?
         .to_array()?;
-    rows.into_iter()
-        .next()
-        .map(|row| {
-            Ok(Stored {
-                state: serde_json::from_str(&row.state)?,
-                limits: serde_json::from_str(&row.limits)?,
-                alarm_ms: row.alarm_ms,
-            })
-        })
-        .transpose()
+    if let Some(row) = rows.into_iter().next() {
+        let open: Vec<ReservationRow> = sql
+            .exec("SELECT id, reservation FROM quota_reservations", None)?
+            .to_array()?;
+        let open = open
+            .into_iter()
+            .map(|r| Ok((r.id, serde_json::from_str(&r.reservation)?)))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Some(Stored {
+            state: QuotaState::restore(serde_json::from_str(&row.counters)?, open),
+            limits: serde_json::from_str(&row.limits)?,
+            alarm_ms: row.alarm_ms,
+        }));
+    }
+    let legacy: Vec<LegacyRow> = match sql.exec(
+        "SELECT state, limits, alarm_ms FROM quota WHERE id = 1",
+        None,
+    ) {
+        Ok(cursor) => cursor.to_array()?,
+        Err(_) => return Ok(None),
+    };
+    let Some(row) = legacy.into_iter().next() else {
+        return Ok(None);
+    };
+    let mut stored = Stored {
+        state: QuotaState::from_stored_json(&row.state)?,
+        limits: serde_json::from_str(&row.limits)?,
+        alarm_ms: row.alarm_ms,
+    };
+    for (id, reservation) in stored.state.reservations() {
+        insert_reservation(sql, id, reservation)?;
+    }
+    save(sql, &mut stored)?;
+    sql.exec("DROP TABLE quota", None)?;
+    Ok(Some(stored))
 }
 
-fn save(sql: &SqlStorage, stored: &Stored) -> Result<()> {
+fn insert_reservation(sql: &SqlStorage, id: &str, reservation: &Outstanding) -> Result<()> {
+    sql.exec(
+        "INSERT OR REPLACE INTO quota_reservations (id, reservation) VALUES (?, ?)",
+        vec![id.into(), serde_json::to_string(reservation)?.into()],
+    )?;
+    Ok(())
+}
+
+/// Writes the counters record and the reservation rows changed since the
+/// last save: O(1) rows per command, whatever the number open.
+fn save(sql: &SqlStorage, stored: &mut Stored) -> Result<()> {
     let alarm = match stored.alarm_ms {
         Some(ms) => SqlStorageValue::try_from_i64(i64::try_from(ms).unwrap_or(i64::MAX))?,
         None => SqlStorageValue::Null,
     };
     sql.exec(
-        "INSERT OR REPLACE INTO quota (id, state, limits, alarm_ms) VALUES (1, ?, ?, ?)",
+        "INSERT OR REPLACE INTO quota_counters (id, counters, limits, alarm_ms) VALUES (1, ?, ?, ?)",
         vec![
-            serde_json::to_string(&stored.state)?.into(),
+            serde_json::to_string(&stored.state.counters())?.into(),
             serde_json::to_string(&stored.limits)?.into(),
             alarm,
         ],
     )?;
+    for change in stored.state.take_changes() {
+        match change {
+            QuotaChange::Opened { id, reservation } => insert_reservation(sql, &id, &reservation)?,
+            QuotaChange::Closed { id } => {
+                sql.exec(
+                    "DELETE FROM quota_reservations WHERE id = ?",
+                    vec![id.into()],
+                )?;
+            }
+        }
+    }
     Ok(())
 }
