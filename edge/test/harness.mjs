@@ -83,8 +83,13 @@ export async function startWorker(gateway) {
     quotaRow: (objectId) => {
       const db = new DatabaseSync(join(persist, "do", "-QuotaObject", `${objectId}.sqlite`), { readOnly: true });
       try {
-        const row = db.prepare("SELECT state, alarm_ms FROM quota").get();
-        return { state: JSON.parse(row.state), alarm_ms: row.alarm_ms };
+        // The counters record and the open reservation rows, as one state.
+        const row = db.prepare("SELECT counters, alarm_ms FROM quota_counters").get();
+        const outstanding = Object.fromEntries(
+          db.prepare("SELECT id, reservation FROM quota_reservations").all()
+            .map((r) => [r.id, JSON.parse(r.reservation)]),
+        );
+        return { state: { ...JSON.parse(row.counters), outstanding }, alarm_ms: row.alarm_ms };
       } finally {
         db.close();
       }
