@@ -78,16 +78,15 @@ impl QuotaStore {
                 PRIMARY KEY (key, id)
             );",
         )?;
+        let (tx, rx) = mpsc::channel();
         let store = QuotaStore {
             shards: (0..MAP_SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
-            writer: Mutex::new(mpsc::channel().0),
+            writer: Mutex::new(tx),
         };
         for (key, state) in load(&conn)? {
             lock(store.shard(&key)).insert(key.into(), Arc::new(Mutex::new(state)));
         }
-        let (tx, rx) = mpsc::channel();
-        *lock(&store.writer) = tx;
         std::thread::Builder::new()
             .name("quota-writer".into())
             .spawn(move || write_loop(conn, rx))

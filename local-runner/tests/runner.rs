@@ -324,6 +324,24 @@ async fn a_trap_in_the_sandbox_is_a_500_and_the_next_request_succeeds() {
     );
 }
 
+/// One request with the backend fast again: the requests left in the
+/// restarted runner's budget.
+async fn remaining_after_restart(backends: &Backends, c: &reqwest::Client, runner: &Runner) -> u64 {
+    backends.controls("us-east").set_latency(0, 0);
+    let r = post(
+        c,
+        runner,
+        "/v1/chat/completions",
+        FREE_KEY,
+        &chat("after restart"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    header(&r, "x-ratelimit-remaining-requests")
+        .and_then(|v| v.parse().ok())
+        .expect("remaining")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_usage_survives_kill_9_under_load() {
     let backends = Backends::start(0).await;
@@ -368,19 +386,7 @@ async fn quota_usage_survives_kill_9_under_load() {
     for t in in_flight {
         let _ = t.await;
     }
-    backends.controls("us-east").set_latency(0, 0);
-    let r = post(
-        &c,
-        &runner,
-        "/v1/chat/completions",
-        FREE_KEY,
-        &chat("after restart"),
-    )
-    .await;
-    assert_eq!(r.status(), 200);
-    let after: u64 = header(&r, "x-ratelimit-remaining-requests")
-        .and_then(|v| v.parse().ok())
-        .expect("remaining");
+    let after = remaining_after_restart(&backends, &c, &runner).await;
     // 10 + 5 + 1 taken of 20; at most a few refilled during the restart.
     assert!(
         after + 6 <= remaining + 3,
@@ -425,19 +431,7 @@ async fn kill_9_during_group_commits_loses_no_admitted_reservation() {
         forwarded >= 20,
         "only {forwarded} forwarded before the kill"
     );
-    backends.controls("us-east").set_latency(0, 0);
-    let r = post(
-        &c,
-        &runner,
-        "/v1/chat/completions",
-        FREE_KEY,
-        &chat("after"),
-    )
-    .await;
-    assert_eq!(r.status(), 200);
-    let remaining: u64 = header(&r, "x-ratelimit-remaining-requests")
-        .and_then(|v| v.parse().ok())
-        .expect("remaining");
+    let remaining = remaining_after_restart(&backends, &c, &runner).await;
     // Charged after the restart: every forwarded request, then this one,
     // less at most ~10 s of refill at one a second.
     let charged = 400 - remaining;
