@@ -38,8 +38,21 @@ cargo clippy -p edgegate-edge --target wasm32-unknown-unknown --release -- -D wa
 step "unit, property and integration tests; the conformance suite (tests/) against local-runner and workerd"
 cargo test --release
 
+step "the demo reuses this build (scripts/demo.sh must not rebuild wasmtime)"
+# Built alone, the runner must get the feature sets the workspace's test build
+# gave its dependencies (workspace-hack/ pins them); anything rebuilt here
+# would be rebuilt by the demo too.
+stale=$(cargo build --release -p edgegate-local-runner --message-format json |
+  python3 -c 'import json, sys
+print(" ".join(m["package_id"].split("#")[-1] for m in map(json.loads, sys.stdin)
+               if m.get("reason") == "compiler-artifact" and not m["fresh"]))')
+if [ -n "$stale" ]; then
+  echo "scripts/demo.sh would rebuild: $stale (add their features to workspace-hack/Cargo.toml)" >&2
+  exit 1
+fi
+
 step "the Worker's own tests in workerd"
-cargo build -p edgegate-sim --release
+# They run target/release/edgegate-sim, built above for sim's own CLI tests.
 (
   worker_env
   node --test "edge/test/*.test.mjs"
