@@ -174,3 +174,64 @@ pub async fn open_streams(
     }
     Ok(held)
 }
+
+/// Open loop: requests are sent at `rate` per second on a fixed schedule,
+/// whatever the answers do, from as many connections as that needs (idle
+/// ones are reused). Each latency is measured from the request's scheduled
+/// send time, so a slow server cannot hide its queueing (no coordinated
+/// omission). Requests unanswered after `timeout` count as errors.
+pub async fn open_loop(
+    target: &Target,
+    rate: f64,
+    duration: Duration,
+    timeout: Duration,
+    body: Arc<dyn Fn(u64) -> Bytes + Send + Sync>,
+) -> Result<LoadResult> {
+    let idle: Arc<std::sync::Mutex<Vec<SendRequest<Full<Bytes>>>>> = Arc::default();
+    let count = (rate * duration.as_secs_f64()).max(1.0) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(count as usize);
+    for n in 0..count {
+        let scheduled = started + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(scheduled).await;
+        let (target, body, idle) = (target.clone(), body.clone(), idle.clone());
+        tasks.push(tokio::spawn(async move {
+            let pooled = idle.lock().ok().and_then(|mut v| v.pop());
+            let attempt = async {
+                let mut sender = match pooled {
+                    Some(s) => s,
+                    None => connect(target.addr).await?,
+                };
+                sender.ready().await?;
+                let resp = sender.send_request(target.request(body(n))?).await?;
+                let good = resp.status().is_success();
+                resp.into_body().collect().await?;
+                anyhow::Ok((good, sender))
+            };
+            match tokio::time::timeout(timeout, attempt).await {
+                Ok(Ok((good, sender))) => {
+                    let latency = scheduled.elapsed();
+                    if let Ok(mut v) = idle.lock() {
+                        v.push(sender);
+                    }
+                    good.then_some(latency)
+                }
+                _ => None,
+            }
+        }));
+    }
+    let mut total = LoadResult::default();
+    for t in tasks {
+        match t.await? {
+            Some(latency) => {
+                total.ok += 1;
+                total.latencies.push(latency);
+            }
+            None => total.errors += 1,
+        }
+    }
+    total.elapsed = started.elapsed();
+    total.latencies.sort_unstable();
+    Ok(total)
+}

@@ -3,6 +3,8 @@
 //! figures are ratios that hold on a noisy machine. Prints a Markdown table.
 
 mod load;
+mod matrix;
+mod peers;
 mod proc_stats;
 
 use anyhow::{Context, Result, bail};
@@ -43,6 +45,23 @@ struct Args {
     /// Extra rows (e.g. criterion figures) to append, one per line.
     #[arg(long)]
     extra_rows: Option<PathBuf>,
+    /// The tools venv's bin directory holding vllm-router and sglang-router;
+    /// without it only edgegate and the backend itself are measured.
+    #[arg(long)]
+    peers: Option<PathBuf>,
+    /// Connections for the closed-loop matrix.
+    #[arg(long, value_delimiter = ',', default_value = "1,32,256,1000")]
+    concurrency: Vec<usize>,
+    /// Offered rates (requests/s) for the open-loop run, in rising order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "500,1000,1500,2000,3000,4000,6000,8000"
+    )]
+    rates: Vec<f64>,
+    /// Record a `perf` profile of the runner under 32 connections into this file.
+    #[arg(long)]
+    perf_out: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -84,7 +103,7 @@ fn gateway_config(backend: &str) -> serde_json::Value {
         "tenants": [{"id": "bench", "tier": "bench", "api_key_sha256": [key_hash]}],
         "models": [{"name": "bench-model", "context_window": 8192,
                     "input_usd_per_million": 0.1, "output_usd_per_million": 0.2}],
-        "routes": [{"model": "bench-model", "cache": {"ttl_seconds": 60},
+        "routes": [{"model": "bench-model", "cache": {"enabled": false},
                     "timeouts": {"stream_idle_ms": 60000}}],
         "regions": [{"name": "local", "base_url": backend, "latitude": 50.0, "longitude": 8.0,
                      "models": ["bench-model"]}],
@@ -198,6 +217,95 @@ fn start_worker(backend: &str) -> Result<Worker> {
     })
 }
 
+/// Sends single requests until one succeeds (a router may accept
+/// connections before its worker is marked healthy), then warms up.
+async fn wait_ready(target: &Target, body: Arc<dyn Fn(u64) -> Bytes + Send + Sync>) -> Result<()> {
+    for _ in 0..120 {
+        if let Ok(r) = load::run(target, 1, Duration::from_millis(200), body.clone()).await
+            && r.ok > 0
+            && r.errors == 0
+        {
+            load::run(target, 4, Duration::from_secs(1), body).await?;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("never answered successfully")
+}
+
+/// The targets of issue 9, from the matrix's figures.
+fn summary(f: &matrix::Findings) -> Vec<String> {
+    let mut out = vec![
+        "| check | figure | target |".to_owned(),
+        "| --- | --- | --- |".to_owned(),
+    ];
+    let cpu = |who, backend, c| f.cpu(who, backend, c, false);
+    if let (Some(a), Some(b)) = (
+        cpu("edgegate", "instant", 32),
+        cpu("edgegate", "500 ms", 1000),
+    ) {
+        out.push(format!(
+            "| edgegate CPU per request, 1,000 in flight (500 ms backend) vs 32 connections (instant) | {b:.0} / {a:.0} µs = ×{:.2} | ≤ ×1.3 |",
+            b / a
+        ));
+    }
+    if let (Some(a), Some(b)) = (
+        cpu("edgegate", "instant", 32),
+        cpu("edgegate", "instant", 1000),
+    ) {
+        out.push(format!(
+            "| edgegate CPU per request, 1,000 vs 32 connections (instant backend) | {b:.0} / {a:.0} µs = ×{:.2} | |",
+            b / a
+        ));
+    }
+    if let (Some(e), Some(v)) = (
+        f.load("edgegate", "500 ms", 1000, false),
+        f.load("vllm-router", "500 ms", 1000, false),
+    ) {
+        out.push(format!(
+            "| 1,000 connections, 500 ms backend: edgegate / vllm-router requests/s | {:.0} / {:.0} = {:.0}% | ≥ 90% |",
+            e.0, v.0, 100.0 * e.0 / v.0
+        ));
+    }
+    if let Some(e) = f.load("edgegate", "500 ms", 1000, false) {
+        out.push(format!(
+            "| 1,000 connections, 500 ms backend: edgegate added p50 / p99 | {:+.2} / {:+.2} ms | < 10 / < 50 ms |",
+            e.1, e.2
+        ));
+    }
+    if let (Some(e), Some(v)) = (
+        cpu("edgegate", "instant", 32),
+        cpu("vllm-router", "instant", 32),
+    ) {
+        out.push(format!(
+            "| 32 connections, instant backend: CPU per request, edgegate / vllm-router | {e:.0} / {v:.0} µs = ×{:.2} | ≤ ×1.0 |",
+            e / v
+        ));
+    }
+    out
+}
+
+/// A `perf` profile of the runner while 32 connections load it.
+async fn profile(
+    gateway: &Target,
+    pid: u32,
+    out: &Path,
+    seconds: Duration,
+    body: Arc<dyn Fn(u64) -> Bytes + Send + Sync>,
+) -> Result<()> {
+    let mut perf = Command::new("perf")
+        .args(["record", "-F", "999", "-g", "-p", &pid.to_string(), "-o"])
+        .arg(out)
+        .args(["--", "sleep", &seconds.as_secs().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting perf (apt-get install linux-perf)")?;
+    load::run(gateway, 32, seconds, body).await?;
+    perf.wait()?;
+    Ok(())
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1e3)
 }
@@ -223,45 +331,71 @@ async fn run(args: Args) -> Result<()> {
         .await
         .context("warm-up")?;
 
+    let mut subjects = vec![
+        matrix::Subject {
+            name: "backend direct",
+            target: direct.clone(),
+            pid: None,
+        },
+        matrix::Subject {
+            name: "edgegate",
+            target: gateway.clone(),
+            pid: Some(pid),
+        },
+    ];
+    let mut peer_procs = Vec::new();
+    if let Some(venv) = &args.peers {
+        for name in ["vllm-router", "sglang-router"] {
+            let peer = peers::start(name, venv, &backend.base_url())?;
+            let target = Target {
+                addr: peer.addr,
+                ..direct.clone()
+            };
+            wait_ready(&target, body.clone())
+                .await
+                .with_context(|| format!("{name} warm-up"))?;
+            subjects.push(matrix::Subject {
+                name,
+                target,
+                pid: Some(peer.pid()),
+            });
+            peer_procs.push(peer);
+        }
+    }
+    let m = matrix::Matrix {
+        subjects: &subjects,
+        backend: &backend.controls(),
+        seconds,
+        concurrencies: &args.concurrency,
+        body: body.clone(),
+        stream_body: Arc::new(|n| chat_body(n, true)),
+    };
+    let mut findings = matrix::Findings::default();
+    let closed = m.closed_loop(&mut findings).await?;
+    let (open, held) = m.open_loop(&args.rates, 5.0).await?;
+    drop(peer_procs);
+    if let Some(out) = &args.perf_out {
+        profile(&gateway, pid, out, seconds, body.clone()).await?;
+    }
+    println!(
+        "### Closed loop: each connection sends its next request when the last answer is read\n"
+    );
+    println!("{}\n", closed.join("\n"));
+    println!(
+        "### Open loop, instant backend: requests at a fixed rate, latency from the scheduled send time\n"
+    );
+    println!("{}\n", open.join("\n"));
+    println!(
+        "Highest offered rate at which edgegate's added p99 stayed within 5 ms: {}\n",
+        held.map(|r| format!("{r:.0} requests/s"))
+            .unwrap_or_else(|| "none of those offered".into())
+    );
+    println!("{}\n", summary(&findings).join("\n"));
+
     let mut rows = vec![
         "| measurement | direct | through edgegate | ratio / added | target |".to_owned(),
         "| --- | --- | --- | --- | --- |".to_owned(),
     ];
-    for concurrency in [1usize, 32] {
-        let d = load::run(&direct, concurrency, seconds, body.clone()).await?;
-        let cpu_before = proc_stats::cpu_time(pid)?;
-        let g = load::run(&gateway, concurrency, seconds, body.clone()).await?;
-        let cpu = proc_stats::cpu_time(pid)? - cpu_before;
-        if g.errors > 0 || d.errors > 0 {
-            bail!("errors: direct {}, gateway {}", d.errors, g.errors);
-        }
-        let cpu_us = cpu.as_secs_f64() * 1e6 / g.ok as f64;
-        rows.push(format!(
-            "| requests/s, concurrency {concurrency} | {:.0} | {:.0} | {:.0}% of direct | {} |",
-            d.rps(),
-            g.rps(),
-            100.0 * g.rps() / d.rps(),
-            if concurrency == 32 { "≥ 50%" } else { "" }
-        ));
-        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
-            let (dl, gl) = (d.percentile(p), g.percentile(p));
-            rows.push(format!(
-                "| {label} latency ms, concurrency {concurrency} | {} | {} | +{} ms | {} |",
-                ms(dl),
-                ms(gl),
-                ms(gl.saturating_sub(dl)),
-                if concurrency == 1 && label == "p50" {
-                    "≤ +0.1 ms"
-                } else {
-                    ""
-                }
-            ));
-        }
-        rows.push(format!(
-            "| gateway CPU per request, concurrency {concurrency} | | {cpu_us:.0} µs | | ≤ 60 µs |"
-        ));
-    }
-
     // Streaming: time to first byte with a backend that paces tokens.
     backend.controls().set_latency(0, 5);
     let stream_body = chat_body(0, true);
