@@ -10,6 +10,7 @@ use crate::response_cache::ResponseCache;
 use crate::sandbox::Sandbox;
 use crate::upstream::Upstream;
 use bytes::Bytes;
+use edgegate_core::Gateway;
 use edgegate_core::gateway::{Decision, LocalResponse, RequestContext};
 use edgegate_core::geo::ClientGeo;
 use edgegate_core::request::{Headers, HttpRequest};
@@ -27,6 +28,10 @@ pub type Body = BoxBody<Bytes, Infallible>;
 
 pub struct App {
     pub sandbox: Arc<Sandbox>,
+    /// The core linked natively, for decisions on trusted data only (what
+    /// to charge once the sandbox parsed the usage); untrusted bytes go to
+    /// the sandbox.
+    pub gateway: Gateway,
     pub quota: Arc<QuotaStore>,
     pub cache: ResponseCache,
     pub health: Arc<HealthMonitor>,

@@ -110,6 +110,9 @@ pub async fn serve(
         Sandbox::new(settings.gateway_json(), settings.secrets_json(), limits)
             .with_context(|| format!("loading {}", settings.source.display()))?,
     );
+    let gateway = edgegate_core::Gateway::from_json(&settings.gateway_json(), &settings.secrets)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("loading {}", settings.source.display()))?;
     let state_dir = args.state_dir.clone().unwrap_or_else(|| {
         settings
             .source
@@ -136,6 +139,7 @@ pub async fn serve(
     );
     let app = Arc::new(App {
         sandbox,
+        gateway,
         quota,
         cache: response_cache::ResponseCache::new(args.cache_mb << 20),
         health,

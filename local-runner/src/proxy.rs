@@ -352,15 +352,7 @@ async fn complete(
 }
 
 fn settlement(app: &App, plan: &ForwardPlan, index: usize, usage: Option<Usage>) -> Settlement {
-    app.sandbox
-        .settle(plan, index, usage)
-        .unwrap_or(Settlement {
-            // The sandbox failed: keep the whole reservation charged.
-            actual: plan.quota.amounts,
-            input_tokens: plan.prompt_tokens_estimate,
-            output_tokens: plan.max_output_tokens,
-            usage_reported: false,
-        })
+    app.gateway.settle(plan, index, usage)
 }
 
 enum StreamEnd {

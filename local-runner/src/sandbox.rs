@@ -6,7 +6,7 @@
 
 use anyhow::{Context, Result, anyhow};
 use edgegate_core::GatewayError;
-use edgegate_core::gateway::{Decision, ForwardPlan, LocalResponse, RequestContext, Settlement};
+use edgegate_core::gateway::{Decision, LocalResponse, RequestContext};
 use edgegate_core::geo::RegionStatus;
 use edgegate_core::health::{HealthBoard, Observation};
 use edgegate_core::request::HttpRequest;
@@ -291,18 +291,6 @@ impl Sandbox {
             }
             Err(error) => Err(from_json(&error)?),
         }
-    }
-
-    pub fn settle(
-        &self,
-        plan: &ForwardPlan,
-        attempt: usize,
-        usage: Option<Usage>,
-    ) -> CallResult<Settlement> {
-        let reservation = to_json(&plan.reservation(attempt));
-        let usage = usage.map(|u| to_json(&u));
-        let out = self.call(|g, s| g.call_settle(s, &reservation, usage.as_deref()))?;
-        from_json(&out)
     }
 
     pub fn parse_upstream_body(

@@ -85,18 +85,6 @@ impl Guest for Component {
         }
     }
 
-    fn settle(reservation_json: String, usage_json: Option<String>) -> String {
-        let result = (|| {
-            let reservation: Reservation = from_json("reservation", &reservation_json)?;
-            let usage: Option<Usage> = usage_json.map(|u| from_json("usage", &u)).transpose()?;
-            Ok::<_, String>(gateway()?.settle_reservation(&reservation, usage))
-        })();
-        match result {
-            Ok(s) => to_json(&s),
-            Err(e) => internal(e),
-        }
-    }
-
     fn parse_upstream_body(kind_name: String, body: Vec<u8>) -> Result<Option<String>, String> {
         let kind = kind(&kind_name).map_err(internal)?;
         response::parse_upstream_body(kind, &body)
