@@ -82,6 +82,11 @@ pub async fn run(
             let mut sender = connect(target.addr).await?;
             let mut result = LoadResult::default();
             while Instant::now() < deadline {
+                // A server may close a connection between requests (some do
+                // after a stream): that is not a failed request.
+                if sender.ready().await.is_err() {
+                    sender = connect(target.addr).await?;
+                }
                 let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let req = target.request(body(n))?;
                 let t = Instant::now();
