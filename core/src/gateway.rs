@@ -15,7 +15,7 @@ use crate::error::GatewayError;
 use crate::geo::{self, ClientGeo, RegionStatus};
 use crate::quota::{Amounts, QuotaLimits, QuotaSnapshot, ReserveOutcome};
 use crate::request::{self, Endpoint, HttpRequest, ParsedBody};
-use crate::response::{ResponseKind, Usage};
+use crate::response::{Metered, ResponseKind};
 use crate::routing;
 use crate::safety::{self, SafetyReport};
 use crate::tokens;
@@ -131,6 +131,9 @@ impl Attempt {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ForwardPlan {
     pub request_id: String,
+    /// The same id as backends get it in `x-request-id` (a UUID; see
+    /// [`crate::request_id`]).
+    pub upstream_request_id: String,
     pub tenant_id: String,
     pub tier: String,
     pub user: Option<String>,
@@ -204,8 +207,19 @@ pub struct Settlement {
     pub actual: Amounts,
     pub input_tokens: u64,
     pub output_tokens: u64,
-    /// False when the backend reported no usage and the reservation was charged.
-    pub usage_reported: bool,
+    pub usage: UsageSource,
+}
+
+/// Where a settlement's token counts come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageSource {
+    /// The backend's `usage` (or a cache hit, which uses no tokens).
+    Reported,
+    /// The prompt estimate and the tokens counted in the relayed answer.
+    Estimated,
+    /// Nothing was known: the whole reservation.
+    Reserved,
 }
 
 impl Settlement {
@@ -219,7 +233,7 @@ impl Settlement {
             },
             input_tokens: 0,
             output_tokens: 0,
-            usage_reported: true,
+            usage: UsageSource::Reported,
         }
     }
 }
@@ -283,7 +297,10 @@ impl Gateway {
         let route = config.route_for(model_index, endpoint);
         let safety = safety::apply(&route.settings.safety, &mut parsed)?;
 
-        let prompt_tokens = u64::from(tokens::estimate_request(&parsed));
+        let prompt_tokens = u64::from(tokens::scaled(
+            tokens::estimate_request(&parsed),
+            model.prompt_estimate_factor,
+        ));
         let max_output_tokens =
             self.output_budget(&principal, model_index, &parsed, prompt_tokens)?;
 
@@ -332,6 +349,7 @@ impl Gateway {
 
         Ok(Decision::Forward(Box::new(ForwardPlan {
             request_id: ctx.request_id.clone(),
+            upstream_request_id: crate::request_id::upstream_form(&ctx.request_id),
             tenant_id: principal.tenant_id.clone(),
             tier: tier.name.clone(),
             user: user.map(str::to_owned),
@@ -518,33 +536,44 @@ impl Gateway {
         )
     }
 
-    /// What to charge for an answered request: the backend's usage priced at
-    /// the version that answered, or the whole reservation when the backend
-    /// reported no usage (never undercharge).
-    pub fn settle(&self, plan: &ForwardPlan, attempt: usize, usage: Option<Usage>) -> Settlement {
-        self.settle_reservation(&plan.reservation(attempt), usage)
+    /// What to charge for an answered request, priced at the version that
+    /// answered: the backend's usage; when it reported none, the prompt
+    /// estimate and the output tokens counted in what was relayed (at most
+    /// what was reserved); when nothing is known, the whole reservation.
+    pub fn settle(&self, plan: &ForwardPlan, attempt: usize, metered: Metered) -> Settlement {
+        self.settle_reservation(&plan.reservation(attempt), metered)
     }
 
-    /// [`Gateway::settle`] from the few facts it needs (what a sandboxed
-    /// core is handed instead of the whole plan).
-    pub fn settle_reservation(&self, r: &Reservation, usage: Option<Usage>) -> Settlement {
+    /// [`Gateway::settle`] from the few facts it needs.
+    pub fn settle_reservation(&self, r: &Reservation, metered: Metered) -> Settlement {
         let model = self.config.model(&r.model).map(|m| &self.config.models[m]);
-        match (usage, model) {
-            (Some(u), Some(model)) => Settlement {
+        let counted = match metered {
+            Metered::Reported(u) => {
+                Some((u.prompt_tokens, u.completion_tokens, UsageSource::Reported))
+            }
+            Metered::Relayed { completion_tokens } => Some((
+                r.prompt_tokens_estimate,
+                completion_tokens.min(r.max_output_tokens),
+                UsageSource::Estimated,
+            )),
+            Metered::Unknown => None,
+        };
+        match (counted, model) {
+            (Some((input, output, usage)), Some(model)) => Settlement {
                 actual: Amounts {
                     requests: 1,
-                    tokens: u.total(),
-                    cost_micros: model.cost_micros(u.prompt_tokens, u.completion_tokens),
+                    tokens: input.saturating_add(output),
+                    cost_micros: model.cost_micros(input, output),
                 },
-                input_tokens: u.prompt_tokens,
-                output_tokens: u.completion_tokens,
-                usage_reported: true,
+                input_tokens: input,
+                output_tokens: output,
+                usage,
             },
             _ => Settlement {
                 actual: r.reserved,
                 input_tokens: r.prompt_tokens_estimate,
                 output_tokens: r.max_output_tokens,
-                usage_reported: false,
+                usage: UsageSource::Reserved,
             },
         }
     }

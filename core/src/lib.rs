@@ -14,6 +14,7 @@ pub mod health;
 pub mod net;
 pub mod quota;
 pub mod request;
+pub mod request_id;
 pub mod response;
 pub mod routing;
 pub mod safety;

@@ -4,7 +4,7 @@
 
 use crate::cache::CacheDecision;
 use crate::error::GatewayError;
-use crate::gateway::{ForwardPlan, Settlement};
+use crate::gateway::{ForwardPlan, Settlement, UsageSource};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,7 +97,8 @@ pub struct UsageRecord {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cost_usd: f64,
-    pub usage_reported: bool,
+    /// Where the token counts come from; none when nothing was settled.
+    pub usage: Option<UsageSource>,
     pub latency: Latency,
 }
 
@@ -128,7 +129,7 @@ impl UsageRecord {
             input_tokens: 0,
             output_tokens: 0,
             cost_usd: 0.0,
-            usage_reported: false,
+            usage: None,
             latency,
         }
     }
@@ -161,7 +162,7 @@ impl UsageRecord {
             input_tokens: settlement.map_or(0, |s| s.input_tokens),
             output_tokens: settlement.map_or(0, |s| s.output_tokens),
             cost_usd: settlement.map_or(0.0, |s| s.actual.cost_micros as f64 / 1e6),
-            usage_reported: settlement.is_some_and(|s| s.usage_reported),
+            usage: settlement.map(|s| s.usage),
             latency,
         }
     }

@@ -199,7 +199,7 @@ fn timeout(phase: &str) -> (AttemptFailure, GatewayError) {
 fn upstream_request(plan: &ForwardPlan, attempt: &Attempt, body: &str) -> worker::Result<Request> {
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
-    headers.set("x-request-id", &plan.request_id)?;
+    headers.set("x-request-id", &plan.upstream_request_id)?;
     if plan.stream {
         headers.set("accept", "text/event-stream")?;
     }

@@ -10,13 +10,14 @@ use worker::js_sys::Reflect;
 use worker::wasm_bindgen::JsValue;
 use worker::{Env, Request};
 
-/// A random id (`req_` + 32 hex digits) from `crypto.getRandomValues`.
+/// A random request id (`req_` + 32 hex digits, see
+/// `edgegate_core::request_id`) from `crypto.getRandomValues`.
 pub fn request_id() -> Result<String, GatewayError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| GatewayError::Internal {
         message: format!("no randomness for a request id: {e}"),
     })?;
-    Ok(format!("req_{}", hex::encode(bytes)))
+    Ok(edgegate_core::request_id::new(bytes))
 }
 
 /// The request as the core sees it. The whole body is read: the core checks

@@ -17,7 +17,7 @@ use edgegate_core::cache::CacheDecision;
 use edgegate_core::gateway::{ForwardPlan, QuotaRequest, Settlement};
 use edgegate_core::quota;
 use edgegate_core::request::Headers as CoreHeaders;
-use edgegate_core::response::{self, StreamObserver, Usage};
+use edgegate_core::response::{self, Metered, StreamObserver};
 use edgegate_core::telemetry::{CacheStatus, Latency, PlanOutcome, UsageRecord};
 use edgegate_core::{Decision, Gateway, GatewayError, RequestContext};
 use std::rc::Rc;
@@ -251,8 +251,8 @@ impl Served {
         bytes: Vec<u8>,
         headers: HeaderList,
     ) -> Response {
-        let usage = match response::parse_upstream_body(self.plan.response_kind(), &bytes) {
-            Ok(usage) => usage,
+        let metered = match response::parse_upstream_body(self.plan.response_kind(), &bytes) {
+            Ok(metered) => metered,
             Err(error) => {
                 self.release_later(ctx);
                 return self.failed(
@@ -267,7 +267,7 @@ impl Served {
         let this = Rc::clone(&self);
         let cached = bytes.clone();
         ctx.wait_until(async move {
-            this.finish(answered, usage, Some(cached), None).await;
+            this.finish(answered, metered, Some(cached), None).await;
         });
         respond::fixed(200, respond::headers(&headers), bytes)
     }
@@ -289,12 +289,12 @@ impl Served {
         let this = Rc::clone(&self);
         ctx.wait_until(async move {
             let StreamEnd {
-                usage,
+                metered,
                 error,
                 assembled,
             } = ended.await.unwrap_or_default();
             let answer = assembled.map(|a| a.to_string().into_bytes());
-            this.finish(answered, usage, answer, error.as_ref()).await;
+            this.finish(answered, metered, answer, error.as_ref()).await;
         });
         respond::streamed(
             respond::headers(&headers),
@@ -303,18 +303,18 @@ impl Served {
         )
     }
 
-    /// After an answer: charge its real usage (the core prices it, or
-    /// charges the reservation when the backend reported none), keep a
-    /// cacheable answer, and write the usage record.
+    /// After an answer: charge what it used (the core prices the backend's
+    /// usage, or what was relayed when it reported none), keep a cacheable
+    /// answer, and write the usage record.
     async fn finish(
         &self,
         answered: Answered,
-        usage: Option<Usage>,
+        metered: Metered,
         answer: Option<Vec<u8>>,
         error: Option<&GatewayError>,
     ) {
         let plan = &self.plan;
-        let settlement = self.gateway.settle(plan, answered.attempt, usage);
+        let settlement = self.gateway.settle(plan, answered.attempt, metered);
         self.quotas
             .settle(&plan.quota, &plan.request_id, settlement.actual)
             .await;

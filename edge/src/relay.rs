@@ -6,7 +6,7 @@
 
 use crate::clock::{now_ms, sleep_ms};
 use edgegate_core::GatewayError;
-use edgegate_core::response::{StreamObserver, Usage};
+use edgegate_core::response::{Metered, StreamObserver};
 use futures_channel::oneshot;
 use futures_util::future::{Either, select};
 use futures_util::{Stream, StreamExt, stream};
@@ -19,7 +19,8 @@ const MAX_PENDING_EVENT_BYTES: usize = 1 << 20;
 /// How a relayed stream ended.
 #[derive(Default)]
 pub struct StreamEnd {
-    pub usage: Option<Usage>,
+    /// What the stream used: its usage chunk, or what was relayed.
+    pub metered: Metered,
     /// Why the gateway cut the stream short, if it did.
     pub error: Option<GatewayError>,
     /// The answer rebuilt from the stream, when it completed cleanly (for the cache).
@@ -125,7 +126,7 @@ impl Drop for Relay {
         if let Some(report) = self.report.take() {
             // The settling side may be gone (isolate shutting down): nothing to do then.
             let _ = report.send(StreamEnd {
-                usage: self.observer.usage(),
+                metered: self.observer.metered(),
                 error: self.error.take(),
                 assembled: self.observer.assembled(),
             });

@@ -173,7 +173,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         }
         _ => {}
     }
-    let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
+    let request_id = edgegate_core::request_id::new(uuid::Uuid::new_v4().into_bytes());
     let (parts, body) = req.into_parts();
     // One byte past the limit is enough for the core to answer 413.
     let body = match Limited::new(body, app.max_body_bytes + 1).collect().await {

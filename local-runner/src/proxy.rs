@@ -12,7 +12,7 @@ use edgegate_core::cache::CacheDecision;
 use edgegate_core::gateway::{ForwardPlan, QuotaRequest, Settlement};
 use edgegate_core::health::{AttemptFailure, Observation};
 use edgegate_core::quota::{Amounts, QuotaSnapshot, rate_limit_headers};
-use edgegate_core::response::Usage;
+use edgegate_core::response::Metered;
 use edgegate_core::telemetry::{CacheStatus, PlanOutcome, UsageRecord};
 use futures_util::StreamExt;
 use hyper::Response;
@@ -56,7 +56,7 @@ pub async fn serve(app: Arc<App>, plan: ForwardPlan, timing: Timing) -> Response
             .send(
                 attempt,
                 body,
-                &plan.request_id,
+                &plan.upstream_request_id,
                 t.connect_ms,
                 t.first_byte_ms,
             )
@@ -305,8 +305,8 @@ async fn complete(
     timing: Timing,
     held: HeldQuota,
 ) -> Response<Body> {
-    let usage = match app.sandbox.parse_upstream_body(plan.response_kind(), &body) {
-        Ok(usage) => usage,
+    let metered = match app.sandbox.parse_upstream_body(plan.response_kind(), &body) {
+        Ok(metered) => metered,
         Err(err) => {
             return fail(
                 app,
@@ -321,7 +321,7 @@ async fn complete(
             .await;
         }
     };
-    let settlement = settlement(app, plan, index, usage);
+    let settlement = app.gateway.settle(plan, index, metered);
     held.settle(settlement.actual);
     if let CacheDecision::Lookup { key, ttl_seconds } = &plan.cache {
         app.cache.put(
@@ -349,10 +349,6 @@ async fn complete(
         success_headers(plan, snapshot, cache),
         full(body),
     )
-}
-
-fn settlement(app: &App, plan: &ForwardPlan, index: usize, usage: Option<Usage>) -> Settlement {
-    app.gateway.settle(plan, index, usage)
 }
 
 enum StreamEnd {
@@ -419,31 +415,28 @@ fn stream(
         // Dropping the upstream body here closes the backend connection: a
         // client that went away cancels the generation.
         drop(upstream);
-        let usage = match end {
+        let metered = match end {
             StreamEnd::Completed => match app.sandbox.stream_finish(handle) {
-                Ok((tail, usage)) => {
+                Ok((tail, metered)) => {
                     if !tail.is_empty() {
                         let _ = tx.send(Bytes::from(tail)).await;
                     }
-                    usage
+                    metered
                 }
-                Err(_) => None,
+                Err(_) => Metered::Unknown,
             },
             StreamEnd::IdleTimeout => {
-                app.sandbox.stream_close(handle);
+                let metered = app.sandbox.stream_close(handle);
                 let err = GatewayError::UpstreamTimeout {
                     phase: "stream inactivity".into(),
                 };
                 let _ = tx.send(Bytes::from(err.to_sse_event())).await;
-                None
+                metered
             }
-            StreamEnd::ClientGone | StreamEnd::UpstreamBroke => {
-                app.sandbox.stream_close(handle);
-                None
-            }
+            StreamEnd::ClientGone | StreamEnd::UpstreamBroke => app.sandbox.stream_close(handle),
         };
         drop(tx);
-        let settlement = settlement(&app, &plan, index, usage);
+        let settlement = app.gateway.settle(&plan, index, metered);
         held.settle(settlement.actual);
         let (status, error) = match end {
             StreamEnd::Completed => (200, None),

@@ -10,7 +10,7 @@ use edgegate_core::gateway::{Decision, LocalResponse, RequestContext};
 use edgegate_core::geo::RegionStatus;
 use edgegate_core::health::{HealthBoard, Observation};
 use edgegate_core::request::HttpRequest;
-use edgegate_core::response::{ResponseKind, Usage};
+use edgegate_core::response::{Metered, ResponseKind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
@@ -297,10 +297,10 @@ impl Sandbox {
         &self,
         kind: ResponseKind,
         body: &[u8],
-    ) -> std::result::Result<Option<Usage>, GatewayError> {
+    ) -> std::result::Result<Metered, GatewayError> {
         let kind = kind_name(kind);
         match self.call(|g, s| g.call_parse_upstream_body(s, kind, body))? {
-            Ok(usage) => Ok(usage.map(|u| from_json(&u)).transpose()?),
+            Ok(metered) => Ok(from_json(&metered)?),
             Err(error) => Err(from_json(&error)?),
         }
     }
@@ -373,16 +373,20 @@ impl Sandbox {
             .map_err(SandboxFault)
     }
 
-    pub fn stream_finish(&self, h: StreamHandle) -> CallResult<(Vec<u8>, Option<Usage>)> {
-        let (tail, usage) = self
+    pub fn stream_finish(&self, h: StreamHandle) -> CallResult<(Vec<u8>, Metered)> {
+        let (tail, metered) = self
             .on_stream(h, |g, s| g.call_stream_finish(s, h.id))?
             .map_err(SandboxFault)?;
-        Ok((tail, usage.map(|u| from_json(&u)).transpose()?))
+        Ok((tail, from_json(&metered)?))
     }
 
-    pub fn stream_close(&self, h: StreamHandle) {
-        // Nothing to do if the instance is gone: its streams went with it.
-        let _ = self.on_stream(h, |g, s| g.call_stream_close(s, h.id));
+    /// What a stream that ended early used; `Unknown` if its instance is
+    /// gone (its streams went with it).
+    pub fn stream_close(&self, h: StreamHandle) -> Metered {
+        match self.on_stream(h, |g, s| g.call_stream_close(s, h.id)) {
+            Ok(Some(json)) => from_json(&json).unwrap_or(Metered::Unknown),
+            _ => Metered::Unknown,
+        }
     }
 
     pub fn health_observe(

@@ -99,6 +99,9 @@ pub struct Model {
     /// Micro-USD per million tokens, so cost in micro-USD is exact integer math.
     pub input_micros_per_million: u64,
     pub output_micros_per_million: u64,
+    /// The prompt estimate (fitted to OpenAI's tokenizers) is multiplied by
+    /// this for a model whose tokenizer spends more tokens on the same text.
+    pub prompt_estimate_factor: f64,
     pub versions: Vec<ModelVersion>,
 }
 
@@ -646,6 +649,16 @@ fn validate_model(path: &str, m: &RawModel) -> Result<Model> {
             &format!("{path}.output_usd_per_million"),
             m.output_usd_per_million,
         )?,
+        prompt_estimate_factor: match m.prompt_estimate_factor {
+            None => 1.0,
+            Some(f) if f.is_finite() && (0.25..=8.0).contains(&f) => f,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    format!("{path}.prompt_estimate_factor"),
+                    "must be a number from 0.25 to 8",
+                ));
+            }
+        },
         versions,
     })
 }

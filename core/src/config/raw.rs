@@ -113,6 +113,8 @@ pub struct RawModel {
     pub context_window: u64,
     pub input_usd_per_million: f64,
     pub output_usd_per_million: f64,
+    /// How many of the model's tokens one estimated token is (1.0).
+    pub prompt_estimate_factor: Option<f64>,
     #[serde(default)]
     pub versions: Vec<RawModelVersion>,
 }

@@ -138,6 +138,10 @@ fn semantic_errors_name_their_field() {
             "models[0].context_window",
         ),
         (
+            Box::new(|v| v["models"][1]["prompt_estimate_factor"] = json!(0.1)),
+            "models[1].prompt_estimate_factor",
+        ),
+        (
             Box::new(|v| v["models"][2]["endpoints"][0] = json!("images")),
             "models[2].endpoints[0]",
         ),
@@ -206,6 +210,19 @@ fn models_without_versions_get_a_default_one() {
     let small = &c.models[c.model("small").expect("small")];
     assert_eq!(small.versions.len(), 1);
     assert_eq!(small.versions[0].upstream_model, "small");
+}
+
+#[test]
+fn the_prompt_estimate_scales_per_model() {
+    let mut v = config_value();
+    v["models"][0]["prompt_estimate_factor"] = json!(2.0);
+    let c = load(&v).expect("valid");
+    assert_eq!(c.models[0].prompt_estimate_factor, 2.0);
+    assert_eq!(c.models[1].prompt_estimate_factor, 1.0, "the default");
+    assert_eq!(crate::tokens::scaled(101, 2.0), 202);
+    assert_eq!(crate::tokens::scaled(3, 1.5), 5, "rounded up");
+    assert_eq!(crate::tokens::scaled(u32::MAX, 8.0), u32::MAX);
+    assert_eq!(crate::tokens::scaled(7, 1.0), 7);
 }
 
 #[test]

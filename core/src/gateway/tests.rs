@@ -1,6 +1,7 @@
 use super::*;
 use crate::geo::{Health, RegionStatus};
 use crate::request::Headers;
+use crate::response::Usage;
 use crate::testing::*;
 use serde_json::json;
 
@@ -422,7 +423,7 @@ fn settle_prices_real_usage_at_the_answering_version() {
     let s = g.settle(
         &plan,
         0,
-        Some(Usage {
+        Metered::Reported(Usage {
             prompt_tokens: 1_000,
             completion_tokens: 500,
         }),
@@ -435,11 +436,55 @@ fn settle_prices_real_usage_at_the_answering_version() {
             cost_micros: 200
         }
     );
-    assert!(s.usage_reported);
-    // Without usage the whole reservation stays charged.
-    let s = g.settle(&plan, 0, None);
+    assert_eq!(s.usage, UsageSource::Reported);
+    // Without usage: the prompt estimate and what was relayed, never more
+    // output than was reserved.
+    let s = g.settle(
+        &plan,
+        0,
+        Metered::Relayed {
+            completion_tokens: 3,
+        },
+    );
+    assert_eq!(s.usage, UsageSource::Estimated);
+    assert_eq!(
+        (s.input_tokens, s.output_tokens),
+        (plan.prompt_tokens_estimate, 3)
+    );
+    assert_eq!(s.actual.tokens, plan.prompt_tokens_estimate + 3);
+    assert!(s.actual.cost_micros < plan.quota.amounts.cost_micros);
+    let s = g.settle(
+        &plan,
+        0,
+        Metered::Relayed {
+            completion_tokens: u64::MAX,
+        },
+    );
+    assert_eq!(s.output_tokens, plan.max_output_tokens);
     assert_eq!(s.actual, plan.quota.amounts);
-    assert!(!s.usage_reported);
+    // Nothing known: the whole reservation stays charged.
+    let s = g.settle(&plan, 0, Metered::Unknown);
+    assert_eq!(s.actual, plan.quota.amounts);
+    assert_eq!(s.usage, UsageSource::Reserved);
+}
+
+#[test]
+fn backends_get_the_request_id_as_a_uuid() {
+    let g = gateway();
+    let id = crate::request_id::new([7; 16]);
+    let plan = forward(
+        &g,
+        &chat("sk-acme-test-key-1", &chat_body("hi")),
+        &RequestContext {
+            request_id: id.clone(),
+            ..ctx()
+        },
+    );
+    assert_eq!(plan.request_id, id);
+    assert_eq!(
+        plan.upstream_request_id.replace('-', ""),
+        id["req_".len()..]
+    );
 }
 
 #[test]

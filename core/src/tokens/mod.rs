@@ -16,6 +16,16 @@ const REPLY_PRIMER: u32 = 3;
 /// An image part, counted as one high-detail 1024×1024 image.
 const PER_IMAGE: u32 = 765;
 
+/// `estimate` for a model whose tokenizer needs `factor` tokens per
+/// estimated one (`models[].prompt_estimate_factor`), rounded up.
+pub fn scaled(estimate: u32, factor: f64) -> u32 {
+    if factor == 1.0 {
+        return estimate;
+    }
+    // An f64 holds every u32 exactly; `as` saturates at u32::MAX.
+    (f64::from(estimate) * factor).ceil() as u32
+}
+
 /// Estimated prompt tokens of a validated request.
 pub fn estimate_request(parsed: &ParsedBody) -> u32 {
     let body = &parsed.body;

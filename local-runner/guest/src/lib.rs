@@ -9,10 +9,10 @@ mod bindings {
 use bindings::exports::edgegate::gateway::core::{Admitted, Guest, HttpRequest};
 use edgegate_core::GatewayError;
 use edgegate_core::config::Secrets;
-use edgegate_core::gateway::{Decision, Gateway, LocalResponse, RequestContext, Reservation};
+use edgegate_core::gateway::{Decision, Gateway, LocalResponse, RequestContext};
 use edgegate_core::health::{HealthBoard, Observation};
 use edgegate_core::request::{Headers, HttpRequest as CoreRequest};
-use edgegate_core::response::{self, ResponseKind, StreamObserver, Usage};
+use edgegate_core::response::{self, ResponseKind, StreamObserver};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::cell::RefCell;
@@ -85,10 +85,10 @@ impl Guest for Component {
         }
     }
 
-    fn parse_upstream_body(kind_name: String, body: Vec<u8>) -> Result<Option<String>, String> {
+    fn parse_upstream_body(kind_name: String, body: Vec<u8>) -> Result<String, String> {
         let kind = kind(&kind_name).map_err(internal)?;
         response::parse_upstream_body(kind, &body)
-            .map(|u| u.map(|u| to_json(&u)))
+            .map(|m| to_json(&m))
             .map_err(|e| to_json(&e))
     }
 
@@ -132,7 +132,7 @@ impl Guest for Component {
         })
     }
 
-    fn stream_finish(id: u64) -> Result<(Vec<u8>, Option<String>), String> {
+    fn stream_finish(id: u64) -> Result<(Vec<u8>, String), String> {
         STREAMS.with(|s| {
             let mut observer = s
                 .borrow_mut()
@@ -140,12 +140,12 @@ impl Guest for Component {
                 .remove(&id)
                 .ok_or_else(|| format!("no stream {id}"))?;
             let tail = observer.finish();
-            Ok((tail, observer.usage().map(|u| to_json(&u))))
+            Ok((tail, to_json(&observer.metered())))
         })
     }
 
-    fn stream_close(id: u64) {
-        STREAMS.with(|s| s.borrow_mut().1.remove(&id));
+    fn stream_close(id: u64) -> Option<String> {
+        STREAMS.with(|s| s.borrow_mut().1.remove(&id).map(|o| to_json(&o.metered())))
     }
 
     fn health_observe(
