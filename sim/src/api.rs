@@ -223,9 +223,18 @@ async fn v1(controls: &Controls, req: Request<Incoming>) -> Response<SimBody> {
     let answer = match generate {
         Some(kind) => match Generation::parse(controls, kind, model, &request) {
             Ok(generation) if wants_stream(&request) => {
-                return generation.stream(controls.clone(), settings, include_usage(&request));
+                let usage = settings.report_usage && include_usage(&request);
+                return generation.stream(controls.clone(), settings, usage);
             }
-            Ok(generation) => generation.to_json(),
+            Ok(generation) => {
+                let mut answer = generation.to_json();
+                if !settings.report_usage
+                    && let Value::Object(o) = &mut answer
+                {
+                    o.remove("usage");
+                }
+                answer
+            }
             Err(invalid) => return invalid.response(),
         },
         None => match embeddings(&model, &request) {

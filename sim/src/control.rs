@@ -29,6 +29,9 @@ pub(crate) struct Settings {
     pub stall_after_chunks: Option<usize>,
     pub base_latency_ms: u64,
     pub token_interval_ms: u64,
+    /// Off: like servers that ignore `stream_options.include_usage` (llama.cpp's
+    /// Python server), no usage in streams, nor in non-streamed answers.
+    pub report_usage: bool,
 }
 
 impl Settings {
@@ -40,6 +43,7 @@ impl Settings {
             stall_after_chunks: None,
             base_latency_ms: cfg.base_latency_ms,
             token_interval_ms: cfg.token_interval_ms,
+            report_usage: true,
         }
     }
 }
@@ -120,6 +124,12 @@ impl Controls {
     /// counts) and then hang without closing; `None` lets them finish.
     pub fn stall_after_chunks(&self, chunks: Option<usize>) {
         lock(&self.shared.settings).stall_after_chunks = chunks;
+    }
+
+    /// Whether answers carry `usage` (on by default); applies to requests that
+    /// arrive from now on.
+    pub fn set_report_usage(&self, report: bool) {
+        lock(&self.shared.settings).report_usage = report;
     }
 
     /// Applies to requests that arrive from now on.
@@ -248,6 +258,7 @@ impl Controls {
             "fail_next": {"count": s.fail_count, "status": s.fail_status},
             "stall_after_chunks": s.stall_after_chunks,
             "latency": {"base_ms": s.base_latency_ms, "token_interval_ms": s.token_interval_ms},
+            "report_usage": s.report_usage,
             "requests_received": self.requests_received(),
             "requests_completed": self.requests_completed(),
             "streams_cancelled": self.streams_cancelled(),
@@ -287,6 +298,9 @@ impl Controls {
             s.base_latency_ms = l.base_ms.unwrap_or(s.base_latency_ms);
             s.token_interval_ms = l.token_interval_ms.unwrap_or(s.token_interval_ms);
         }
+        if let Some(report) = req.report_usage {
+            s.report_usage = report;
+        }
         Ok(())
     }
 }
@@ -302,6 +316,7 @@ struct ControlRequest {
     #[serde(default, deserialize_with = "present")]
     stall_after_chunks: Option<Option<usize>>,
     latency: Option<Latency>,
+    report_usage: Option<bool>,
 }
 
 #[derive(Deserialize)]

@@ -392,6 +392,46 @@ async fn usage_chunk_only_when_asked() {
 }
 
 #[tokio::test]
+async fn without_usage_reports_like_servers_that_ignore_include_usage() {
+    let backend = start(BackendConfig::new("us-east")).await;
+    backend.controls().set_report_usage(false);
+    let addr = backend.addr();
+    let mut request = json!({"model": "m", "messages": [{"role": "user", "content": "hi there"}],
+        "max_tokens": 3});
+    let (status, full) = post(addr, "/v1/chat/completions", request.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(full.get("usage").is_none(), "{full}");
+    request["stream"] = json!(true);
+    request["stream_options"] = json!({"include_usage": true});
+    let reply = send(
+        addr,
+        Method::POST,
+        "/v1/chat/completions",
+        request.to_string().as_bytes(),
+    )
+    .await;
+    let events = read_events(reply.body).await;
+    assert_eq!(events.last().unwrap().1, "[DONE]");
+    for (_, data) in &events[..events.len() - 1] {
+        let chunk: Value = serde_json::from_str(data).unwrap();
+        assert!(
+            chunk.get("usage").is_none() && !chunk["choices"].as_array().unwrap().is_empty(),
+            "{chunk}"
+        );
+    }
+    backend.controls().reset();
+    let (_, again) = post(
+        addr,
+        "/v1/chat/completions",
+        json!({"model": "m",
+        "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert!(again["usage"].is_object(), "reset turns usage back on");
+    backend.shutdown().await;
+}
+
+#[tokio::test]
 async fn legacy_completions_answer_each_prompt() {
     let backend = start(BackendConfig::new("us-east")).await;
     let (status, body) = post(
