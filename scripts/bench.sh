@@ -15,8 +15,8 @@ scripts/setup.sh
 # The peers, pinned, into the tools venv only when missing.
 tools="${EDGEGATE_TOOLS:-$HOME/.cache/edgegate-tools}"
 venv="$tools/venv"
-if ! "$venv/bin/pip" show vllm-router 2>/dev/null | grep -qx 'Version: 0.1.17' ||
-  ! "$venv/bin/pip" show sglang-router 2>/dev/null | grep -qx 'Version: 0.3.2'; then
+if ! "$venv/bin/pip" show vllm-router 2>/dev/null | grep -x 'Version: 0.1.17' >/dev/null ||
+  ! "$venv/bin/pip" show sglang-router 2>/dev/null | grep -x 'Version: 0.3.2' >/dev/null; then
   "$venv/bin/pip" install --quiet vllm-router==0.1.17 sglang-router==0.3.2
 fi
 # The same build as scripts/test.sh's (one feature set, no rebuild).

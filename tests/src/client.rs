@@ -169,6 +169,19 @@ impl Call<'_> {
         Ok(reply)
     }
 
+    /// Sends and hands back the response unread (for a client that reads
+    /// part of a stream and hangs up).
+    pub async fn unread(self) -> Result<reqwest::Response, String> {
+        let name = self.target.name();
+        let response = self
+            .builder
+            .send()
+            .await
+            .map_err(|e| format!("{name}: request failed: {e}"))?;
+        request_id(response.headers())?;
+        Ok(response)
+    }
+
     /// Sends, then reads the body as server-sent events as they arrive.
     pub async fn stream(self) -> Result<StreamReply, String> {
         let name = self.target.name();

@@ -23,6 +23,12 @@ pub mod keys {
     pub const ERRORS: &str = "sk-conf-errors";
     pub const SDK: &str = "sk-conf-sdk";
     pub const SDK_LIMITED: &str = "sk-conf-sdk-limited";
+    pub const INTEROP: &str = "sk-conf-interop";
+    pub const METER_RELAYED: &str = "sk-conf-meter-relayed";
+    pub const METER_BROKEN: &str = "sk-conf-meter-broken";
+    pub const LLAMA: &str = "sk-conf-llama";
+    pub const LLAMA_METER: &str = "sk-conf-llama-meter";
+    pub const LLAMA_STREAM_METER: &str = "sk-conf-llama-stream-meter";
 }
 
 /// The HS256 issuer's secret, handed to each runner as the secret the config names.
@@ -62,10 +68,16 @@ pub struct Region {
 
 const MAIN_MODELS: &[&str] = &["chat", "tiny", "embed"];
 
+/// The region served by the real llama.cpp server (not a simulated backend).
+pub const LLAMA_REGION: &str = "llama-local";
+/// The simulated region `smollm2` fails over to when the llama.cpp server dies.
+pub const LLAMA_BACKUP_REGION: &str = "llama-backup";
+
 /// Three continents for the geo cases; `sa-east` is the nearest region of a
 /// client in São Paulo and is taken down by the failover case; `solo-east`
-/// alone serves `solo`, whose route falls back to `chat@v1`.
-pub const REGIONS: [Region; 5] = [
+/// alone serves `solo`, whose route falls back to `chat@v1`;
+/// `llama-backup`, farther than the llama.cpp region, is its failover.
+pub const REGIONS: [Region; 6] = [
     Region {
         name: "us-east",
         latitude: 39.0,
@@ -101,13 +113,21 @@ pub const REGIONS: [Region; 5] = [
         residency: "us",
         models: &["solo"],
     },
+    Region {
+        name: LLAMA_BACKUP_REGION,
+        latitude: 41.9,
+        longitude: -87.6,
+        residency: "us",
+        models: &[crate::llama::MODEL],
+    },
 ];
 
 pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-/// `[vars.gateway]` for a runner whose backends listen at `url_of(region)`.
+/// `[vars.gateway]` for a runner whose backends listen at `url_of(region)`
+/// (the llama.cpp server's too, as [`LLAMA_REGION`]).
 pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
     let tenant = |id: &str, tier: &str, key: &str| json!({"id": id, "tier": tier, "api_key_sha256": [sha256_hex(key)]});
     let mut denied = tenant("denied-co", "open", keys::DENIED);
@@ -115,7 +135,7 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
     denied["ip_deny"] = json!(["127.0.0.0/8"]);
     let mut eu = tenant("eu-co", "open", keys::EU);
     eu["residency"] = json!("eu");
-    let regions: Vec<Value> = REGIONS
+    let mut regions: Vec<Value> = REGIONS
         .iter()
         .map(|r| {
             json!({
@@ -124,6 +144,14 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
             })
         })
         .collect();
+    // Nearest to the default location for `smollm2`. llama-cpp-python has
+    // no /health, and its model list waits for the model's lock (for the
+    // whole of a generation): its OpenAPI document is the probe.
+    regions.push(json!({
+        "name": LLAMA_REGION, "base_url": url_of(LLAMA_REGION), "latitude": 40.7,
+        "longitude": -74.0, "residency": "us", "models": [crate::llama::MODEL],
+        "health_path": "/openapi.json",
+    }));
     json!({
         "limits": {"max_body_bytes": MAX_BODY_BYTES, "reservation_ttl_seconds": 120},
         "tiers": {
@@ -156,6 +184,12 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
             tenant("errors-co", "open", keys::ERRORS),
             tenant("sdk-co", "open", keys::SDK),
             tenant("sdk-limited-co", "sdk-limited", keys::SDK_LIMITED),
+            tenant("interop-co", "open", keys::INTEROP),
+            tenant("meter-relayed-co", "meter", keys::METER_RELAYED),
+            tenant("meter-broken-co", "meter", keys::METER_BROKEN),
+            tenant("llama-co", "open", keys::LLAMA),
+            tenant("llama-meter-co", "meter", keys::LLAMA_METER),
+            tenant("llama-stream-meter-co", "meter", keys::LLAMA_STREAM_METER),
         ],
         "jwt_issuers": [
             {"issuer": HS256_ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"],
@@ -175,6 +209,9 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
              "versions": [{"name": "v1", "upstream_model": "solo-v1"}]},
             {"name": "embed", "aliases": ["text-embedding-3-small"], "endpoints": ["embeddings"],
              "context_window": 8192, "input_usd_per_million": 0.02, "output_usd_per_million": 0.0},
+            {"name": crate::llama::MODEL, "context_window": 2048,
+             "input_usd_per_million": 0.1, "output_usd_per_million": 0.2,
+             "prompt_estimate_factor": crate::estimator::SMOLLM2_FACTOR},
         ],
         "routes": [
             {"model": "chat",
@@ -185,6 +222,10 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
              "cache": {"enabled": true, "ttl_seconds": 300, "scope": "tenant"}},
             {"model": "solo", "fallback": ["chat@v1"], "max_attempts": 3,
              "timeouts": {"connect_ms": 1000, "first_byte_ms": 5000}},
+            // A 135M model on 2 shared cores: seconds, not milliseconds.
+            {"model": crate::llama::MODEL, "max_attempts": 2, "cache": {"enabled": false},
+             "timeouts": {"connect_ms": 1000, "first_byte_ms": 30000, "stream_idle_ms": 30000,
+                          "total_ms": 60000}},
         ],
         "regions": regions,
         "default_location": {"latitude": 39.0, "longitude": -77.5},

@@ -7,11 +7,14 @@
 //! it, and reports `<runner>: N passed, M failed`. A case is a plain
 //! `async fn(&Target) -> Result<(), String>`; it speaks HTTP through
 //! [`client`], places clients with trusted geo headers, and flips backend
-//! behaviour (down, slow, stalled) through the sim's controls.
+//! behaviour (down, slow, stalled) through the sim's controls. One region
+//! is a real inference server instead ([`llama`]).
 
 pub mod cases;
 pub mod client;
+pub mod estimator;
 pub mod gateway;
 pub mod jwt;
+pub mod llama;
 pub mod suite;
 pub mod target;

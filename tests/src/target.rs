@@ -3,7 +3,8 @@
 //! them. The cases see only its base URL, its backends' controls and the
 //! runner's name.
 
-use crate::gateway::{self, HS256_SECRET, HS256_SECRET_NAME, REGIONS};
+use crate::gateway::{self, HS256_SECRET, HS256_SECRET_NAME, LLAMA_REGION, REGIONS};
+use crate::llama::Llama;
 use edgegate_sim::{Backend, BackendConfig, Controls};
 use serde_json::json;
 use std::collections::{BTreeMap, VecDeque};
@@ -45,6 +46,8 @@ pub struct Target {
     pub base: String,
     pub http: reqwest::Client,
     backends: BTreeMap<&'static str, Backend>,
+    /// The llama.cpp server of [`LLAMA_REGION`], or why it is not running.
+    llama: tokio::sync::Mutex<Result<Llama, String>>,
     process: Child,
     output: Output,
     /// Config, state and logs; removed when the target is dropped.
@@ -64,7 +67,16 @@ impl Target {
             .map_err(|e| format!("starting the {} backend: {e}", region.name))?;
             backends.insert(region.name, backend);
         }
-        let config = gateway::gateway(|region| backends[region].base_url());
+        let llama = Llama::start().await;
+        // Without a server the region points at a closed port, and the
+        // real-backend cases report why.
+        let llama_url = llama
+            .as_ref()
+            .map_or_else(|_| "http://127.0.0.1:9".to_owned(), |l| l.base_url.clone());
+        let config = gateway::gateway(|region| match region {
+            LLAMA_REGION => llama_url.clone(),
+            sim => backends[sim].base_url(),
+        });
         let dir = tempfile::Builder::new()
             .prefix(&format!("edgegate-conformance-{}-", runner.name()))
             .tempdir()
@@ -119,6 +131,7 @@ impl Target {
             base,
             http,
             backends,
+            llama: tokio::sync::Mutex::new(llama),
             process,
             output,
             _dir: dir,
@@ -142,6 +155,21 @@ impl Target {
             .get(region)
             .unwrap_or_else(|| panic!("no region {region} in the suite"))
             .controls()
+    }
+
+    /// The llama.cpp server's own URL, or why it is not running.
+    pub async fn llama_url(&self) -> Result<String, String> {
+        match &*self.llama.lock().await {
+            Ok(llama) => Ok(llama.base_url.clone()),
+            Err(why) => Err(why.clone()),
+        }
+    }
+
+    /// Kills the llama.cpp server (`kill -9`); later cases see it gone.
+    pub async fn kill_llama(&self) {
+        if let Ok(llama) = &mut *self.llama.lock().await {
+            llama.kill().await;
+        }
     }
 
     /// Puts every backend back as it started (up, no latency, no injected failures).

@@ -5,7 +5,9 @@ mod auth;
 mod cache;
 mod errors;
 mod geo;
+mod interop;
 mod limits;
+mod real_backend;
 mod routing;
 mod sdk;
 mod streaming;
@@ -134,5 +136,42 @@ pub const ALL: &[Case] = &[
     case!(
         "sdk: the official openai Python SDK session",
         sdk::openai_python_sdk_session
+    ),
+    case!(
+        "interop: backends get the request id as a UUID",
+        interop::upstream_request_id_is_a_uuid
+    ),
+    case!(
+        "interop: a stream without usage is charged what was relayed",
+        interop::stream_without_usage_is_charged_what_was_relayed
+    ),
+    case!(
+        "interop: a stream that breaks off is charged what was relayed",
+        interop::broken_stream_is_charged_what_was_relayed
+    ),
+    case!(
+        "llama: a chat completion settles the model's real usage",
+        real_backend::chat_settles_the_real_usage
+    ),
+    case!(
+        "llama: a stream is relayed as generated and charged what was relayed",
+        real_backend::stream_relayed_and_charged_what_was_relayed
+    ),
+    case!(
+        "llama: max_tokens is honoured",
+        real_backend::max_tokens_is_honoured
+    ),
+    case!(
+        "llama: a client that hangs up stops the generation",
+        real_backend::client_disconnect_stops_the_generation
+    ),
+    case!(
+        "llama: UUID request ids; the openai SDK against the real model",
+        real_backend::upstream_id_and_sdk_against_the_real_model
+    ),
+    // Kills the server: last.
+    case!(
+        "llama: a killed server fails over to a simulated region",
+        real_backend::killed_server_fails_over_to_the_sim
     ),
 ];

@@ -9,7 +9,7 @@ use crate::target::{Target, repo_dir};
 use std::path::PathBuf;
 
 /// `$EDGEGATE_PYTHON`, else the virtual environment scripts/setup.sh makes.
-fn python() -> Result<PathBuf, String> {
+pub(crate) fn python() -> Result<PathBuf, String> {
     if let Ok(python) = std::env::var("EDGEGATE_PYTHON") {
         return Ok(python.into());
     }
