@@ -6,6 +6,7 @@ mod load;
 mod matrix;
 mod peers;
 mod proc_stats;
+mod real_model;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -123,12 +124,12 @@ impl Drop for Runner {
     }
 }
 
-fn start_runner(binary: &Path, backend: &str) -> Result<Runner> {
+fn start_runner(binary: &Path, gateway: serde_json::Value) -> Result<Runner> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("wrangler.toml");
     std::fs::write(
         &config,
-        toml::to_string(&json!({"name": "bench", "vars": {"gateway": gateway_config(backend)}}))?,
+        toml::to_string(&json!({"name": "bench", "vars": {"gateway": gateway}}))?,
     )?;
     let mut child = Command::new(binary)
         .args([
@@ -313,7 +314,7 @@ fn ms(d: Duration) -> String {
 async fn run(args: Args) -> Result<()> {
     let seconds = Duration::from_secs(args.seconds);
     let backend = Backend::start(BackendConfig::new("local"), "127.0.0.1:0".parse()?).await?;
-    let runner = start_runner(&args.runner, &backend.base_url())?;
+    let runner = start_runner(&args.runner, gateway_config(&backend.base_url()))?;
     let pid = runner.child.id();
     let direct = Target {
         addr: backend.addr(),
@@ -377,6 +378,10 @@ async fn run(args: Args) -> Result<()> {
     if let Some(out) = &args.perf_out {
         profile(&gateway, pid, out, seconds, body.clone()).await?;
     }
+    let real = match &args.peers {
+        Some(venv) => Some(real_model::added_latency(&args.runner, venv, 20).await?),
+        None => None,
+    };
     println!(
         "### Closed loop: each connection sends its next request when the last answer is read\n"
     );
@@ -396,6 +401,9 @@ async fn run(args: Args) -> Result<()> {
         "| measurement | direct | through edgegate | ratio / added | target |".to_owned(),
         "| --- | --- | --- | --- | --- |".to_owned(),
     ];
+    if let Some(r) = real {
+        rows.push(r.row());
+    }
     // Streaming: time to first byte with a backend that paces tokens.
     backend.controls().set_latency(0, 5);
     let stream_body = chat_body(0, true);
