@@ -65,10 +65,10 @@ if [ -f "$perf_data" ]; then
   echo
   echo '```'
   echo "by thread:"
-  perf report -i "$perf_data" --no-children --sort comm -g none --stdio 2>/dev/null | grep '%' | head -4
+  perf report -i "$perf_data" --no-children --sort comm -g none --stdio 2>/dev/null | grep '%' | awk 'NR <= 4'
   echo "by object:"
-  perf report -i "$perf_data" --no-children --sort dso -g none --stdio 2>/dev/null | grep '%' | head -5
+  perf report -i "$perf_data" --no-children --sort dso -g none --stdio 2>/dev/null | grep '%' | awk 'NR <= 5'
   echo "top symbols:"
-  perf report -i "$perf_data" --no-children --sort sym -g none --stdio 2>/dev/null | grep '%' | head -15
+  perf report -i "$perf_data" --no-children --sort sym -g none --stdio 2>/dev/null | grep '%' | awk 'NR <= 15'
   echo '```'
 fi
