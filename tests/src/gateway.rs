@@ -26,6 +26,7 @@ pub mod keys {
     pub const INTEROP: &str = "sk-conf-interop";
     pub const METER_RELAYED: &str = "sk-conf-meter-relayed";
     pub const METER_BROKEN: &str = "sk-conf-meter-broken";
+    pub const METER_PLAIN: &str = "sk-conf-meter-plain";
     pub const LLAMA: &str = "sk-conf-llama";
     pub const LLAMA_METER: &str = "sk-conf-llama-meter";
     pub const LLAMA_STREAM_METER: &str = "sk-conf-llama-stream-meter";
@@ -187,6 +188,7 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
             tenant("interop-co", "open", keys::INTEROP),
             tenant("meter-relayed-co", "meter", keys::METER_RELAYED),
             tenant("meter-broken-co", "meter", keys::METER_BROKEN),
+            tenant("meter-plain-co", "meter", keys::METER_PLAIN),
             tenant("llama-co", "open", keys::LLAMA),
             tenant("llama-meter-co", "meter", keys::LLAMA_METER),
             tenant("llama-stream-meter-co", "meter", keys::LLAMA_STREAM_METER),

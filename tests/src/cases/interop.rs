@@ -109,6 +109,37 @@ pub async fn stream_without_usage_is_charged_what_was_relayed(t: &Target) -> Out
     Ok(())
 }
 
+pub async fn answer_without_usage_is_charged_what_was_relayed(t: &Target) -> Outcome {
+    t.backend("us-east").set_report_usage(false);
+    let mut body = chat_body("count this answer");
+    body["max_tokens"] = json!(500);
+    let first = t.chat(keys::METER_PLAIN, &body).await?;
+    let answer = first.expect(200)?;
+    ensure!(
+        answer.get("usage").is_none(),
+        "the backend reported usage: {answer}"
+    );
+    let remaining = |r: &crate::client::Reply| -> Result<u64, String> {
+        r.header("x-ratelimit-remaining-tokens")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| "no x-ratelimit-remaining-tokens".to_owned())
+    };
+    let after_reserve = remaining(&first)?;
+    let reserved = METER_BURST - after_reserve;
+    tokio::time::sleep(SETTLE_WAIT).await;
+    let second = t.chat(keys::METER_PLAIN, &body).await?;
+    second.expect(200)?;
+    let charged = after_reserve.saturating_sub(remaining(&second)?);
+    let words = crate::client::content_of(&answer)
+        .split_whitespace()
+        .count() as u64;
+    ensure!(
+        words >= 3 && charged >= words && charged + 400 < reserved,
+        "charged {charged} tokens for an answer of {words} words without usage ({reserved} reserved)"
+    );
+    Ok(())
+}
+
 pub async fn broken_stream_is_charged_what_was_relayed(t: &Target) -> Outcome {
     t.backend("us-east").stall_after_chunks(Some(4));
     let mut body = chat_body("break off after a few words");

@@ -146,6 +146,10 @@ pub const ALL: &[Case] = &[
         interop::stream_without_usage_is_charged_what_was_relayed
     ),
     case!(
+        "interop: an answer without usage is charged what was relayed",
+        interop::answer_without_usage_is_charged_what_was_relayed
+    ),
+    case!(
         "interop: a stream that breaks off is charged what was relayed",
         interop::broken_stream_is_charged_what_was_relayed
     ),
