@@ -34,6 +34,7 @@ fn number(value: Option<&str>, what: &str) -> Result<u64, String> {
 pub async fn chat_settles_the_real_usage(t: &Target) -> Outcome {
     t.llama_url().await?;
     let body = ask("Name one colour of the sky.", 48);
+    let started = Instant::now();
     let first = t.chat(keys::LLAMA_METER, &body).await?;
     let answer = first.expect(200)?;
     ensure!(
@@ -63,9 +64,14 @@ pub async fn chat_settles_the_real_usage(t: &Target) -> Outcome {
             second.header("x-ratelimit-remaining-tokens"),
             "x-ratelimit-remaining-tokens",
         )? as i64;
+    // The `meter` tier refills one token a second between the two
+    // admissions, however long the model took.
+    let refill = started.elapsed().as_secs() as i64 + 2;
+    let used = (prompt + completion) as i64;
     ensure!(
-        charged.abs_diff((prompt + completion) as i64) <= 3,
-        "charged {charged} tokens; the model used {prompt} + {completion} ({reserved} reserved)"
+        (used - refill..=used + 1).contains(&charged),
+        "charged {charged} tokens; the model used {prompt} + {completion} ({reserved} reserved, \
+         up to {refill} refilled meanwhile)"
     );
     Ok(())
 }
@@ -99,11 +105,13 @@ pub async fn stream_relayed_and_charged_what_was_relayed(t: &Target) -> Outcome 
         "{} content chunks for {content:?}",
         pieces.len()
     );
-    // Relayed as generated (~40 tokens/s here), not buffered to the end.
-    let spread = pieces[pieces.len() - 1] - pieces[0];
+    // Relayed as generated, not buffered to the end: the chunks arrive
+    // over most of the generation, whatever the machine's speed.
+    let (first_at, last_at) = (pieces[0], pieces[pieces.len() - 1]);
+    let spread = last_at - first_at;
     ensure!(
-        spread >= Duration::from_millis(20 * (pieces.len() as u64 - 1)),
-        "{} chunks arrived within {spread:?}: buffered",
+        spread >= last_at.mul_f64(0.3),
+        "{} chunks arrived within {spread:?} of a {last_at:?} answer: buffered",
         pieces.len()
     );
     let words = content.split_whitespace().count() as u64;
