@@ -149,11 +149,7 @@ impl Call<'_> {
 
     pub async fn send(self) -> Result<Reply, String> {
         let name = self.target.name();
-        let response = self
-            .builder
-            .send()
-            .await
-            .map_err(|e| format!("{name}: request failed: {e}"))?;
+        let response = self.unread().await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response
@@ -186,14 +182,9 @@ impl Call<'_> {
     pub async fn stream(self) -> Result<StreamReply, String> {
         let name = self.target.name();
         let started = Instant::now();
-        let response = self
-            .builder
-            .send()
-            .await
-            .map_err(|e| format!("{name}: request failed: {e}"))?;
+        let response = self.unread().await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        request_id(&headers)?;
         let mut body = response.bytes_stream();
         let mut events = Vec::new();
         let mut buffered = String::new();
@@ -375,6 +366,22 @@ impl StreamReply {
             .map(|e| {
                 serde_json::from_str(&e.data).map_err(|err| format!("event {:?}: {err}", e.data))
             })
+            .collect()
+    }
+
+    /// When each event carrying text of the first choice arrived.
+    pub fn content_arrivals(&self) -> Vec<Duration> {
+        let has_text = |data: &str| {
+            serde_json::from_str::<Value>(data).is_ok_and(|c| {
+                c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty())
+            })
+        };
+        self.events
+            .iter()
+            .filter(|e| has_text(&e.data))
+            .map(|e| e.at)
             .collect()
     }
 

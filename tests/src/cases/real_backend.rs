@@ -87,19 +87,7 @@ pub async fn stream_relayed_and_charged_what_was_relayed(t: &Target) -> Outcome 
         "the stream does not end with [DONE]"
     );
     let content = first.content()?;
-    let has_text = |data: &str| {
-        serde_json::from_str::<Value>(data).is_ok_and(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .is_some_and(|s| !s.is_empty())
-        })
-    };
-    let pieces: Vec<_> = first
-        .events
-        .iter()
-        .filter(|e| has_text(&e.data))
-        .map(|e| e.at)
-        .collect();
+    let pieces = first.content_arrivals();
     ensure!(
         pieces.len() >= 3,
         "{} content chunks for {content:?}",

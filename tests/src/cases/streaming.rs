@@ -47,19 +47,7 @@ pub async fn chunks_keep_the_backend_pacing(t: &Target) -> Outcome {
             .all(|c| c.get("usage").is_none_or(Value::is_null)),
         "a usage chunk the client did not ask for"
     );
-    let has_text = |data: &str| {
-        serde_json::from_str::<Value>(data).is_ok_and(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .is_some_and(|s| !s.is_empty())
-        })
-    };
-    let arrivals: Vec<Duration> = reply
-        .events
-        .iter()
-        .filter(|e| has_text(&e.data))
-        .map(|e| e.at)
-        .collect();
+    let arrivals = reply.content_arrivals();
     ensure_eq!(arrivals.len(), 8, "content chunks");
     let spread = arrivals[7] - arrivals[0];
     let paced = Duration::from_millis(TOKEN_INTERVAL_MS * 7);
