@@ -5,12 +5,12 @@
 
 use super::interop::charged_for;
 use super::limits::SETTLE_WAIT;
-use super::sdk::python;
+use super::sdk::run_script;
 use crate::client::{CHAT, content_of, region_of};
 use crate::gateway::{LLAMA_BACKUP_REGION, METER_BURST, keys};
 use crate::llama::MODEL;
 use crate::suite::Outcome;
-use crate::target::{Target, repo_dir};
+use crate::target::Target;
 use crate::{ensure, ensure_eq};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -185,35 +185,12 @@ pub async fn upstream_id_and_sdk_against_the_real_model(t: &Target) -> Outcome {
     ensure_eq!(accepted.status().as_u16(), 200, "the server on a UUID");
     // Through the gateway the same server answers (it would refuse our old `req_` ids).
     t.chat(keys::LLAMA, &ask("Hi", 1)).await?.expect(200)?;
-    let output = tokio::process::Command::new(python()?)
-        .arg(repo_dir().join("tests/sdk/real_model.py"))
-        .args([
-            "--base-url",
-            &t.url("/v1"),
-            "--key",
-            keys::LLAMA,
-            "--model",
-            MODEL,
-        ])
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| format!("running the SDK: {e}"))?;
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        println!("        {line}");
-    }
-    ensure!(
-        output.status.success(),
-        "the SDK against the real model failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-            .lines()
-            .rev()
-            .take(12)
-            .collect::<Vec<_>>()
-            .join("\n    | ")
-    );
-    Ok(())
+    let url = t.url("/v1");
+    run_script(
+        "real_model.py",
+        &["--base-url", &url, "--key", keys::LLAMA, "--model", MODEL],
+    )
+    .await
 }
 
 pub async fn killed_server_fails_over_to_the_sim(t: &Target) -> Outcome {

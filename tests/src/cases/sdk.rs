@@ -13,11 +13,7 @@ pub(crate) fn python() -> Result<PathBuf, String> {
     if let Ok(python) = std::env::var("EDGEGATE_PYTHON") {
         return Ok(python.into());
     }
-    let tools = std::env::var("EDGEGATE_TOOLS")
-        .map(PathBuf::from)
-        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cache/edgegate-tools")))
-        .map_err(|_| "neither EDGEGATE_TOOLS nor HOME is set")?;
-    let python = tools.join("venv/bin/python");
+    let python = crate::llama::tools_dir()?.join("venv/bin/python");
     if python.is_file() {
         Ok(python)
     } else {
@@ -29,14 +25,33 @@ pub(crate) fn python() -> Result<PathBuf, String> {
 }
 
 pub async fn openai_python_sdk_session(t: &Target) -> Outcome {
+    let url = t.url("/v1");
+    run_script(
+        "session.py",
+        &[
+            "--runner",
+            t.name(),
+            "--base-url",
+            &url,
+            "--key",
+            keys::SDK,
+            "--limited-key",
+            keys::SDK_LIMITED,
+        ],
+    )
+    .await
+}
+
+/// Runs `tests/sdk/<script>` with the SDK's python, shows what it printed,
+/// and fails with the end of its stderr if it failed.
+pub(crate) async fn run_script(script: &str, args: &[&str]) -> Outcome {
     let output = tokio::process::Command::new(python()?)
-        .arg(repo_dir().join("tests/sdk/session.py"))
-        .args(["--runner", t.name(), "--base-url", &t.url("/v1")])
-        .args(["--key", keys::SDK, "--limited-key", keys::SDK_LIMITED])
+        .arg(repo_dir().join("tests/sdk").join(script))
+        .args(args)
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| format!("running the SDK session: {e}"))?;
+        .map_err(|e| format!("running {script}: {e}"))?;
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         println!("        {line}");
     }
@@ -46,7 +61,7 @@ pub async fn openai_python_sdk_session(t: &Target) -> Outcome {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
         Err(format!(
-            "the SDK session failed ({}){}",
+            "{script} failed ({}){}",
             output.status,
             tail.iter()
                 .rev()
