@@ -98,6 +98,17 @@ async fn read_events(mut body: Incoming) -> Vec<(Instant, String)> {
 }
 
 /// Reads `n` events, or fewer if `wait` passes without the next one.
+/// Streams `request` to `path`; the chunks before `[DONE]`, which must end it.
+async fn stream_chunks(addr: SocketAddr, path: &str, request: &Value) -> Vec<Value> {
+    let reply = send(addr, Method::POST, path, request.to_string().as_bytes()).await;
+    let events = read_events(reply.body).await;
+    assert_eq!(events.last().unwrap().1, "[DONE]");
+    events[..events.len() - 1]
+        .iter()
+        .map(|(_, d)| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
 async fn read_some_events(body: &mut Incoming, n: usize, wait: Duration) -> Vec<String> {
     let mut events = Vec::new();
     let mut buffer = String::new();
@@ -337,19 +348,7 @@ async fn usage_chunk_only_when_asked() {
 
     request["stream"] = json!(true);
     request["stream_options"] = json!({"include_usage": true});
-    let reply = send(
-        addr,
-        Method::POST,
-        "/v1/chat/completions",
-        request.to_string().as_bytes(),
-    )
-    .await;
-    let events = read_events(reply.body).await;
-    assert_eq!(events.last().unwrap().1, "[DONE]");
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|(_, d)| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = stream_chunks(addr, "/v1/chat/completions", &request).await;
     let (last, others) = chunks.split_last().unwrap();
     assert_eq!(last["choices"], json!([]));
     assert_eq!(last["usage"], full["usage"]);
@@ -362,18 +361,7 @@ async fn usage_chunk_only_when_asked() {
     // Legacy completions stream the same way, without a role chunk.
     let request = json!({"model": "m", "prompt": "once upon", "max_tokens": 3, "stream": true,
         "stream_options": {"include_usage": true}});
-    let reply = send(
-        addr,
-        Method::POST,
-        "/v1/completions",
-        request.to_string().as_bytes(),
-    )
-    .await;
-    let events = read_events(reply.body).await;
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|(_, d)| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = stream_chunks(addr, "/v1/completions", &request).await;
     let text: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["text"].as_str())
@@ -403,17 +391,7 @@ async fn without_usage_reports_like_servers_that_ignore_include_usage() {
     assert!(full.get("usage").is_none(), "{full}");
     request["stream"] = json!(true);
     request["stream_options"] = json!({"include_usage": true});
-    let reply = send(
-        addr,
-        Method::POST,
-        "/v1/chat/completions",
-        request.to_string().as_bytes(),
-    )
-    .await;
-    let events = read_events(reply.body).await;
-    assert_eq!(events.last().unwrap().1, "[DONE]");
-    for (_, data) in &events[..events.len() - 1] {
-        let chunk: Value = serde_json::from_str(data).unwrap();
+    for chunk in stream_chunks(addr, "/v1/chat/completions", &request).await {
         assert!(
             chunk.get("usage").is_none() && !chunk["choices"].as_array().unwrap().is_empty(),
             "{chunk}"
