@@ -183,6 +183,18 @@ impl ForwardPlan {
         }
     }
 
+    /// Where to keep the answer of `attempt` in the response cache. The key
+    /// names the primary version, so only its answers are stored: a
+    /// fallback's answer served later for the primary would be wrong.
+    pub fn cache_store(&self, attempt: usize) -> Option<(&str, u64)> {
+        let CacheDecision::Lookup { key, ttl_seconds } = &self.cache else {
+            return None;
+        };
+        let (primary, answered) = (self.attempts.first()?, self.attempts.get(attempt)?);
+        (answered.model == primary.model && answered.version == primary.version)
+            .then_some((key.as_str(), *ttl_seconds))
+    }
+
     pub fn response_kind(&self) -> ResponseKind {
         match self.endpoint {
             Endpoint::Completions => ResponseKind::Completion,

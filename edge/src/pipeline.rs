@@ -318,8 +318,10 @@ impl Served {
         self.quotas
             .settle(&plan.quota, &plan.request_id, settlement.actual)
             .await;
-        if let (CacheDecision::Lookup { key, ttl_seconds }, Some(answer)) = (&plan.cache, answer) {
-            self.kv.store_answer(key, &answer, *ttl_seconds).await;
+        if let (Some((key, ttl_seconds)), Some(answer)) =
+            (plan.cache_store(answered.attempt), answer)
+        {
+            self.kv.store_answer(key, &answer, ttl_seconds).await;
         }
         let latency = Latency {
             gateway_us: ms_to_us(answered.forwarded_ms.saturating_sub(self.started_ms)),

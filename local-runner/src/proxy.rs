@@ -323,11 +323,11 @@ async fn complete(
     };
     let settlement = app.gateway.settle(plan, index, metered);
     held.settle(settlement.actual);
-    if let CacheDecision::Lookup { key, ttl_seconds } = &plan.cache {
+    if let Some((key, ttl_seconds)) = plan.cache_store(index) {
         app.cache.put(
-            key.clone(),
+            key.to_owned(),
             CachedResponse { body: body.clone() },
-            Duration::from_secs(*ttl_seconds),
+            Duration::from_secs(ttl_seconds),
         );
     }
     log(

@@ -223,7 +223,8 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
              "timeouts": {"connect_ms": 1000, "first_byte_ms": 5000, "stream_idle_ms": STREAM_IDLE_MS, "total_ms": 30000},
              "cache": {"enabled": true, "ttl_seconds": 300, "scope": "tenant"}},
             {"model": "solo", "fallback": ["chat@v1"], "max_attempts": 3,
-             "timeouts": {"connect_ms": 1000, "first_byte_ms": 5000}},
+             "timeouts": {"connect_ms": 1000, "first_byte_ms": 5000},
+             "cache": {"enabled": true, "ttl_seconds": 300, "scope": "tenant"}},
             // A 135M model on 2 shared cores: seconds, not milliseconds.
             {"model": crate::llama::MODEL, "max_attempts": 2, "cache": {"enabled": false},
              "timeouts": {"connect_ms": 1000, "first_byte_ms": 30000, "stream_idle_ms": 30000,

@@ -362,6 +362,39 @@ fn cache_keys_are_tenant_scoped_and_sampled_requests_bypass() {
 }
 
 #[test]
+fn only_the_primary_versions_answers_are_cached() {
+    let g = gateway();
+    let h = Headers::new([
+        ("authorization", "Bearer sk-acme-test-key-1"),
+        ("x-edgegate-version", "v2"),
+    ]);
+    let plan = forward(
+        &g,
+        &post("/v1/chat/completions", h, &chat_body("cache me")),
+        &at(40.7, -74.0),
+    );
+    let CacheDecision::Lookup { key, ttl_seconds } = &plan.cache else {
+        panic!("{:?}", plan.cache);
+    };
+    let labels: Vec<String> = plan.attempts.iter().map(Attempt::version_label).collect();
+    assert_eq!(
+        labels[..2],
+        ["llama-3.1-8b@v2", "llama-3.1-8b@v2"],
+        "{labels:?}"
+    );
+    assert!(labels[3].starts_with("small@"), "{labels:?}");
+    // Another region of the primary version answers for it; the fallback does not.
+    for attempt in [0, 1] {
+        assert_eq!(
+            plan.cache_store(attempt),
+            Some((key.as_str(), *ttl_seconds))
+        );
+    }
+    assert_eq!(plan.cache_store(3), None);
+    assert_eq!(plan.cache_store(plan.attempts.len()), None);
+}
+
+#[test]
 fn sharded_tenants_spread_over_shards_with_split_limits() {
     let g = gateway();
     let mut body = chat_body("hi");

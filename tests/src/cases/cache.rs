@@ -1,6 +1,7 @@
 //! The response cache: MISS then HIT for a deterministic request (without
-//! calling a backend), BYPASS for a sampled one, and no hit across tenants
-//! when the route caches per tenant.
+//! calling a backend), BYPASS for a sampled one, no hit across tenants
+//! when the route caches per tenant, and a fallback's answer never served
+//! from the cache for the primary model.
 
 use crate::client::{chat_body, content_of};
 use crate::gateway::keys;
@@ -105,4 +106,59 @@ pub async fn no_hit_across_tenants(t: &Target) -> Outcome {
         other.header("x-edgegate-cache")
     );
     Ok(())
+}
+
+/// `solo` falls back to `chat@v1`. An answer of the fallback must not be
+/// kept under the key of the primary (`solo@v1`): later `solo` requests
+/// would get `chat`'s answer until the TTL ran out.
+pub async fn fallback_answer_not_cached_for_primary(t: &Target) -> Outcome {
+    let mut body = deterministic("solo, cached?");
+    body["model"] = json!("solo");
+    let solo = t.backend("solo-east");
+    solo.fail_next(1, 503);
+    let fallback = t.chat(keys::ROUTING, &body).await?;
+    let answer = fallback.expect(200)?;
+    ensure_eq!(answer["model"], "chat-v1", "the fallback's answer");
+    // The Worker stores answers after responding: give a wrong store the
+    // time it would take to land, asking all along.
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut primary = None;
+    while Instant::now() < deadline {
+        let r = t.chat(keys::ROUTING, &body).await?;
+        let answer = r.expect(200)?;
+        ensure_eq!(
+            answer["model"],
+            "solo-v1",
+            "the answer for solo once solo-east is back (x-edgegate-cache {:?})",
+            r.header("x-edgegate-cache")
+        );
+        primary.get_or_insert(answer);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The primary's own answer is cached: the cache was on all along.
+    let deadline = Instant::now() + HIT_WITHIN;
+    loop {
+        let seen = solo.requests_received();
+        let r = t.chat(keys::ROUTING, &body).await?;
+        let answer = r.expect(200)?;
+        if r.header("x-edgegate-cache") == Some("HIT") {
+            ensure_eq!(answer["model"], "solo-v1", "the cached answer's model");
+            ensure_eq!(
+                content_of(&answer),
+                primary.as_ref().map(content_of).unwrap_or_default(),
+                "the cached answer"
+            );
+            ensure_eq!(
+                solo.requests_received(),
+                seen,
+                "solo-east requests during a HIT"
+            );
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no HIT for solo within {HIT_WITHIN:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

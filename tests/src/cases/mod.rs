@@ -114,6 +114,10 @@ pub const ALL: &[Case] = &[
         cache::no_hit_across_tenants
     ),
     case!(
+        "cache: a fallback's answer is never served for the primary model",
+        cache::fallback_answer_not_cached_for_primary
+    ),
+    case!(
         "streaming: chunks keep the backend's pacing",
         streaming::chunks_keep_the_backend_pacing
     ),
