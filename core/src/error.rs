@@ -54,6 +54,8 @@ pub enum GatewayError {
     },
     /// Body larger than the configured limit (413).
     PayloadTooLarge { limit_bytes: usize },
+    /// Request headers, all together, larger than the configured limit (431).
+    HeadersTooLarge { limit_bytes: usize },
     /// Missing or bad credentials (401). `reason` is safe to show: it never
     /// contains the credential.
     Unauthenticated { reason: String },
@@ -106,6 +108,7 @@ impl GatewayError {
         match self {
             InvalidRequest { .. } | ContextLengthExceeded { .. } | ContentBlocked { .. } => 400,
             PayloadTooLarge { .. } => 413,
+            HeadersTooLarge { .. } => 431,
             Unauthenticated { .. } => 401,
             PermissionDenied { .. } => 403,
             ModelNotFound { .. } | UnknownEndpoint { .. } => 404,
@@ -130,6 +133,7 @@ impl GatewayError {
             InvalidRequest { .. }
             | ContextLengthExceeded { .. }
             | PayloadTooLarge { .. }
+            | HeadersTooLarge { .. }
             | ContentBlocked { .. }
             | ModelNotFound { .. }
             | UnknownEndpoint { .. }
@@ -157,6 +161,7 @@ impl GatewayError {
             InvalidRequest { .. } => "invalid_request",
             ContextLengthExceeded { .. } => "context_length_exceeded",
             PayloadTooLarge { .. } => "request_too_large",
+            HeadersTooLarge { .. } => "request_header_fields_too_large",
             Unauthenticated { .. } => "invalid_api_key",
             PermissionDenied { .. } => "permission_denied",
             ContentBlocked { .. } => "content_policy_violation",
@@ -222,6 +227,7 @@ impl GatewayError {
             InvalidRequest { .. } => "invalid_request",
             ContextLengthExceeded { .. } => "context_length",
             PayloadTooLarge { .. } => "payload_too_large",
+            HeadersTooLarge { .. } => "headers_too_large",
             Unauthenticated { .. } => "unauthenticated",
             PermissionDenied { .. } => "permission_denied",
             ContentBlocked { .. } => "content_blocked",
@@ -263,6 +269,9 @@ impl GatewayError {
             | UpstreamInvalidResponse { message } => message.clone(),
             PayloadTooLarge { limit_bytes } => {
                 format!("Request body is larger than the limit of {limit_bytes} bytes.")
+            }
+            HeadersTooLarge { limit_bytes } => {
+                format!("Request headers are larger than the limit of {limit_bytes} bytes.")
             }
             Unauthenticated { reason } => format!("Authentication failed: {reason}."),
             PermissionDenied { reason } => format!("Permission denied: {reason}."),

@@ -271,6 +271,7 @@ impl Gateway {
 
     pub fn admit(&self, req: &HttpRequest, ctx: &RequestContext) -> Result<Decision, GatewayError> {
         let config = &self.config;
+        request::check_header_size(&req.headers, &config.limits)?;
         let endpoint = Endpoint::resolve(&req.method, &req.path)?;
         let principal = auth::authenticate(
             config,

@@ -152,6 +152,18 @@ impl ParsedBody {
     }
 }
 
+/// Refuses headers larger, all names and values together, than the limit
+/// (431, as a CDN in front would): a signed 200 KB JWT is not worth verifying.
+pub fn check_header_size(headers: &Headers, limits: &RequestLimits) -> Result<(), GatewayError> {
+    let size: usize = headers.pairs().iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > limits.max_header_bytes {
+        return Err(GatewayError::HeadersTooLarge {
+            limit_bytes: limits.max_header_bytes,
+        });
+    }
+    Ok(())
+}
+
 /// Checks size, encoding and nesting, parses JSON and validates the fields of
 /// the endpoint's schema.
 pub fn parse_body(

@@ -49,6 +49,8 @@ type Result<T> = std::result::Result<T, ConfigError>;
 #[derive(Debug, Clone)]
 pub struct RequestLimits {
     pub max_body_bytes: usize,
+    /// All request header names and values together.
+    pub max_header_bytes: usize,
     pub max_messages: usize,
     pub max_json_depth: usize,
     pub reservation_ttl_ms: u64,
@@ -58,6 +60,7 @@ impl Default for RequestLimits {
     fn default() -> Self {
         RequestLimits {
             max_body_bytes: 1 << 20,
+            max_header_bytes: 32 << 10,
             max_messages: 512,
             max_json_depth: 32,
             reservation_ttl_ms: 600_000,
@@ -506,6 +509,7 @@ fn validate_limits(raw: &RawLimits) -> Result<RequestLimits> {
     };
     Ok(RequestLimits {
         max_body_bytes: field("max_body_bytes", raw.max_body_bytes, d.max_body_bytes)?,
+        max_header_bytes: field("max_header_bytes", raw.max_header_bytes, d.max_header_bytes)?,
         max_messages: field("max_messages", raw.max_messages, d.max_messages)?,
         max_json_depth: match field("max_json_depth", raw.max_json_depth, d.max_json_depth)? {
             // serde_json refuses deeper input before the check could run.

@@ -32,6 +32,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub max_body_bytes: Option<u64>,
+    pub max_header_bytes: Option<u64>,
     pub max_messages: Option<u64>,
     pub max_json_depth: Option<u64>,
     /// Quota reservations not settled within this many seconds are expired.

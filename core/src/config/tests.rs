@@ -182,6 +182,10 @@ fn semantic_errors_name_their_field() {
             "limits.max_body_bytes",
         ),
         (
+            Box::new(|v| v["limits"]["max_header_bytes"] = json!(0)),
+            "limits.max_header_bytes",
+        ),
+        (
             Box::new(|v| v["default_location"]["longitude"] = json!(200.0)),
             "default_location.longitude",
         ),

@@ -362,6 +362,29 @@ fn cache_keys_are_tenant_scoped_and_sampled_requests_bypass() {
 }
 
 #[test]
+fn oversized_headers_are_431_before_authentication() {
+    let g = gateway();
+    let huge = format!("Bearer {}", "x".repeat(40 << 10));
+    let h = Headers::new([("authorization", huge.as_str())]);
+    let err = g
+        .admit(&post("/v1/chat/completions", h, &chat_body("hi")), &ctx())
+        .expect_err("431");
+    assert_eq!(err.status(), 431);
+    assert_eq!(err.code(), Some("request_header_fields_too_large"));
+    assert!(!err.to_openai_json().to_string().contains("xxxx"));
+    let padding = "y".repeat(30 << 10);
+    let h = Headers::new([
+        ("authorization", "Bearer sk-acme-test-key-1"),
+        ("x-padding", padding.as_str()),
+    ]);
+    forward(
+        &g,
+        &post("/v1/chat/completions", h, &chat_body("hi")),
+        &ctx(),
+    );
+}
+
+#[test]
 fn only_the_primary_versions_answers_are_cached() {
     let g = gateway();
     let h = Headers::new([

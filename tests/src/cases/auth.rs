@@ -106,3 +106,24 @@ pub async fn ip_deny(t: &Target) -> Outcome {
     r.expect_error(403, "permission_error", "permission_denied")
         .map(drop)
 }
+
+/// A validly signed JWT of 200 KB: refused with 431 before it is verified,
+/// the same limit (`limits.max_header_bytes`, 32 KiB) on both runners.
+pub async fn oversized_jwt_is_431(t: &Target) -> Outcome {
+    let claims = with(jwt::hs_claims(), "padding", "x".repeat(200 << 10).into());
+    let token = jwt::hs256(&claims);
+    let r = t.chat(&token, &chat_body("hello")).await?;
+    let error = r.expect_error(
+        431,
+        "invalid_request_error",
+        "request_header_fields_too_large",
+    )?;
+    ensure!(
+        error.message.contains(&(32 << 10).to_string()),
+        "the message does not give the limit: {}",
+        error.message
+    );
+    // Just under the limit, the same kind of token is verified and served.
+    let claims = with(jwt::hs_claims(), "padding", "x".repeat(16 << 10).into());
+    served(t, &jwt::hs256(&claims)).await
+}

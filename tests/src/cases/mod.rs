@@ -38,6 +38,10 @@ pub const ALL: &[Case] = &[
     ),
     case!("auth: a denied client address is 403", auth::ip_deny),
     case!(
+        "auth: a 200 KB signed JWT is 431",
+        auth::oversized_jwt_is_431
+    ),
+    case!(
         "validation: malformed JSON is 400",
         validation::malformed_json
     ),
