@@ -33,6 +33,24 @@ pub enum Observation {
     Failure,
 }
 
+/// An active health probe not answered within this long is a failure.
+pub const PROBE_TIMEOUT_MS: u64 = 2_000;
+
+impl Observation {
+    /// What a health probe learned: any 2xx in time is a success; no
+    /// answer (`None`: refused, or past [`PROBE_TIMEOUT_MS`]) is a failure.
+    pub fn of_probe(status: Option<u16>, latency_ms: u64) -> Observation {
+        match status {
+            Some(s) if (200..300).contains(&s) && latency_ms <= PROBE_TIMEOUT_MS => {
+                Observation::Success {
+                    latency_ms: u32::try_from(latency_ms).unwrap_or(u32::MAX),
+                }
+            }
+            _ => Observation::Failure,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CircuitState {
@@ -255,6 +273,20 @@ mod tests {
         let back: HealthBoard =
             serde_json::from_str(&serde_json::to_string(&ours).expect("ser")).expect("de");
         assert_eq!(back, ours);
+    }
+
+    #[test]
+    fn a_probe_succeeds_on_a_2xx_in_time() {
+        assert_eq!(
+            Observation::of_probe(Some(204), 12),
+            Observation::Success { latency_ms: 12 }
+        );
+        assert_eq!(Observation::of_probe(Some(503), 12), Observation::Failure);
+        assert_eq!(Observation::of_probe(None, 12), Observation::Failure);
+        assert_eq!(
+            Observation::of_probe(Some(200), PROBE_TIMEOUT_MS + 1),
+            Observation::Failure
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod exchange;
 pub mod gateway;
 pub mod geo;
 pub mod health;

@@ -561,6 +561,17 @@ impl StreamObserver {
         }
     }
 
+    /// Whether anything the client would see as the answer has arrived:
+    /// text, a tool call, a finish reason, or something not understood.
+    /// Role-only deltas and empty chunks are not content.
+    pub fn has_content(&self) -> bool {
+        let a = &self.assembly;
+        a.lossy
+            || a.choices
+                .values()
+                .any(|c| !c.content.is_empty() || !c.other.is_empty() || c.finish_reason.is_some())
+    }
+
     pub fn saw_done(&self) -> bool {
         self.done
     }

@@ -1,0 +1,172 @@
+//! What an exchange and its host say to each other: the actions it asks
+//! for, the events it is told, and the values they carry.
+
+use crate::error::GatewayError;
+use crate::gateway::QuotaRequest;
+use crate::health::{AttemptFailure, Observation};
+use crate::quota::{Amounts, ReserveOutcome};
+use crate::telemetry::UsageRecord;
+
+pub type HeaderList = Vec<(String, String)>;
+
+/// A non-streamed answer larger than this is refused rather than buffered.
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
+/// Upstream error bodies are read for their message, never more than this.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
+
+/// What the host does next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Reserve in the quota store; answer with [`Event::Reserved`].
+    Reserve { quota: QuotaRequest, id: String },
+    /// Look the answer up in the response cache; answer with [`Event::Cached`].
+    /// Comes with `Reserve`, and may run at the same time.
+    LookupCache { key: String },
+    /// Send [`Exchange::upstream_request`]`(attempt)`, dropping any earlier
+    /// attempt's connection; answer with [`Event::Head`] or [`Event::Failed`]
+    /// (`Connect` if not connected within `connect_ms`, `Timeout` if no
+    /// response head within `head_ms`). When `read` says so for the head's
+    /// status, read the body at once and answer `Body` (or `Failed`) too.
+    Send {
+        attempt: usize,
+        connect_ms: u64,
+        head_ms: u64,
+        read: BodyRead,
+    },
+    /// Read the current answer's whole body: [`Event::Body`], or `Failed`
+    /// (`Timeout` after `within_ms`, `TooLarge` past `max_bytes`, `Broke`).
+    ReadBody { max_bytes: usize, within_ms: u64 },
+    /// Read the next piece of the current answer's stream: [`Event::Chunk`],
+    /// [`Event::End`], or `Failed` (`Timeout` after `within_ms`, `Broke`).
+    ReadChunk { within_ms: u64 },
+    /// Answer the client (once per request).
+    Respond(Head),
+    /// Send these bytes on the streamed response; report [`Event::ClientGone`]
+    /// if the client cannot take them.
+    Write(Vec<u8>),
+    /// Close the streamed response; drop the upstream connection.
+    EndStream,
+    /// Charge `actual` instead of the reservation.
+    Settle { actual: Amounts },
+    /// Give the whole reservation back.
+    Release,
+    /// Keep `body` in the response cache under `key`.
+    Store {
+        key: String,
+        body: Vec<u8>,
+        ttl_seconds: u64,
+    },
+    /// How an attempt at `region` went: feed the region's health and metrics.
+    Observe {
+        region: String,
+        outcome: AttemptOutcome,
+    },
+    /// The request's one usage record; nothing follows it.
+    Record(Box<UsageRecord>),
+}
+
+/// Which bodies the host reads as soon as the head is in, without being
+/// asked again: an error's, and a non-streamed answer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyRead {
+    pub success: Option<BodyLimit>,
+    pub error: BodyLimit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimit {
+    pub max_bytes: usize,
+    /// From the head's arrival.
+    pub within_ms: u64,
+}
+
+impl BodyRead {
+    /// The body to read right after a head with `status`, if any.
+    pub fn for_status(self, status: u16) -> Option<BodyLimit> {
+        if (200..300).contains(&status) {
+            self.success
+        } else {
+            Some(self.error)
+        }
+    }
+}
+
+/// A response's status and headers, and whether its body follows as a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub status: u16,
+    /// A later pair never repeats an earlier name.
+    pub headers: HeaderList,
+    pub body: ResponseBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseBody {
+    Full(Vec<u8>),
+    /// Follows in [`Action::Write`]s, closed by [`Action::EndStream`].
+    Stream,
+}
+
+/// What happened, as the host saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The quota store's answer, or why it had none.
+    Reserved(Result<ReserveOutcome, GatewayError>),
+    /// The cached answer, or `None` on a miss.
+    Cached(Option<Vec<u8>>),
+    /// The attempt's response head.
+    Head {
+        status: u16,
+        content_type: Option<String>,
+    },
+    Body(Vec<u8>),
+    Chunk(Vec<u8>),
+    End,
+    Failed(Transport),
+    /// The client went away (a write failed, the connection closed).
+    ClientGone,
+}
+
+/// How reading from the upstream failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Connect,
+    Timeout,
+    /// The connection broke while reading.
+    Broke,
+    /// The body passed `ReadBody::max_bytes`.
+    TooLarge,
+}
+
+/// How one attempt went, for region health and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Answered { latency_ms: u32 },
+    Failed(AttemptFailure),
+}
+
+impl AttemptOutcome {
+    /// What the region's breaker learns, if anything (a 4xx is the client's fault).
+    pub fn observation(self) -> Option<Observation> {
+        match self {
+            AttemptOutcome::Answered { latency_ms } => Some(Observation::Success { latency_ms }),
+            AttemptOutcome::Failed(f) => f.region_fault().then_some(Observation::Failure),
+        }
+    }
+
+    /// The metric label of a failure.
+    pub fn failure_label(self) -> Option<&'static str> {
+        match self {
+            AttemptOutcome::Answered { .. } => None,
+            AttemptOutcome::Failed(f) => Some(f.label()),
+        }
+    }
+}
+
+/// The upstream call for one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamRequest<'a> {
+    pub url: &'a str,
+    pub body: &'a str,
+    pub headers: [(&'static str, &'a str); 3],
+}

@@ -1,0 +1,630 @@
+use super::*;
+use crate::error::LimitKind;
+use crate::gateway::RequestContext;
+use crate::geo::ClientGeo;
+use crate::quota::QuotaSnapshot;
+use crate::request::Headers;
+use crate::testing::*;
+use serde_json::{Value, json};
+
+const T0: u64 = 5_000_000;
+
+fn near_new_york() -> RequestContext {
+    RequestContext {
+        client_geo: Some(ClientGeo {
+            latitude: Some(40.7),
+            longitude: Some(-74.0),
+            ..Default::default()
+        }),
+        ..ctx()
+    }
+}
+
+fn exchange(g: &Gateway, body: &Value, headers: Headers) -> Exchange {
+    let req = post("/v1/chat/completions", headers, body);
+    Exchange::new(g.admit(&req, &near_new_york()), "req-1", T0)
+}
+
+fn chat(g: &Gateway, body: &Value) -> Exchange {
+    exchange(g, body, headers_with_key("sk-acme-test-key-1"))
+}
+
+fn streamed(content: &str) -> Value {
+    let mut body = chat_body(content);
+    body["stream"] = json!(true);
+    body
+}
+
+fn snapshot() -> QuotaSnapshot {
+    QuotaSnapshot {
+        limit_requests: 100,
+        remaining_requests: 99,
+        reset_requests_ms: 600,
+        limit_tokens: 10_000,
+        remaining_tokens: 9_000,
+        reset_tokens_ms: 6_000,
+    }
+}
+
+fn admitted() -> Event {
+    Event::Reserved(Ok(ReserveOutcome::Admit {
+        snapshot: snapshot(),
+    }))
+}
+
+fn json_head() -> Event {
+    Event::Head {
+        status: 200,
+        content_type: Some("application/json".into()),
+    }
+}
+
+fn sse_head() -> Event {
+    Event::Head {
+        status: 200,
+        content_type: Some("text/event-stream; charset=utf-8".into()),
+    }
+}
+
+const ANSWER: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hi there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":11,"completion_tokens":3,"total_tokens":14}}"#;
+
+fn answer() -> Event {
+    Event::Body(ANSWER.as_bytes().to_vec())
+}
+
+fn frame(delta: Value, finish: Value) -> Vec<u8> {
+    let chunk = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    format!("data: {chunk}\n\n").into_bytes()
+}
+
+fn role_only() -> Vec<u8> {
+    frame(json!({"role": "assistant", "content": ""}), Value::Null)
+}
+
+fn content(text: &str) -> Vec<u8> {
+    frame(json!({"content": text}), Value::Null)
+}
+
+fn closing() -> Vec<u8> {
+    let mut bytes = frame(json!({}), json!("stop"));
+    let usage = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13}});
+    bytes.extend(format!("data: {usage}\n\ndata: [DONE]\n\n").into_bytes());
+    bytes
+}
+
+/// Plays the host: answers every action that asks for one with the next
+/// scripted event, 1 ms apart, and returns every action in order. Checks
+/// the one invariant every path keeps: exactly one record, and it is last.
+fn drive(g: &Gateway, ex: &mut Exchange, script: Vec<Event>) -> Vec<Action> {
+    let mut script = script.into_iter();
+    let mut now = T0;
+    let mut log = Vec::new();
+    while let Some(action) = ex.poll() {
+        let asks = matches!(
+            action,
+            Action::Reserve { .. }
+                | Action::LookupCache { .. }
+                | Action::Send { .. }
+                | Action::ReadBody { .. }
+                | Action::ReadChunk { .. }
+        );
+        // After a head, the body `Send::read` names is read without asking.
+        let read = match &action {
+            Action::Send { read, .. } => Some(*read),
+            _ => None,
+        };
+        log.push(action);
+        if asks && let Some(event) = script.next() {
+            let body_follows = match (&event, read) {
+                (Event::Head { status, .. }, Some(read)) => read.for_status(*status).is_some(),
+                _ => false,
+            };
+            now += 1_000;
+            ex.handle(g, event, now);
+            if body_follows && let Some(body) = script.next() {
+                now += 1_000;
+                ex.handle(g, body, now);
+            }
+        }
+    }
+    assert_eq!(script.next(), None, "every scripted event was asked for");
+    let records = log
+        .iter()
+        .filter(|a| matches!(a, Action::Record(_)))
+        .count();
+    assert_eq!(records, 1, "{log:#?}");
+    assert!(matches!(log.last(), Some(Action::Record(_))), "{log:#?}");
+    assert!(ex.is_done());
+    log
+}
+
+fn record(log: &[Action]) -> &UsageRecord {
+    match log.last() {
+        Some(Action::Record(r)) => r,
+        other => panic!("no record: {other:?}"),
+    }
+}
+
+fn responses(log: &[Action]) -> Vec<&Head> {
+    log.iter()
+        .filter_map(|a| match a {
+            Action::Respond(head) => Some(head),
+            _ => None,
+        })
+        .collect()
+}
+
+fn the_response(log: &[Action]) -> &Head {
+    let heads = responses(log);
+    assert_eq!(heads.len(), 1, "{log:#?}");
+    heads[0]
+}
+
+fn header<'a>(head: &'a Head, name: &str) -> Option<&'a str> {
+    head.headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn sends(log: &[Action]) -> Vec<usize> {
+    log.iter()
+        .filter_map(|a| match a {
+            Action::Send { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .collect()
+}
+
+fn written(log: &[Action]) -> String {
+    log.iter()
+        .filter_map(|a| match a {
+            Action::Write(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn position(log: &[Action], pred: impl Fn(&Action) -> bool) -> usize {
+    log.iter().position(pred).expect("action present")
+}
+
+#[test]
+fn a_cache_miss_is_answered_then_charged_stored_and_recorded() {
+    let g = gateway();
+    let mut ex = chat(&g, &chat_body("hello"));
+    let log = drive(
+        &g,
+        &mut ex,
+        vec![admitted(), Event::Cached(None), json_head(), answer()],
+    );
+    let head = the_response(&log);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.body, ResponseBody::Full(ANSWER.as_bytes().to_vec()));
+    assert_eq!(header(head, "content-type"), Some("application/json"));
+    assert_eq!(header(head, "x-edgegate-cache"), Some("MISS"));
+    assert_eq!(header(head, "x-ratelimit-remaining-requests"), Some("99"));
+    assert_eq!(header(head, "x-request-id"), Some("req-1"));
+    // Respond comes before settling, so a host may settle after the response.
+    let responded = position(&log, |a| matches!(a, Action::Respond(_)));
+    let settled = position(&log, |a| matches!(a, Action::Settle { .. }));
+    assert!(responded < settled);
+    assert!(
+        log.iter()
+            .any(|a| matches!(a, Action::Store { body, .. } if body == ANSWER.as_bytes()))
+    );
+    let r = record(&log);
+    assert_eq!((r.status, r.attempts, r.cache), (200, 1, CacheStatus::Miss));
+    assert_eq!((r.input_tokens, r.output_tokens), (11, 3));
+    assert_eq!(r.latency.total_us, 4_000);
+    assert_eq!(r.latency.upstream_first_byte_us, Some(1_000));
+    let req = ex.upstream_request(0).expect("attempt 0");
+    assert!(req.url.ends_with("/v1/chat/completions"));
+    assert!(
+        req.headers
+            .iter()
+            .any(|(n, v)| *n == "x-request-id" && v.len() == 36)
+    );
+}
+
+#[test]
+fn a_retryable_status_fails_over_and_a_client_error_does_not() {
+    let g = gateway();
+    let unavailable = Event::Head {
+        status: 503,
+        content_type: None,
+    };
+    let mut ex = chat(&g, &chat_body("over"));
+    let log = drive(
+        &g,
+        &mut ex,
+        vec![
+            admitted(),
+            Event::Cached(None),
+            unavailable,
+            Event::Body(br#"{"error":{"message":"busy"}}"#.to_vec()),
+            json_head(),
+            answer(),
+        ],
+    );
+    assert_eq!(sends(&log), [0, 1]);
+    assert!(log.iter().any(|a| matches!(
+        a,
+        Action::Observe {
+            outcome: AttemptOutcome::Failed(AttemptFailure::Status { status: 503 }),
+            ..
+        }
+    )));
+    assert_eq!(the_response(&log).status, 200);
+    assert_eq!(record(&log).attempts, 2);
+
+    let mut ex = chat(&g, &chat_body("bad"));
+    let bad = Event::Head {
+        status: 400,
+        content_type: None,
+    };
+    let log = drive(
+        &g,
+        &mut ex,
+        vec![
+            admitted(),
+            Event::Cached(None),
+            bad,
+            Event::Body(br#"{"error":{"message":"no such parameter"}}"#.to_vec()),
+        ],
+    );
+    assert_eq!(sends(&log), [0]);
+    let head = the_response(&log);
+    assert_eq!(head.status, 400);
+    let ResponseBody::Full(body) = &head.body else {
+        panic!("a full body")
+    };
+    assert!(String::from_utf8_lossy(body).contains("no such parameter"));
+    assert_eq!(header(head, "x-ratelimit-remaining-requests"), Some("99"));
+    assert!(log.contains(&Action::Release));
+    assert!(!log.iter().any(|a| matches!(a, Action::Settle { .. })));
+    assert_eq!(record(&log).status, 400);
+}
+
+#[test]
+fn every_attempt_is_tried_in_order_and_the_last_error_answers() {
+    let g = gateway();
+    let mut ex = chat(&g, &chat_body("down"));
+    let attempts = ex.plan().expect("plan").attempts.len();
+    let mut script = vec![admitted(), Event::Cached(None)];
+    script.extend((0..attempts).map(|_| Event::Failed(Transport::Connect)));
+    let log = drive(&g, &mut ex, script);
+    assert_eq!(sends(&log), (0..attempts).collect::<Vec<_>>());
+    let head = the_response(&log);
+    assert_eq!(head.status, 502);
+    let r = record(&log);
+    assert_eq!(r.attempts as usize, attempts);
+    assert_eq!(r.error.as_deref(), Some("upstream_unavailable"));
+    assert!(log.contains(&Action::Release));
+}
+
+#[test]
+fn attempts_stop_at_the_routes_total_time() {
+    let g = gateway();
+    let mut ex = chat(&g, &chat_body("slow"));
+    let total_ms = ex.plan().expect("plan").timeouts.total_ms;
+    for event in [admitted(), Event::Cached(None)] {
+        ex.poll();
+        ex.handle(&g, event, T0);
+    }
+    let Some(Action::Send { head_ms, .. }) = ex.poll() else {
+        panic!("a send")
+    };
+    assert!(head_ms <= total_ms);
+    // The first attempt times out just before the total runs out: no room
+    // for another.
+    let late = T0 + total_ms * 1000 - 500;
+    ex.handle(&g, Event::Failed(Transport::Timeout), late);
+    let mut log: Vec<Action> = std::iter::from_fn(|| ex.poll()).collect();
+    assert_eq!(sends(&log), Vec::<usize>::new());
+    let head = the_response(&log);
+    assert_eq!(head.status, 504);
+    assert_eq!(record(&log).attempts, 1);
+    log.clear();
+}
+
+#[test]
+fn a_rate_limited_request_is_429_with_its_headers_and_holds_nothing() {
+    let g = gateway();
+    let mut ex = chat(&g, &chat_body("limited"));
+    let denied = Event::Reserved(Ok(ReserveOutcome::Deny {
+        limit: LimitKind::Requests,
+        retry_after_ms: Some(1_500),
+        snapshot: snapshot(),
+    }));
+    let log = drive(&g, &mut ex, vec![denied, Event::Cached(None)]);
+    let head = the_response(&log);
+    assert_eq!(head.status, 429);
+    assert_eq!(header(head, "retry-after"), Some("2"));
+    assert_eq!(header(head, "x-ratelimit-limit-requests"), Some("100"));
+    assert_eq!(header(head, "x-request-id"), Some("req-1"));
+    assert!(
+        !log.iter()
+            .any(|a| matches!(a, Action::Release | Action::Settle { .. }))
+    );
+    assert_eq!(record(&log).status, 429);
+}
+
+#[test]
+fn a_quota_store_failure_is_a_500_and_a_refusal_is_one_record() {
+    let g = gateway();
+    let mut ex = chat(&g, &chat_body("store down"));
+    let failed = Event::Reserved(Err(GatewayError::Internal {
+        message: "the quota store is unavailable".into(),
+    }));
+    let log = drive(&g, &mut ex, vec![failed, Event::Cached(None)]);
+    assert_eq!(the_response(&log).status, 500);
+
+    let mut ex = exchange(&g, &chat_body("who?"), headers_with_key("sk-nobody"));
+    let log = drive(&g, &mut ex, vec![]);
+    assert_eq!(the_response(&log).status, 401);
+    assert_eq!(record(&log).error.as_deref(), Some("unauthenticated"));
+}
+
+#[test]
+fn a_cache_hit_is_charged_as_one_request_and_replays_as_a_stream() {
+    let g = gateway();
+    let mut ex = chat(&g, &chat_body("cached"));
+    let log = drive(
+        &g,
+        &mut ex,
+        vec![admitted(), Event::Cached(Some(ANSWER.as_bytes().to_vec()))],
+    );
+    let head = the_response(&log);
+    assert_eq!(header(head, "x-edgegate-cache"), Some("HIT"));
+    assert!(log.contains(&Action::Settle {
+        actual: Settlement::cache_hit().actual
+    }));
+    let r = record(&log);
+    assert_eq!((r.cache, r.attempts, r.status), (CacheStatus::Hit, 0, 200));
+
+    let mut ex = chat(&g, &streamed("cached"));
+    let log = drive(
+        &g,
+        &mut ex,
+        vec![admitted(), Event::Cached(Some(ANSWER.as_bytes().to_vec()))],
+    );
+    let head = the_response(&log);
+    assert_eq!(header(head, "content-type"), Some("text/event-stream"));
+    let ResponseBody::Full(sse) = &head.body else {
+        panic!("a replayed stream is one body")
+    };
+    let sse = String::from_utf8_lossy(sse);
+    assert!(
+        sse.contains("Hi there") && sse.ends_with("data: [DONE]\n\n"),
+        "{sse}"
+    );
+}
+
+#[test]
+fn a_break_before_any_content_fails_over_invisibly() {
+    let g = gateway();
+    let mut ex = chat(&g, &streamed("stream"));
+    let log = drive(
+        &g,
+        &mut ex,
+        vec![
+            admitted(),
+            Event::Cached(None),
+            sse_head(),
+            Event::Chunk(role_only()),
+            Event::Failed(Transport::Broke),
+            sse_head(),
+            Event::Chunk(role_only()),
+            Event::Chunk(content("Hel")),
+            Event::Chunk(content("lo")),
+            Event::Chunk(closing()),
+            Event::End,
+        ],
+    );
+    assert_eq!(sends(&log), [0, 1]);
+    let head = the_response(&log);
+    assert_eq!((head.status, &head.body), (200, &ResponseBody::Stream));
+    assert_eq!(header(head, "content-type"), Some("text/event-stream"));
+    let text = written(&log);
+    // The second attempt's opening frame, once; nothing of the first.
+    assert_eq!(text.matches("\"role\":\"assistant\"").count(), 1, "{text}");
+    assert!(
+        text.contains("Hel") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("\"usage\""),
+        "the gateway's usage chunk is stripped"
+    );
+    assert!(log.contains(&Action::EndStream));
+    let r = record(&log);
+    assert_eq!((r.status, r.attempts, r.output_tokens), (200, 2, 2));
+    // A clean stream from the primary version is kept, as a whole answer.
+    let stored = log.iter().find_map(|a| match a {
+        Action::Store { body, .. } => Some(body.clone()),
+        _ => None,
+    });
+    let stored: Value = serde_json::from_slice(&stored.expect("stored")).expect("json");
+    assert_eq!(stored["choices"][0]["message"]["content"], "Hello");
+}
+
+#[test]
+fn an_upstream_error_event_before_content_fails_over_too() {
+    let g = gateway();
+    let mut ex = chat(&g, &streamed("error first"));
+    let log = drive(
+        &g,
+        &mut ex,
+        vec![
+            admitted(),
+            Event::Cached(None),
+            sse_head(),
+            Event::Chunk(b"data: {\"error\":{\"message\":\"overloaded\"}}\n\n".to_vec()),
+            sse_head(),
+            Event::Chunk(content("fine")),
+            Event::Chunk(closing()),
+            Event::End,
+        ],
+    );
+    assert_eq!(sends(&log), [0, 1]);
+    assert!(!written(&log).contains("overloaded"));
+    assert_eq!(record(&log).status, 200);
+}
+
+#[test]
+fn a_break_after_content_ends_with_an_error_event_and_a_502_record() {
+    let g = gateway();
+    let mut ex = chat(&g, &streamed("break"));
+    let log = drive(
+        &g,
+        &mut ex,
+        vec![
+            admitted(),
+            Event::Cached(None),
+            sse_head(),
+            Event::Chunk(content("partial answer")),
+            Event::Failed(Transport::Broke),
+        ],
+    );
+    assert_eq!(sends(&log), [0]);
+    let text = written(&log);
+    assert!(text.contains("partial answer"));
+    let last_event = text.trim_end().rsplit("\n\n").next().expect("an event");
+    let error: Value =
+        serde_json::from_str(last_event.trim_start_matches("data: ")).expect("error json");
+    assert_eq!(error["error"]["code"], "upstream_unavailable", "{text}");
+    assert!(log.contains(&Action::EndStream));
+    assert!(!log.iter().any(|a| matches!(a, Action::Store { .. })));
+    let r = record(&log);
+    assert_eq!(
+        (r.status, r.error.as_deref()),
+        (502, Some("upstream_unavailable"))
+    );
+    assert!(r.output_tokens > 0, "what was relayed is charged");
+}
+
+#[test]
+fn a_stalled_stream_times_out_with_a_504_record() {
+    let g = gateway();
+    let mut ex = chat(&g, &streamed("stall"));
+    let log = drive(
+        &g,
+        &mut ex,
+        vec![
+            admitted(),
+            Event::Cached(None),
+            sse_head(),
+            Event::Chunk(content("so far")),
+            Event::Failed(Transport::Timeout),
+        ],
+    );
+    let text = written(&log);
+    assert!(
+        text.contains("upstream_timeout") && text.contains("stream idle"),
+        "{text}"
+    );
+    assert_eq!(record(&log).status, 504);
+}
+
+#[test]
+fn a_client_that_leaves_is_charged_for_what_was_relayed_and_logged_499() {
+    let g = gateway();
+    let mut ex = chat(&g, &streamed("leave"));
+    let log = drive(
+        &g,
+        &mut ex,
+        vec![
+            admitted(),
+            Event::Cached(None),
+            sse_head(),
+            Event::Chunk(content("some words here")),
+            Event::ClientGone,
+        ],
+    );
+    assert!(!log.contains(&Action::EndStream));
+    let Some(Action::Settle { actual }) = log.iter().find(|a| matches!(a, Action::Settle { .. }))
+    else {
+        panic!("settled")
+    };
+    let reserved = ex.plan().expect("plan").quota.amounts;
+    assert!(
+        actual.tokens < reserved.tokens,
+        "{actual:?} of {reserved:?}"
+    );
+    assert_eq!(record(&log).status, 499);
+}
+
+#[test]
+fn a_stream_request_answered_with_json_is_replayed_as_sse() {
+    let g = gateway();
+    let mut ex = chat(&g, &streamed("json"));
+    let log = drive(
+        &g,
+        &mut ex,
+        vec![admitted(), Event::Cached(None), json_head(), answer()],
+    );
+    let head = the_response(&log);
+    assert_eq!(header(head, "content-type"), Some("text/event-stream"));
+    let ResponseBody::Full(sse) = &head.body else {
+        panic!("full")
+    };
+    assert!(String::from_utf8_lossy(sse).starts_with("data: {"));
+    // What is cached is the JSON answer, replayable either way.
+    assert!(
+        log.iter()
+            .any(|a| matches!(a, Action::Store { body, .. } if body == ANSWER.as_bytes()))
+    );
+}
+
+#[test]
+fn a_fallback_versions_answer_is_never_stored() {
+    let g = gateway();
+    let pinned = Headers::new([
+        ("authorization", "Bearer sk-acme-test-key-1"),
+        ("x-edgegate-version", "v2"),
+    ]);
+    let mut ex = exchange(&g, &chat_body("fallback"), pinned);
+    let plan = ex.plan().expect("plan");
+    let fallback = plan
+        .attempts
+        .iter()
+        .position(|a| a.model == "small")
+        .expect("a fallback attempt");
+    let mut script = vec![admitted(), Event::Cached(None)];
+    script.extend((0..fallback).map(|_| Event::Failed(Transport::Connect)));
+    script.extend([json_head(), answer()]);
+    let log = drive(&g, &mut ex, script);
+    assert_eq!(the_response(&log).status, 200);
+    assert!(
+        !log.iter().any(|a| matches!(a, Action::Store { .. })),
+        "{log:#?}"
+    );
+    assert_eq!(
+        record(&log).version.as_deref(),
+        Some(ex.plan().expect("plan").attempts[fallback].version.as_str())
+    );
+}
+
+#[test]
+fn a_body_past_the_cap_is_refused_and_events_after_the_end_change_nothing() {
+    let g = gateway();
+    let mut ex = chat(&g, &chat_body("huge"));
+    let log = drive(
+        &g,
+        &mut ex,
+        vec![
+            admitted(),
+            Event::Cached(None),
+            json_head(),
+            Event::Failed(Transport::TooLarge),
+        ],
+    );
+    assert_eq!(sends(&log), [0]);
+    assert_eq!(the_response(&log).status, 502);
+    ex.handle(&g, Event::End, T0 + 10_000_000);
+    ex.handle(&g, Event::ClientGone, T0 + 10_000_000);
+    assert_eq!(ex.poll(), None);
+}
