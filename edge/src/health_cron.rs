@@ -5,13 +5,10 @@ use crate::clock::{now_ms, sleep_ms};
 use crate::config;
 use crate::kv_store::EdgeKv;
 use edgegate_core::config::Region;
-use edgegate_core::health::Observation;
+use edgegate_core::health::{Observation, PROBE_TIMEOUT_MS};
 use futures_util::future::{Either, join_all, select};
 use std::pin::pin;
 use worker::{AbortController, Env, Fetch, Url, console_error, console_log};
-
-/// A probe slower than this counts as a failure.
-const PROBE_TIMEOUT_MS: u64 = 5_000;
 
 pub async fn probe_regions(env: &Env) {
     let (gateway, kv) = match (config::gateway(env), EdgeKv::new(env)) {
@@ -37,7 +34,7 @@ pub async fn probe_regions(env: &Env) {
     }
 }
 
-/// GETs `base_url + health_path`; any 2xx in time is a success.
+/// GETs `base_url + health_path`; the core judges the answer.
 async fn probe(region: &Region) -> (u64, Observation) {
     let started = now_ms();
     let url = match Url::parse(&format!("{}{}", region.base_url, region.health_path)) {
@@ -50,17 +47,14 @@ async fn probe(region: &Region) -> (u64, Observation) {
     let send = pin!(fetch.send_with_signal(&signal));
     let answer = select(send, sleep_ms(PROBE_TIMEOUT_MS)).await;
     let finished = now_ms();
-    let observation = match answer {
-        Either::Left((Ok(response), _)) if (200..300).contains(&response.status_code()) => {
-            Observation::Success {
-                latency_ms: u32::try_from(finished - started).unwrap_or(u32::MAX),
-            }
-        }
+    let status = match answer {
+        Either::Left((Ok(response), _)) => Some(response.status_code()),
+        Either::Left((Err(_), _)) => None,
         Either::Right(_) => {
             controller.abort();
-            Observation::Failure
+            None
         }
-        Either::Left(_) => Observation::Failure,
     };
+    let observation = Observation::of_probe(status, finished.saturating_sub(started));
     (finished, observation)
 }

@@ -9,15 +9,14 @@
 
 mod clock;
 mod config;
-mod forward;
 mod health_cron;
 mod incoming;
 mod kv_store;
 mod pipeline;
 mod quota_object;
 mod region_health;
-mod relay;
 mod respond;
+mod upstream;
 mod usage;
 
 pub use quota_object::QuotaObject;

@@ -1,80 +1,56 @@
 //! A request's path through the Worker, top to bottom. The core decides
-//! (`Gateway::admit`, `Gateway::settle`); this file only moves bytes:
+//! everything (`Gateway::admit`, then the `Exchange`); this file gathers what
+//! `admit` needs and carries out the exchange's actions:
 //!
 //! read the request → API key record from KV → region health → `admit` →
-//! reserve quota in the tenant's Durable Object → cache lookup in KV →
-//! forward to the plan's attempts → relay or return the answer → after the
-//! response: settle the quota, fill the cache, write the usage record.
+//! the exchange: reserve in the tenant's Durable Object → look the answer up
+//! in KV → fetch the attempts → respond, whole or streamed as it arrives →
+//! after the response, in `waitUntil`: settle, store in KV, write the usage
+//! record.
 
 use crate::clock::now_ms;
-use crate::forward::{self, Answer, Body, Failure};
 use crate::kv_store::EdgeKv;
 use crate::quota_object::QuotaStore;
-use crate::relay::{self, Limits, StreamEnd};
+use crate::upstream::Upstream;
 use crate::{config, incoming, region_health, respond, usage};
 use edgegate_core::auth::{self, ApiKeyRecord};
-use edgegate_core::cache::CacheDecision;
-use edgegate_core::gateway::{ForwardPlan, QuotaRequest, Settlement};
-use edgegate_core::quota;
+use edgegate_core::exchange::{Action, Event, Exchange, ResponseBody, Transport};
 use edgegate_core::request::Headers as CoreHeaders;
-use edgegate_core::response::{self, Metered, StreamObserver};
-use edgegate_core::telemetry::{CacheStatus, Latency, PlanOutcome, UsageRecord};
 use edgegate_core::{Decision, Gateway, GatewayError, RequestContext};
+use futures_channel::oneshot;
+use futures_util::stream;
 use std::rc::Rc;
-use worker::{ByteStream, Context, Env, Request, Response};
-
-type HeaderList = Vec<(String, String)>;
+use worker::{Context, Env, Request, Response};
 
 pub async fn handle(mut req: Request, env: Env, ctx: Context) -> Response {
     let started_ms = now_ms();
     let request_id = match incoming::request_id() {
         Ok(id) => id,
-        Err(e) => return respond::error(&e, "", &[]),
+        Err(e) => return respond::error(&e, ""),
     };
-    match decide(&mut req, &env, &request_id, started_ms).await {
-        Ok(Admitted {
-            decision: Decision::Respond(local),
-            ..
-        }) => {
-            let latency = latency_since(started_ms);
-            usage::emit(
-                &env,
-                &UsageRecord::answered(&request_id, local.status, latency),
-            );
-            respond::local(&local, &[])
-        }
-        Ok(Admitted {
-            gateway,
-            kv,
-            decision: Decision::Forward(plan),
-        }) => match QuotaStore::new(&env) {
-            Ok(quotas) => {
-                let served = Served {
-                    gateway,
-                    plan: *plan,
-                    env,
-                    kv,
-                    quotas,
-                    started_ms,
-                };
-                Rc::new(served).serve(&ctx).await
-            }
-            Err(error) => reject(&env, &request_id, &error, started_ms),
-        },
-        Err(error) => reject(&env, &request_id, &error, started_ms),
-    }
+    let (io, decision) = match decide(&mut req, &env, &request_id, started_ms).await {
+        Ok(Admitted { io, decision }) => (Some(io), Ok(decision)),
+        Err(error) => (None, Err(error)),
+    };
+    let driver = Driver {
+        exchange: Exchange::new(decision, &request_id, us(started_ms)),
+        io,
+        env,
+        upstream: None,
+    };
+    driver.respond(&ctx, &request_id).await
 }
 
-/// A request refused before a plan existed.
-fn reject(env: &Env, request_id: &str, error: &GatewayError, started_ms: u64) -> Response {
-    let latency = latency_since(started_ms);
-    usage::emit(env, &UsageRecord::rejected(request_id, error, latency));
-    respond::error(error, request_id, &[])
+/// The I/O an admitted request needs.
+struct Io {
+    gateway: Rc<Gateway>,
+    kv: EdgeKv,
+    /// Bound at the first reservation (a missing binding fails that).
+    quotas: Option<QuotaStore>,
 }
 
 struct Admitted {
-    gateway: Rc<Gateway>,
-    kv: EdgeKv,
+    io: Io,
     decision: Decision,
 }
 
@@ -98,9 +74,13 @@ async fn decide(
         provisioned_key,
     };
     let decision = gateway.admit(&http, &ctx)?;
+    let quotas = None;
     Ok(Admitted {
-        gateway,
-        kv,
+        io: Io {
+            gateway,
+            kv,
+            quotas,
+        },
         decision,
     })
 }
@@ -127,276 +107,218 @@ async fn provisioned_key(
     kv.api_key(&hash).await
 }
 
-/// An admitted request being served. Shared (`Rc`) with the work that
-/// finishes it after the response is sent.
-struct Served {
-    gateway: Rc<Gateway>,
-    plan: ForwardPlan,
+/// Carries out one request's exchange.
+struct Driver {
+    exchange: Exchange,
+    io: Option<Io>,
     env: Env,
-    kv: EdgeKv,
-    quotas: QuotaStore,
-    started_ms: u64,
+    /// The current attempt's call.
+    upstream: Option<Upstream>,
 }
 
-/// Which attempt answered, and how long it took to.
-#[derive(Clone, Copy)]
-struct Answered {
-    attempt: usize,
-    attempts_made: u32,
-    cache: CacheStatus,
-    forwarded_ms: u64,
-    first_byte_ms: u64,
-}
-
-impl Served {
-    async fn serve(self: Rc<Self>, ctx: &Context) -> Response {
-        let plan = &self.plan;
-        let snapshot = match self.quotas.reserve(&plan.quota, &plan.request_id).await {
-            Ok(outcome) => QuotaRequest::outcome(outcome),
-            Err(error) => return self.failed(&error, None, 0, CacheStatus::Off, &[]),
-        };
-        let mut headers = plan.response_headers.clone();
-        match snapshot {
-            Ok(snapshot) => headers.extend(quota::rate_limit_headers(&snapshot)),
-            Err((limited, snapshot)) => {
-                headers.extend(quota::rate_limit_headers(&snapshot));
-                return self.failed(&limited, None, 0, CacheStatus::Off, &headers);
-            }
-        }
-
-        if let Some(body) = self.cached_body().await {
-            return self.serve_hit(ctx, body, headers);
-        }
-        let cache = CacheStatus::before_lookup(&plan.cache);
-        if let Some(value) = cache.header_value() {
-            headers.push(("x-edgegate-cache".into(), value.into()));
-        }
-
-        let forwarded_ms = now_ms();
-        match forward::forward(plan, self.started_ms).await {
-            Err(Failure {
-                attempt,
-                attempts_made,
-                error,
-            }) => {
-                self.release_later(ctx);
-                self.failed(&error, attempt, attempts_made, cache, &headers)
-            }
-            Ok(Answer {
-                attempt,
-                attempts_made,
-                content_type,
-                body,
-                first_byte_ms,
-            }) => {
-                let answered = Answered {
-                    attempt,
-                    attempts_made,
-                    cache,
-                    forwarded_ms,
-                    first_byte_ms,
-                };
-                headers.push(("content-type".into(), self.content_type(content_type)));
-                match body {
-                    Body::Complete(bytes) => self.serve_complete(ctx, answered, bytes, headers),
-                    Body::Stream(upstream) => self.serve_stream(ctx, answered, upstream, headers),
+impl Driver {
+    /// Runs the exchange up to its response; what follows the response
+    /// (the stream, settling, the record) runs after it is returned.
+    async fn respond(mut self, ctx: &Context, request_id: &str) -> Response {
+        let head = loop {
+            match self.exchange.poll() {
+                Some(Action::Respond(head)) => break head,
+                Some(action) => self.run(action).await,
+                None => {
+                    let error = GatewayError::Internal {
+                        message: "the exchange ended without a response".into(),
+                    };
+                    return respond::error(&error, request_id);
                 }
             }
-        }
-    }
-
-    /// A cached answer in the shape the client asked for; one that cannot be
-    /// replayed as a stream counts as a miss.
-    async fn cached_body(&self) -> Option<Vec<u8>> {
-        let CacheDecision::Lookup { key, .. } = &self.plan.cache else {
-            return None;
         };
-        let body = self.kv.cached_answer(key).await?;
-        if !self.plan.stream {
-            return Some(body);
-        }
-        let value = serde_json::from_slice(&body).ok()?;
-        response::replay_as_sse(
-            self.plan.response_kind(),
-            &value,
-            self.plan.client_wants_usage,
-        )
-        .ok()
-    }
-
-    fn serve_hit(
-        self: Rc<Self>,
-        ctx: &Context,
-        body: Vec<u8>,
-        mut headers: HeaderList,
-    ) -> Response {
-        let latency = latency_since(self.started_ms);
-        let this = Rc::clone(&self);
-        ctx.wait_until(async move {
-            let settlement = Settlement::cache_hit();
-            this.quotas
-                .settle(&this.plan.quota, &this.plan.request_id, settlement.actual)
-                .await;
-            this.record(&PlanOutcome::cache_hit(&settlement, latency));
-        });
-        headers.push(("x-edgegate-cache".into(), "HIT".into()));
-        headers.push(("content-type".into(), self.content_type(None)));
-        respond::fixed(200, respond::headers(&headers), body)
-    }
-
-    fn serve_complete(
-        self: Rc<Self>,
-        ctx: &Context,
-        answered: Answered,
-        bytes: Vec<u8>,
-        headers: HeaderList,
-    ) -> Response {
-        let metered = match response::parse_upstream_body(self.plan.response_kind(), &bytes) {
-            Ok(metered) => metered,
-            Err(error) => {
-                self.release_later(ctx);
-                return self.failed(
-                    &error,
-                    Some(answered.attempt),
-                    answered.attempts_made,
-                    answered.cache,
-                    &headers,
-                );
+        let headers = respond::headers(&head.headers);
+        match head.body {
+            ResponseBody::Full(body) => {
+                ctx.wait_until(self.finish(false));
+                respond::fixed(head.status, headers, body)
             }
-        };
-        let this = Rc::clone(&self);
-        let cached = bytes.clone();
-        ctx.wait_until(async move {
-            this.finish(answered, metered, Some(cached), None).await;
-        });
-        respond::fixed(200, respond::headers(&headers), bytes)
-    }
-
-    fn serve_stream(
-        self: Rc<Self>,
-        ctx: &Context,
-        answered: Answered,
-        upstream: ByteStream,
-        mut headers: HeaderList,
-    ) -> Response {
-        headers.push(("cache-control".into(), "no-cache".into()));
-        let observer = StreamObserver::new(self.plan.response_kind(), self.plan.strip_usage_chunk);
-        let limits = Limits {
-            idle_ms: self.plan.timeouts.stream_idle_ms,
-            deadline_ms: self.started_ms.saturating_add(self.plan.timeouts.total_ms),
-        };
-        let (client_body, ended) = relay::relay(upstream, observer, limits);
-        let this = Rc::clone(&self);
-        ctx.wait_until(async move {
-            let StreamEnd {
-                metered,
-                error,
-                assembled,
-            } = ended.await.unwrap_or_default();
-            let answer = assembled.map(|a| a.to_string().into_bytes());
-            this.finish(answered, metered, answer, error.as_ref()).await;
-        });
-        respond::streamed(
-            respond::headers(&headers),
-            client_body,
-            &self.plan.request_id,
-        )
-    }
-
-    /// After an answer: charge what it used (the core prices the backend's
-    /// usage, or what was relayed when it reported none), keep a cacheable
-    /// answer, and write the usage record.
-    async fn finish(
-        &self,
-        answered: Answered,
-        metered: Metered,
-        answer: Option<Vec<u8>>,
-        error: Option<&GatewayError>,
-    ) {
-        let plan = &self.plan;
-        let settlement = self.gateway.settle(plan, answered.attempt, metered);
-        self.quotas
-            .settle(&plan.quota, &plan.request_id, settlement.actual)
-            .await;
-        if let (Some((key, ttl_seconds)), Some(answer)) =
-            (plan.cache_store(answered.attempt), answer)
-        {
-            self.kv.store_answer(key, &answer, ttl_seconds).await;
-        }
-        let latency = Latency {
-            gateway_us: ms_to_us(answered.forwarded_ms.saturating_sub(self.started_ms)),
-            queue_us: 0,
-            upstream_first_byte_us: Some(ms_to_us(answered.first_byte_ms)),
-            total_us: ms_to_us(now_ms().saturating_sub(self.started_ms)),
-        };
-        self.record(&PlanOutcome {
-            attempt: Some(answered.attempt),
-            attempts_made: answered.attempts_made,
-            status: 200,
-            error,
-            settlement: Some(&settlement),
-            cache: answered.cache,
-            latency,
-        });
-    }
-
-    /// A failed call gives its whole reservation back, after the response.
-    fn release_later(self: &Rc<Self>, ctx: &Context) {
-        let this = Rc::clone(self);
-        ctx.wait_until(async move {
-            this.quotas
-                .release(&this.plan.quota, &this.plan.request_id)
-                .await;
-        });
-    }
-
-    /// An admitted request that ends in an error response.
-    fn failed(
-        &self,
-        error: &GatewayError,
-        attempt: Option<usize>,
-        attempts_made: u32,
-        cache: CacheStatus,
-        headers: &[(String, String)],
-    ) -> Response {
-        self.record(&PlanOutcome {
-            attempt,
-            attempts_made,
-            status: error.status(),
-            error: Some(error),
-            settlement: None,
-            cache,
-            latency: latency_since(self.started_ms),
-        });
-        respond::error(error, &self.plan.request_id, headers)
-    }
-
-    fn record(&self, outcome: &PlanOutcome<'_>) {
-        usage::emit(&self.env, &UsageRecord::planned(&self.plan, outcome));
-    }
-
-    fn content_type(&self, upstream: Option<String>) -> String {
-        upstream.unwrap_or_else(|| {
-            if self.plan.stream {
-                "text/event-stream".into()
-            } else {
-                "application/json".into()
+            ResponseBody::Stream => {
+                let (report, ended) = oneshot::channel();
+                ctx.wait_until(async move {
+                    if let Ok((driver, client_gone)) = ended.await {
+                        Driver::finish(driver, client_gone).await;
+                    }
+                });
+                let relay = Relay {
+                    driver: Some(self),
+                    report: Some(report),
+                };
+                let body = stream::unfold(relay, |mut relay| async move {
+                    let bytes = relay.next().await?;
+                    Some((Ok(bytes), relay))
+                });
+                respond::streamed(head.status, headers, body, request_id)
             }
+        }
+    }
+
+    /// The rest of the exchange after the response: settle, store, record.
+    async fn finish(mut self, client_gone: bool) {
+        if client_gone {
+            self.handle(Event::ClientGone);
+        }
+        while let Some(action) = self.exchange.poll() {
+            self.run(action).await;
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        if let Some(io) = &self.io {
+            self.exchange.handle(&io.gateway, event, us(now_ms()));
+        }
+    }
+
+    /// One action; those that ask a question get their answer back to the exchange.
+    async fn run(&mut self, action: Action) {
+        let Some(io) = self.io.as_mut() else {
+            // A request refused before it had a plan: only its record.
+            if let Action::Record(record) = action {
+                usage::emit(&self.env, &record);
+            }
+            return;
+        };
+        let event = match action {
+            Action::Reserve { quota, id } => {
+                let reserved = match io.quota_store(&self.env) {
+                    Ok(quotas) => quotas.reserve(&quota, &id).await,
+                    Err(error) => Err(error),
+                };
+                Event::Reserved(reserved)
+            }
+            Action::LookupCache { key } => Event::Cached(io.kv.cached_answer(&key).await),
+            Action::Send {
+                attempt,
+                head_ms,
+                read,
+                ..
+            } => {
+                self.upstream = None;
+                let Some(request) = self.exchange.upstream_request(attempt) else {
+                    return self.handle(Event::Failed(Transport::Connect));
+                };
+                let (upstream, head) = Upstream::send(request, head_ms).await;
+                self.upstream = upstream;
+                let limit = match &head {
+                    Event::Head { status, .. } => read.for_status(*status),
+                    _ => None,
+                };
+                self.handle(head);
+                match (limit, self.upstream.as_mut()) {
+                    (Some(limit), Some(upstream)) => {
+                        upstream.read_body(limit.max_bytes, limit.within_ms).await
+                    }
+                    _ => return,
+                }
+            }
+            Action::ReadBody {
+                max_bytes,
+                within_ms,
+            } => match self.upstream.as_mut() {
+                Some(upstream) => upstream.read_body(max_bytes, within_ms).await,
+                None => Event::Failed(Transport::Broke),
+            },
+            Action::ReadChunk { within_ms } => match self.upstream.as_mut() {
+                Some(upstream) => upstream.read_chunk(within_ms).await,
+                None => Event::Failed(Transport::Broke),
+            },
+            Action::EndStream => {
+                self.upstream = None;
+                return;
+            }
+            Action::Settle { actual } => {
+                if let (Some(plan), Ok(quotas)) = (self.exchange.plan(), io.quota_store(&self.env))
+                {
+                    quotas.settle(&plan.quota, &plan.request_id, actual).await;
+                }
+                return;
+            }
+            Action::Release => {
+                if let (Some(plan), Ok(quotas)) = (self.exchange.plan(), io.quota_store(&self.env))
+                {
+                    quotas.release(&plan.quota, &plan.request_id).await;
+                }
+                return;
+            }
+            Action::Store {
+                key,
+                body,
+                ttl_seconds,
+            } => {
+                io.kv.store_answer(&key, &body, ttl_seconds).await;
+                return;
+            }
+            Action::Observe { region, outcome } => {
+                if let Some(observation) = outcome.observation() {
+                    region_health::observe(&region, now_ms(), observation);
+                }
+                return;
+            }
+            Action::Record(record) => {
+                usage::emit(&self.env, &record);
+                return;
+            }
+            // Carried out where the response is built.
+            Action::Respond(_) | Action::Write(_) => return,
+        };
+        self.handle(event);
+    }
+}
+
+impl Io {
+    fn quota_store(&mut self, env: &Env) -> Result<&QuotaStore, GatewayError> {
+        if self.quotas.is_none() {
+            self.quotas = Some(QuotaStore::new(env)?);
+        }
+        self.quotas.as_ref().ok_or_else(|| GatewayError::Internal {
+            message: "the quota store is unavailable".into(),
         })
     }
 }
 
-fn ms_to_us(ms: u64) -> u64 {
-    ms.saturating_mul(1000)
+/// A streamed response's body: the exchange's writes as they come. When it
+/// ends, or the client goes away (the body is dropped), the exchange goes
+/// to `waitUntil` to be finished.
+struct Relay {
+    driver: Option<Driver>,
+    report: Option<oneshot::Sender<(Driver, bool)>>,
 }
 
-/// Latency of a request that never reached a backend.
-fn latency_since(started_ms: u64) -> Latency {
-    let total_us = ms_to_us(now_ms().saturating_sub(started_ms));
-    Latency {
-        gateway_us: total_us,
-        queue_us: 0,
-        upstream_first_byte_us: None,
-        total_us,
+impl Relay {
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        loop {
+            let driver = self.driver.as_mut()?;
+            match driver.exchange.poll() {
+                Some(Action::Write(bytes)) => return Some(bytes),
+                Some(Action::EndStream) | None => {
+                    driver.upstream = None;
+                    self.hand_over(false);
+                    return None;
+                }
+                Some(action) => driver.run(action).await,
+            }
+        }
     }
+
+    fn hand_over(&mut self, client_gone: bool) {
+        if let (Some(driver), Some(report)) = (self.driver.take(), self.report.take()) {
+            // The isolate may be shutting down: then nobody finishes it.
+            let _ = report.send((driver, client_gone));
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.hand_over(true);
+    }
+}
+
+fn us(ms: u64) -> u64 {
+    ms.saturating_mul(1000)
 }

@@ -16,7 +16,7 @@ use edgegate_core::quota::{
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use worker::js_sys;
 use worker::wasm_bindgen::JsValue;
 use worker::{
@@ -45,6 +45,27 @@ enum Command {
         id: String,
         limits: QuotaLimits,
     },
+}
+
+/// What a quota object is asked: a command, or how many it served since it
+/// was loaded (each is a billed Durable Object request).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Incoming {
+    Command(Command),
+    Query(Query),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Query {
+    Stats,
+}
+
+/// The answer to `stats`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stats {
+    commands: u64,
 }
 
 /// The answer to `settle` and `release`.
@@ -176,6 +197,8 @@ pub struct QuotaObject {
     /// Loaded on first use; dropped when a write fails, so the next command
     /// reloads what storage holds.
     memory: RefCell<Option<Stored>>,
+    /// Reserve, settle and release commands served by this instance.
+    commands: Cell<u64>,
 }
 
 impl DurableObject for QuotaObject {
@@ -202,20 +225,26 @@ impl DurableObject for QuotaObject {
         QuotaObject {
             state,
             memory: RefCell::new(None),
+            commands: Cell::new(0),
         }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let command: Command = match req.json().await {
-            Ok(c) => c,
+        let command = match req.json().await {
+            Ok(Incoming::Command(c)) => c,
+            Ok(Incoming::Query(Query::Stats)) => {
+                let commands = self.commands.get();
+                return json_reply(serde_json::to_string(&Stats { commands })?);
+            }
             Err(e) => return Response::error(format!("bad quota command: {e}"), 400),
         };
+        self.commands.set(self.commands.get() + 1);
+        let limits = command_limits(&command).clone();
         let now = now_ms();
         let sql = self.state.storage().sql();
         // Change and write without awaiting: atomic within this object.
         let (reply, wake) = {
             let mut memory = self.memory.borrow_mut();
-            let limits = command_limits(&command).clone();
             if memory.is_none() {
                 *memory = Some(load(&sql)?.unwrap_or_else(|| Stored {
                     state: QuotaState::new(&limits, now),
@@ -252,11 +281,7 @@ impl DurableObject for QuotaObject {
         if let Some(at) = wake {
             self.set_alarm(&sql, at).await;
         }
-        let mut response = Response::ok(reply)?;
-        response
-            .headers_mut()
-            .set("content-type", "application/json")?;
-        Ok(response)
+        json_reply(reply)
     }
 
     async fn alarm(&self) -> Result<Response> {
@@ -310,6 +335,14 @@ fn command_limits(command: &Command) -> &QuotaLimits {
         | Command::Settle { limits, .. }
         | Command::Release { limits, .. } => limits,
     }
+}
+
+fn json_reply(body: String) -> Result<Response> {
+    let mut response = Response::ok(body)?;
+    response
+        .headers_mut()
+        .set("content-type", "application/json")?;
+    Ok(response)
 }
 
 /// The alarm time to set, when the earliest expiry is sooner than the alarm

@@ -25,31 +25,28 @@ pub fn fixed(status: u16, headers: Headers, body: Vec<u8>) -> Response {
         .fixed(body)
 }
 
-pub fn local(response: &LocalResponse, extra: &[(String, String)]) -> Response {
+/// The OpenAI-shaped error, for the rare failure before an exchange exists.
+pub fn error(error: &GatewayError, request_id: &str) -> Response {
+    let local = LocalResponse::error(error, request_id);
     fixed(
-        response.status,
-        headers(response.headers.iter().chain(extra)),
-        response.body.clone().into_bytes(),
+        local.status,
+        headers(&local.headers),
+        local.body.into_bytes(),
     )
 }
 
-/// The OpenAI-shaped error, with `Retry-After` where it helps, plus `extra` headers.
-pub fn error(error: &GatewayError, request_id: &str, extra: &[(String, String)]) -> Response {
-    local(&LocalResponse::error(error, request_id), extra)
-}
-
-pub fn streamed<S>(headers: Headers, body: S, request_id: &str) -> Response
+pub fn streamed<S>(status: u16, headers: Headers, body: S, request_id: &str) -> Response
 where
     S: Stream<Item = worker::Result<Vec<u8>>> + 'static,
 {
     ResponseBuilder::new()
-        .with_status(200)
+        .with_status(status)
         .with_headers(headers)
         .from_stream(body)
         .unwrap_or_else(|e| {
             let error = GatewayError::Internal {
                 message: format!("cannot start the response stream: {e}"),
             };
-            self::error(&error, request_id, &[])
+            self::error(&error, request_id)
         })
 }

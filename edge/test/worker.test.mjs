@@ -349,6 +349,37 @@ test("a stalled stream ends with an OpenAI error event after the idle timeout", 
   }
 });
 
+test("one Durable Object call on a request's response path; settling follows the response", async () => {
+  const ns = await worker.mf.getDurableObjectNamespace("QUOTA");
+  const stub = ns.get(ns.idFromName("meter"));
+  const served = async () =>
+    (await (await stub.fetch("https://quota.internal/", { method: "POST", body: '{"op":"stats"}' })).json()).commands;
+  const warm = await chat(KEYS.meter);
+  await warm.arrayBuffer();
+  const idle = await eventually(async () => {
+    const n = await served();
+    await sleep(100);
+    return n === (await served()) ? n : null;
+  }, 3000);
+  assert.ok(idle >= 1, `the warm-up request was served by this object: ${idle}`);
+
+  // A stream held open by the backend: reserved, not yet settled, while it flows.
+  await backends.control("us-east", { stall_after_chunks: 3 });
+  try {
+    const streamed = await chat(KEYS.meter, { stream: true, max_tokens: 20, temperature: 0.9 });
+    assert.equal(streamed.headers.get("x-edgegate-cache"), "BYPASS");
+    assert.equal(streamed.status, 200);
+    const reader = streamed.body.getReader();
+    assert.ok((await reader.read()).value.length > 0, "the first chunk arrived");
+    assert.equal(await served(), idle + 1, "the open stream made one call: its reserve");
+    while (!(await reader.read()).done);
+    const after = await eventually(async () => ((await served()) === idle + 2 ? idle + 2 : null), 5000);
+    assert.equal(after, idle + 2, "the settle ran once the stream had ended");
+  } finally {
+    await backends.control("us-east", { stall_after_chunks: null });
+  }
+});
+
 test("failover: a down or unreachable nearest region, then the next one answers", async () => {
   await backends.control("eu-west", { down: true });
   try {
