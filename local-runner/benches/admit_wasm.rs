@@ -1,25 +1,31 @@
 //! `admit` through the wasmtime component on a warm instance: the same
-//! request and config as the core's native bench (core/benches/admit.rs),
-//! including the JSON that crosses the sandbox boundary both ways.
+//! request and config as the core's native bench (core/benches/admit.rs).
+//! Measured as the exchange's first crossing (`start`: the typed request
+//! in, admission, the first actions out) plus dropping the exchange.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use edgegate_core::gateway::{Decision, RequestContext};
+use edgegate_core::gateway::RequestContext;
 use edgegate_core::geo::ClientGeo;
 use edgegate_core::request::{Headers, HttpRequest};
-use edgegate_local_runner::sandbox::{Sandbox, SandboxLimits};
+use edgegate_local_runner::sandbox::{Sandbox, SandboxLimits, guest};
 use std::hint::black_box;
+use std::sync::Arc;
 
 const CONFIG: &str = include_str!("../../core/fixtures/gateway.json");
 const BODY: &str = include_str!("../../core/fixtures/bench-chat-2kb.json");
 const JWT: &str = include_str!("../../core/fixtures/bench-hs256.jwt");
-const SECRETS: &str = r#"{"JWT_HS256_SECRET":"test-hs256-secret-of-at-least-32-bytes!!"}"#;
+const SECRET: (&str, &str) = (
+    "JWT_HS256_SECRET",
+    "test-hs256-secret-of-at-least-32-bytes!!",
+);
 
 fn bench_admit(c: &mut Criterion) {
     let limits = SandboxLimits {
         instances: 1,
         ..SandboxLimits::default()
     };
-    let sandbox = Sandbox::new(CONFIG.into(), SECRETS.into(), limits).expect("sandbox");
+    let secrets = vec![(SECRET.0.to_owned(), SECRET.1.to_owned())];
+    let sandbox = Arc::new(Sandbox::new(CONFIG.into(), secrets, limits).expect("sandbox"));
     let request = HttpRequest {
         method: "POST".into(),
         path: "/v1/chat/completions".into(),
@@ -40,14 +46,15 @@ fn bench_admit(c: &mut Criterion) {
         }),
         ..Default::default()
     };
-    assert!(matches!(
-        sandbox.admit(&request, &ctx),
-        Ok(Decision::Forward(_))
-    ));
+    let (_exchange, actions) = sandbox.start(&request, &ctx, 0).expect("start");
+    assert!(
+        matches!(actions.first(), Some(guest::Action::Reserve(_))),
+        "admitted: {actions:?}"
+    );
     let mut group = c.benchmark_group("admit");
     group.throughput(criterion::Throughput::Bytes(BODY.len() as u64));
     group.bench_function("wasm_chat_2kb_hs256_jwt", |b| {
-        b.iter(|| black_box(sandbox.admit(black_box(&request), black_box(&ctx))))
+        b.iter(|| black_box(sandbox.start(black_box(&request), black_box(&ctx), 0)))
     });
     group.finish();
 }

@@ -1,7 +1,7 @@
 //! The HTTP front: reads the request (never more than the core would
 //! accept), gathers what the host knows (clock, request id, client address,
-//! region health), asks the sandboxed core to `admit` it, and hands a forward
-//! plan to [`crate::proxy`]. Also `/healthz` and `/metrics`.
+//! region health) and hands both to [`crate::exchange`], where the sandboxed
+//! core admits and serves it. Also `/healthz` and `/metrics`.
 
 use crate::health_monitor::HealthMonitor;
 use crate::metrics::Metrics;
@@ -10,11 +10,10 @@ use crate::response_cache::ResponseCache;
 use crate::sandbox::Sandbox;
 use crate::upstream::Upstream;
 use bytes::Bytes;
-use edgegate_core::Gateway;
-use edgegate_core::gateway::{Decision, LocalResponse, RequestContext};
+use edgegate_core::gateway::RequestContext;
 use edgegate_core::geo::ClientGeo;
 use edgegate_core::request::{Headers, HttpRequest};
-use edgegate_core::telemetry::{Latency, UsageRecord};
+use edgegate_core::telemetry::UsageRecord;
 use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response};
@@ -22,16 +21,11 @@ use std::convert::Infallible;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
 pub struct App {
     pub sandbox: Arc<Sandbox>,
-    /// The core linked natively, for decisions on trusted data only (what
-    /// to charge once the sandbox parsed the usage); untrusted bytes go to
-    /// the sandbox.
-    pub gateway: Gateway,
     pub quota: Arc<QuotaStore>,
     pub cache: ResponseCache,
     pub health: Arc<HealthMonitor>,
@@ -57,45 +51,13 @@ impl App {
     }
 }
 
-/// Where the time of one request went.
-#[derive(Debug, Clone, Copy)]
-pub struct Timing {
-    started: Instant,
-    gateway: Duration,
-    queue: Duration,
-    first_byte: Option<Duration>,
-}
-
-impl Timing {
-    pub fn with_first_byte(mut self, d: Duration) -> Self {
-        self.first_byte = Some(d);
-        self
-    }
-
-    pub fn finish(&self) -> Latency {
-        let total = self.started.elapsed();
-        Latency {
-            gateway_us: self.gateway.as_micros() as u64,
-            queue_us: self.queue.as_micros() as u64,
-            upstream_first_byte_us: self.first_byte.map(|d| d.as_micros() as u64),
-            total_us: total.as_micros() as u64,
-        }
-    }
-}
-
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
 }
 
-pub fn json_response(
-    status: u16,
-    content_type: &str,
-    headers: Vec<(String, String)>,
-    body: Body,
-) -> Response<Body> {
-    let mut builder = Response::builder()
-        .status(status)
-        .header("content-type", content_type);
+/// A response with the core's status and headers.
+pub fn response(status: u16, headers: Vec<(String, String)>, body: Body) -> Response<Body> {
+    let mut builder = Response::builder().status(status);
     for (k, v) in headers {
         builder = builder.header(k, v);
     }
@@ -106,16 +68,8 @@ pub fn json_response(
     })
 }
 
-pub fn local_response(r: LocalResponse) -> Response<Body> {
-    let headers = r
-        .headers
-        .into_iter()
-        .filter(|(k, _)| k != "content-type")
-        .collect();
-    json_response(r.status, "application/json", headers, full(r.body))
-}
-
 pub fn stream_response(
+    status: u16,
     headers: Vec<(String, String)>,
     rx: tokio::sync::mpsc::Receiver<Bytes>,
 ) -> Response<Body> {
@@ -124,13 +78,14 @@ pub fn stream_response(
             .await
             .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
     });
-    let mut headers = headers;
-    headers.push(("cache-control".into(), "no-cache".into()));
-    json_response(
+    response(status, headers, BodyExt::boxed(StreamBody::new(chunks)))
+}
+
+fn plain(content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    response(
         200,
-        "text/event-stream",
-        headers,
-        BodyExt::boxed(StreamBody::new(chunks)),
+        vec![("content-type".into(), content_type.into())],
+        full(body),
     )
 }
 
@@ -153,23 +108,11 @@ fn client_geo(app: &App, headers: &Headers) -> Option<ClientGeo> {
 }
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let started = Instant::now();
+    let started_us = crate::clock::now_us();
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => {
-            return json_response(
-                200,
-                "application/json",
-                Vec::new(),
-                full(r#"{"status":"ok"}"#),
-            );
-        }
+        (&Method::GET, "/healthz") => return plain("application/json", r#"{"status":"ok"}"#),
         (&Method::GET, "/metrics") => {
-            return json_response(
-                200,
-                "text/plain; version=0.0.4",
-                Vec::new(),
-                full(app.metrics.render()),
-            );
+            return plain("text/plain; version=0.0.4", app.metrics.render());
         }
         _ => {}
     }
@@ -187,7 +130,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         Err(_) => {
             let err =
                 edgegate_core::GatewayError::invalid("The request body could not be read.", None);
-            return local_response(app.sandbox.error_response(&err, &request_id));
+            return crate::exchange::refused(&app, &request_id, err, started_us);
         }
     };
     let headers = Headers::new(
@@ -198,10 +141,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
     );
     let ctx = RequestContext {
         now_ms: crate::clock::now_ms(),
-        request_id: request_id.clone(),
+        request_id,
         client_ip: Some(client_ip(&app, &headers, peer)),
         client_geo: client_geo(&app, &headers),
-        regions: app.health.statuses(&app.sandbox),
+        regions: app.health.statuses(),
         provisioned_key: None,
     };
     let request = HttpRequest {
@@ -210,26 +153,5 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         headers,
         body,
     };
-    let decision = app.sandbox.admit(&request, &ctx);
-    let timing = Timing {
-        started,
-        gateway: started.elapsed(),
-        queue: Sandbox::take_queue_time(),
-        first_byte: None,
-    };
-    match decision {
-        Ok(Decision::Forward(plan)) => crate::proxy::serve(app, *plan, timing).await,
-        Ok(Decision::Respond(response)) => {
-            app.record(&UsageRecord::answered(
-                &request_id,
-                response.status,
-                timing.finish(),
-            ));
-            local_response(response)
-        }
-        Err(err) => {
-            app.record(&UsageRecord::rejected(&request_id, &err, timing.finish()));
-            local_response(app.sandbox.error_response(&err, &request_id))
-        }
-    }
+    crate::exchange::serve(app, request, ctx, started_us).await
 }

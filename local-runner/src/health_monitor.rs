@@ -1,12 +1,12 @@
 //! Region health for the local runner: active probes of every region's
 //! health endpoint on an interval, plus the outcome of every upstream try
-//! (a passive circuit breaker). The breaker logic is the core's; this module
-//! only feeds it observations and caches the statuses it answers.
+//! (a passive circuit breaker). The breaker logic is the core's, linked
+//! natively (observations are the host's own, trusted data); this module
+//! only feeds it and caches the statuses it answers.
 
 use crate::metrics::Metrics;
-use crate::sandbox::Sandbox;
 use edgegate_core::geo::RegionStatus;
-use edgegate_core::health::{HealthBoard, HealthPolicy, Observation};
+use edgegate_core::health::{HealthBoard, HealthPolicy, Observation, PROBE_TIMEOUT_MS};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ impl HealthMonitor {
         }
     }
 
-    pub fn observe(&self, sandbox: &Sandbox, metrics: &Metrics, region: &str, obs: Observation) {
+    pub fn observe(&self, metrics: &Metrics, region: &str, obs: Observation) {
         {
             let mut last = self.last_success.lock().unwrap_or_else(|p| p.into_inner());
             match obs {
@@ -57,16 +57,11 @@ impl HealthMonitor {
         // `statuses()` takes them in the other order.
         let statuses = {
             let mut board = self.board.lock().unwrap_or_else(|p| p.into_inner());
-            match sandbox.health_observe(&board, region, now, obs) {
-                Ok(next) => *board = next,
-                Err(e) => eprintln!("edgegate: health update failed: {}", e.0),
-            }
-            sandbox.health_statuses(&board, now)
+            board.observe(region, now, obs);
+            board.statuses(now)
         };
-        if let Ok(statuses) = statuses {
-            metrics.set_region_health(&statuses);
-            *self.statuses.lock().unwrap_or_else(|p| p.into_inner()) = (Instant::now(), statuses);
-        }
+        metrics.set_region_health(&statuses);
+        *self.statuses.lock().unwrap_or_else(|p| p.into_inner()) = (Instant::now(), statuses);
     }
 
     fn is_up(&self, region: &str) -> bool {
@@ -79,28 +74,20 @@ impl HealthMonitor {
     }
 
     /// What `admit` should know about region health right now.
-    pub fn statuses(&self, sandbox: &Sandbox) -> Vec<RegionStatus> {
+    pub fn statuses(&self) -> Vec<RegionStatus> {
         {
             let cached = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
             if cached.0.elapsed() <= STATUS_TTL {
                 return cached.1.clone();
             }
         }
-        // No lock is held across the sandbox call.
-        let board = self.board.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        match sandbox.health_statuses(&board, crate::clock::now_ms()) {
-            Ok(statuses) => {
-                *self.statuses.lock().unwrap_or_else(|p| p.into_inner()) =
-                    (Instant::now(), statuses.clone());
-                statuses
-            }
-            Err(_) => self
-                .statuses
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .1
-                .clone(),
-        }
+        let statuses = {
+            let board = self.board.lock().unwrap_or_else(|p| p.into_inner());
+            board.statuses(crate::clock::now_ms())
+        };
+        *self.statuses.lock().unwrap_or_else(|p| p.into_inner()) =
+            (Instant::now(), statuses.clone());
+        statuses
     }
 }
 
@@ -114,51 +101,32 @@ pub struct ProbeTarget {
 /// Probes every target each `interval` until the process ends.
 pub fn spawn_probes(
     monitor: Arc<HealthMonitor>,
-    sandbox: Arc<Sandbox>,
     metrics: Arc<Metrics>,
     targets: Vec<ProbeTarget>,
     interval: Duration,
 ) {
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_millis(PROBE_TIMEOUT_MS))
+        .connect_timeout(Duration::from_millis(PROBE_TIMEOUT_MS))
         .build()
         .expect("an HTTP client with only timeouts set builds");
     for target in targets {
-        let (monitor, sandbox, metrics, client) = (
-            monitor.clone(),
-            sandbox.clone(),
-            metrics.clone(),
-            client.clone(),
-        );
+        let (monitor, metrics, client) = (monitor.clone(), metrics.clone(), client.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 let started = Instant::now();
-                let ok = matches!(
-                    client.get(&target.url).send().await,
-                    Ok(r) if r.status().is_success()
-                );
-                let obs = if ok {
-                    Observation::Success {
-                        latency_ms: started.elapsed().as_millis().min(u32::MAX as u128) as u32,
-                    }
-                } else {
-                    Observation::Failure
-                };
-                let (monitor, sandbox, metrics, region) = (
-                    monitor.clone(),
-                    sandbox.clone(),
-                    metrics.clone(),
-                    target.region.clone(),
-                );
-                // Sandbox calls block briefly; keep them off the async workers.
-                let _ = tokio::task::spawn_blocking(move || {
-                    monitor.observe(&sandbox, &metrics, &region, obs)
-                })
-                .await;
+                let status = client
+                    .get(&target.url)
+                    .send()
+                    .await
+                    .ok()
+                    .map(|r| r.status().as_u16());
+                let latency_ms = started.elapsed().as_millis() as u64;
+                let obs = Observation::of_probe(status, latency_ms);
+                monitor.observe(&metrics, &target.region, obs);
             }
         });
     }

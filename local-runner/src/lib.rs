@@ -4,9 +4,9 @@
 pub mod app;
 pub mod clock;
 pub mod demo;
+pub mod exchange;
 pub mod health_monitor;
 pub mod metrics;
-pub mod proxy;
 pub mod quota_store;
 pub mod response_cache;
 pub mod sandbox;
@@ -107,12 +107,9 @@ pub async fn serve(
         limits.instances = n;
     }
     let sandbox = Arc::new(
-        Sandbox::new(settings.gateway_json(), settings.secrets_json(), limits)
+        Sandbox::new(settings.gateway_json(), settings.secret_pairs(), limits)
             .with_context(|| format!("loading {}", settings.source.display()))?,
     );
-    let gateway = edgegate_core::Gateway::from_json(&settings.gateway_json(), &settings.secrets)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("loading {}", settings.source.display()))?;
     let state_dir = args.state_dir.clone().unwrap_or_else(|| {
         settings
             .source
@@ -132,14 +129,12 @@ pub async fn serve(
     let probes = probe_targets(&settings);
     health_monitor::spawn_probes(
         health.clone(),
-        sandbox.clone(),
         metrics.clone(),
         probes,
         Duration::from_millis(args.probe_interval_ms),
     );
     let app = Arc::new(App {
         sandbox,
-        gateway,
         quota,
         cache: response_cache::ResponseCache::new(args.cache_mb << 20),
         health,

@@ -41,7 +41,7 @@ struct Inner {
     tokens: BTreeMap<(String, &'static str), u64>,
     cost_usd: BTreeMap<String, f64>,
     cache: BTreeMap<&'static str, u64>,
-    upstream_failures: BTreeMap<(String, &'static str), u64>,
+    upstream_failures: BTreeMap<(String, String), u64>,
     region_health: BTreeMap<String, u8>,
     sandbox_traps: u64,
 }
@@ -89,10 +89,10 @@ impl Metrics {
         });
     }
 
-    pub fn upstream_failure(&self, region: &str, kind: &'static str) {
+    pub fn upstream_failure(&self, region: &str, kind: &str) {
         self.with(|m| {
             *m.upstream_failures
-                .entry((region.to_owned(), kind))
+                .entry((region.to_owned(), kind.to_owned()))
                 .or_default() += 1
         });
     }

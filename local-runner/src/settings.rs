@@ -69,8 +69,12 @@ impl Settings {
         self.gateway.to_string()
     }
 
-    pub fn secrets_json(&self) -> String {
-        serde_json::to_string(&self.secrets).unwrap_or_else(|_| "{}".into())
+    /// The secrets the config names, for the sandbox.
+    pub fn secret_pairs(&self) -> Vec<(String, String)> {
+        self.secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// The body limit, so the host never reads more than the core would accept.

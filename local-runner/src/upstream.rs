@@ -1,12 +1,16 @@
-//! HTTP to the GPU backends: one pooled client per connect timeout, the
-//! first-byte timeout around sending, and failures classified the way the
-//! core's failover policy asks (`AttemptFailure`).
+//! HTTP to the GPU backends: one pooled client per connect timeout. Only
+//! I/O: what to send, the deadlines and the caps come from the exchange,
+//! and what happened goes back to it as an event.
 
-use edgegate_core::gateway::Attempt;
-use edgegate_core::health::AttemptFailure;
+use crate::sandbox::guest::{self, Event, Transport};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
+
+pub type BodyStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
 #[derive(Default)]
 pub struct Upstream {
@@ -30,51 +34,59 @@ impl Upstream {
             .clone()
     }
 
-    /// Sends the attempt's body; returns once response headers arrive.
-    pub async fn send(
-        &self,
-        attempt: &Attempt,
-        body: String,
-        request_id: &str,
-        connect_ms: u64,
-        first_byte_ms: u64,
-    ) -> Result<reqwest::Response, AttemptFailure> {
-        let request = self
-            .client(connect_ms)
-            .post(&attempt.url)
-            .header("content-type", "application/json")
-            .header("x-request-id", request_id)
-            .body(body)
-            .send();
-        match tokio::time::timeout(Duration::from_millis(first_byte_ms), request).await {
-            Err(_) => Err(AttemptFailure::Timeout),
-            Ok(Err(e)) if e.is_timeout() => Err(AttemptFailure::Timeout),
-            Ok(Err(_)) => Err(AttemptFailure::Connect),
-            Ok(Ok(response)) => Ok(response),
+    /// Sends the attempt; returns its head (and its body, still upstream)
+    /// once the response headers arrived within `head_ms`.
+    pub async fn send(&self, send: guest::Send) -> (Option<BodyStream>, Event) {
+        let mut request = self.client(send.connect_ms).post(&send.url).body(send.body);
+        for (name, value) in &send.headers {
+            request = request.header(name, value);
         }
+        let response =
+            match tokio::time::timeout(Duration::from_millis(send.head_ms), request.send()).await {
+                Err(_) => return (None, Event::Failed(Transport::Timeout)),
+                Ok(Err(e)) if e.is_timeout() => return (None, Event::Failed(Transport::Timeout)),
+                Ok(Err(_)) => return (None, Event::Failed(Transport::Connect)),
+                Ok(Ok(response)) => response,
+            };
+        let head = Event::Head(guest::UpstreamHead {
+            status: response.status().as_u16(),
+            content_type: response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        });
+        (Some(Box::pin(response.bytes_stream())), head)
     }
 }
 
-/// Reads a whole (non-streamed) body within `limit`, at most `max_bytes`.
-pub async fn read_body(
-    response: reqwest::Response,
-    limit: Duration,
-    max_bytes: usize,
-) -> Result<bytes::Bytes, AttemptFailure> {
-    use futures_util::StreamExt;
+/// The whole body, at most `limit.max_bytes`, within `limit.within_ms`.
+pub async fn read_body(body: &mut BodyStream, limit: guest::BodyLimit) -> Event {
+    let max_bytes = usize::try_from(limit.max_bytes).unwrap_or(usize::MAX);
     let read = async move {
-        let mut stream = response.bytes_stream();
-        let mut buf = bytes::BytesMut::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| AttemptFailure::Connect)?;
-            if buf.len() + chunk.len() > max_bytes {
-                return Err(AttemptFailure::Connect);
+        let mut all = bytes::BytesMut::new();
+        while let Some(piece) = body.next().await {
+            let Ok(piece) = piece else {
+                return Event::Failed(Transport::Broke);
+            };
+            if all.len() + piece.len() > max_bytes {
+                return Event::Failed(Transport::TooLarge);
             }
-            buf.extend_from_slice(&chunk);
+            all.extend_from_slice(&piece);
         }
-        Ok(buf.freeze())
+        Event::Body(all.to_vec())
     };
-    tokio::time::timeout(limit, read)
+    tokio::time::timeout(Duration::from_millis(limit.within_ms), read)
         .await
-        .unwrap_or(Err(AttemptFailure::Timeout))
+        .unwrap_or(Event::Failed(Transport::Timeout))
+}
+
+/// The next piece of a streamed body, within `within_ms`.
+pub async fn read_chunk(body: &mut BodyStream, within_ms: u64) -> Event {
+    match tokio::time::timeout(Duration::from_millis(within_ms), body.next()).await {
+        Err(_) => Event::Failed(Transport::Timeout),
+        Ok(None) => Event::End,
+        Ok(Some(Err(_))) => Event::Failed(Transport::Broke),
+        Ok(Some(Ok(bytes))) => Event::Chunk(bytes.to_vec()),
+    }
 }

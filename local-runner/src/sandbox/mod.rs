@@ -4,26 +4,23 @@
 //! trap poisons only its instance: it is replaced and the caller gets an
 //! internal error; the rest keep serving.
 
+pub mod convert;
+
 use anyhow::{Context, Result, anyhow};
 use edgegate_core::GatewayError;
-use edgegate_core::gateway::{Decision, LocalResponse, RequestContext};
-use edgegate_core::geo::RegionStatus;
-use edgegate_core::health::{HealthBoard, Observation};
+use edgegate_core::gateway::RequestContext;
 use edgegate_core::request::HttpRequest;
-use edgegate_core::response::{Metered, ResponseKind};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
 use wasmtime::{Cache, CacheConfig, Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 wasmtime::component::bindgen!({ path: "wit", world: "gateway" });
 
-use exports::edgegate::gateway::core as guest;
+pub use exports::edgegate::gateway::core as guest;
 
 const GUEST_WASM: &[u8] = include_bytes!(env!("EDGEGATE_GUEST_WASM"));
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -74,23 +71,15 @@ impl WasiView for HostState {
 struct Slot {
     store: Store<HostState>,
     gateway: Gateway,
-    /// Bumped whenever the instance is replaced, so stale stream ids are caught.
+    /// Bumped whenever the instance is replaced, so stale exchanges are caught.
     generation: u64,
-}
-
-/// A stream observer living in one instance.
-#[derive(Debug, Clone, Copy)]
-pub struct StreamHandle {
-    slot: usize,
-    generation: u64,
-    id: u64,
 }
 
 pub struct Sandbox {
     engine: Engine,
     pre: GatewayPre<HostState>,
-    config_json: String,
-    secrets_json: String,
+    gateway_config: String,
+    secrets: Vec<(String, String)>,
     limits: SandboxLimits,
     slots: Vec<Mutex<Slot>>,
     next: AtomicUsize,
@@ -120,7 +109,11 @@ type CallResult<T> = std::result::Result<T, SandboxFault>;
 impl Sandbox {
     /// Compiles (or loads from cache) the component and starts `limits.instances`
     /// instances, each initialised with the config. A bad config fails here.
-    pub fn new(config_json: String, secrets_json: String, limits: SandboxLimits) -> Result<Self> {
+    pub fn new(
+        gateway_config: String,
+        secrets: Vec<(String, String)>,
+        limits: SandboxLimits,
+    ) -> Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         // `perf` can name JIT-compiled guest functions with a perf map.
@@ -160,8 +153,8 @@ impl Sandbox {
         let mut sandbox = Sandbox {
             engine,
             pre,
-            config_json,
-            secrets_json,
+            gateway_config,
+            secrets,
             limits: limits.clone(),
             slots: Vec::new(),
             next: AtomicUsize::new(0),
@@ -194,7 +187,7 @@ impl Sandbox {
         let gateway = self.pre.instantiate(&mut store)?;
         gateway
             .edgegate_gateway_core()
-            .call_init(&mut store, &self.config_json, &self.secrets_json)?
+            .call_init(&mut store, &self.gateway_config, &self.secrets)?
             .map_err(|e| anyhow!("{e}"))?;
         Ok(Slot {
             store,
@@ -261,170 +254,74 @@ impl Sandbox {
         })
     }
 
-    fn call<T>(
-        &self,
-        f: impl FnOnce(&guest::Guest, &mut Store<HostState>) -> wasmtime::Result<T>,
-    ) -> CallResult<T> {
-        let (index, mut slot) = self.acquire();
-        self.run(index, &mut slot, f)
-    }
-
-    pub fn admit(
-        &self,
-        req: &HttpRequest,
+    /// Admits `request` into a new exchange living in one instance; its
+    /// first actions come with it.
+    pub fn start(
+        self: &Arc<Self>,
+        request: &HttpRequest,
         ctx: &RequestContext,
-    ) -> std::result::Result<Decision, GatewayError> {
-        let request = guest::HttpRequest {
-            method: req.method.clone(),
-            path: req.path.clone(),
-            headers: req.headers.pairs().to_vec(),
-            body: req.body.clone(),
-        };
-        let ctx = to_json(ctx);
-        match self.call(|g, s| g.call_admit(s, &request, &ctx))? {
-            Ok(admitted) => {
-                let mut decision: Decision = from_json(&admitted.decision_json)?;
-                if let Decision::Forward(plan) = &mut decision {
-                    plan.bodies = admitted.bodies;
-                }
-                Ok(decision)
-            }
-            Err(error) => Err(from_json(&error)?),
-        }
-    }
-
-    pub fn parse_upstream_body(
-        &self,
-        kind: ResponseKind,
-        body: &[u8],
-    ) -> std::result::Result<Metered, GatewayError> {
-        let kind = kind_name(kind);
-        match self.call(|g, s| g.call_parse_upstream_body(s, kind, body))? {
-            Ok(metered) => Ok(from_json(&metered)?),
-            Err(error) => Err(from_json(&error)?),
-        }
-    }
-
-    pub fn upstream_error(&self, status: u16, body: &[u8]) -> GatewayError {
-        match self.call(|g, s| g.call_upstream_error(s, status, body)) {
-            Ok(json) => from_json(&json).unwrap_or_else(GatewayError::from),
-            Err(fault) => fault.into(),
-        }
-    }
-
-    pub fn replay_as_sse(
-        &self,
-        kind: ResponseKind,
-        response_json: &str,
-        include_usage: bool,
-    ) -> CallResult<std::result::Result<Vec<u8>, String>> {
-        let kind = kind_name(kind);
-        self.call(|g, s| g.call_replay_as_sse(s, kind, response_json, include_usage))
-    }
-
-    /// The OpenAI-shaped response for an error. Falls back to a plain 500 if
-    /// the sandbox itself is failing, so a client always gets an answer.
-    pub fn error_response(&self, err: &GatewayError, request_id: &str) -> LocalResponse {
-        let error = to_json(err);
-        self.call(|g, s| g.call_error_response(s, &error, request_id))
-            .and_then(|json| from_json(&json))
-            .unwrap_or_else(|_| {
-                LocalResponse::json(
-                    500,
-                    r#"{"error":{"message":"Internal gateway error.","type":"server_error","param":null,"code":"internal_error"}}"#.into(),
-                    request_id,
-                )
-            })
-    }
-
-    pub fn stream_open(
-        &self,
-        kind: ResponseKind,
-        strip_usage_chunk: bool,
-    ) -> CallResult<StreamHandle> {
+        now_us: u64,
+    ) -> CallResult<(SandboxedExchange, Vec<guest::Action>)> {
+        let request = convert::request(request);
+        let ctx = convert::context(ctx);
         let (index, mut slot) = self.acquire();
-        let kind = kind_name(kind);
-        let id = self.run(index, &mut slot, |g, s| {
-            g.call_stream_open(s, kind, strip_usage_chunk)
+        let queue_us = Self::take_queue_time().as_micros() as u64;
+        let (resource, actions) = self.run(index, &mut slot, |g, s| {
+            g.exchange().call_start(s, &request, &ctx, now_us, queue_us)
         })?;
-        Ok(StreamHandle {
+        let exchange = SandboxedExchange {
+            sandbox: self.clone(),
             slot: index,
             generation: slot.generation,
-            id,
+            resource: Some(resource),
+        };
+        Ok((exchange, actions))
+    }
+}
+
+/// A request's exchange in its instance; dropped from the instance with it.
+pub struct SandboxedExchange {
+    sandbox: Arc<Sandbox>,
+    slot: usize,
+    generation: u64,
+    resource: Option<ResourceAny>,
+}
+
+impl SandboxedExchange {
+    /// Reports `events` (in order); the actions that follow.
+    pub fn handle(
+        &mut self,
+        events: &[guest::Event],
+        now_us: u64,
+    ) -> CallResult<Vec<guest::Action>> {
+        let sandbox = &self.sandbox;
+        let mut slot = sandbox.lock(self.slot);
+        let resource = match self.resource {
+            Some(r) if slot.generation == self.generation => r,
+            _ => {
+                return Err(SandboxFault(
+                    "the exchange's sandbox instance was restarted".into(),
+                ));
+            }
+        };
+        sandbox.run(self.slot, &mut slot, |g, s| {
+            g.exchange().call_handle(s, resource, events, now_us)
         })
     }
+}
 
-    fn on_stream<T>(
-        &self,
-        h: StreamHandle,
-        f: impl FnOnce(&guest::Guest, &mut Store<HostState>) -> wasmtime::Result<T>,
-    ) -> CallResult<T> {
-        let mut slot = self.lock(h.slot);
-        if slot.generation != h.generation {
-            return Err(SandboxFault(
-                "the stream's sandbox instance was restarted".into(),
-            ));
-        }
-        self.run(h.slot, &mut slot, f)
-    }
-
-    pub fn stream_feed(&self, h: StreamHandle, chunk: &[u8]) -> CallResult<Vec<u8>> {
-        self.on_stream(h, |g, s| g.call_stream_feed(s, h.id, chunk))?
-            .map_err(SandboxFault)
-    }
-
-    pub fn stream_finish(&self, h: StreamHandle) -> CallResult<(Vec<u8>, Metered)> {
-        let (tail, metered) = self
-            .on_stream(h, |g, s| g.call_stream_finish(s, h.id))?
-            .map_err(SandboxFault)?;
-        Ok((tail, from_json(&metered)?))
-    }
-
-    /// What a stream that ended early used; `Unknown` if its instance is
-    /// gone (its streams went with it).
-    pub fn stream_close(&self, h: StreamHandle) -> Metered {
-        match self.on_stream(h, |g, s| g.call_stream_close(s, h.id)) {
-            Ok(Some(json)) => from_json(&json).unwrap_or(Metered::Unknown),
-            _ => Metered::Unknown,
+impl Drop for SandboxedExchange {
+    fn drop(&mut self) {
+        let Some(resource) = self.resource.take() else {
+            return;
+        };
+        let mut slot = self.sandbox.lock(self.slot);
+        // A replaced instance took its exchanges with it.
+        if slot.generation == self.generation {
+            let slot = &mut *slot;
+            if resource.resource_drop(&mut slot.store).is_err() {
+                eprintln!("edgegate: could not drop an exchange in its sandbox instance");
+            }
         }
     }
-
-    pub fn health_observe(
-        &self,
-        board: &HealthBoard,
-        region: &str,
-        now_ms: u64,
-        obs: Observation,
-    ) -> CallResult<HealthBoard> {
-        let (board, obs) = (to_json(board), to_json(&obs));
-        let out = self.call(|g, s| g.call_health_observe(s, &board, region, now_ms, &obs))?;
-        from_json(&out)
-    }
-
-    pub fn health_statuses(
-        &self,
-        board: &HealthBoard,
-        now_ms: u64,
-    ) -> CallResult<Vec<RegionStatus>> {
-        let board = to_json(board);
-        let out = self.call(|g, s| g.call_health_statuses(s, &board, now_ms))?;
-        from_json(&out)
-    }
-}
-
-fn kind_name(kind: ResponseKind) -> &'static str {
-    match kind {
-        ResponseKind::Chat => "chat",
-        ResponseKind::Completion => "completion",
-        ResponseKind::Embedding => "embedding",
-    }
-}
-
-fn to_json<T: Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("core types serialise")
-}
-
-fn from_json<T: DeserializeOwned>(json: &str) -> CallResult<T> {
-    serde_json::from_str(json)
-        .map_err(|e| SandboxFault(format!("unexpected answer from the sandbox: {e}")))
 }

@@ -1,0 +1,256 @@
+//! The WIT types to the core's and back, field by field.
+
+use crate::bindings::exports::edgegate::gateway::core as wit;
+use edgegate_core::GatewayError;
+use edgegate_core::error::LimitKind;
+use edgegate_core::exchange::{Action, BodyLimit, Event, Exchange, Head, ResponseBody, Transport};
+use edgegate_core::gateway::{QuotaRequest, RequestContext, UsageSource};
+use edgegate_core::geo::{ClientGeo, Health, RegionStatus};
+use edgegate_core::health::Observation;
+use edgegate_core::quota::{Amounts, QuotaLimits, QuotaSnapshot, ReserveOutcome};
+use edgegate_core::telemetry::{CacheStatus, UsageRecord};
+
+/// Every action the exchange has for the host now.
+pub fn drain(exchange: &mut Exchange) -> Vec<wit::Action> {
+    let mut out = Vec::new();
+    while let Some(action) = exchange.poll() {
+        out.push(action_to_wit(exchange, action));
+    }
+    out
+}
+
+pub fn context(c: wit::RequestContext) -> RequestContext {
+    RequestContext {
+        now_ms: c.now_ms,
+        request_id: c.request_id,
+        client_ip: c.client_ip.and_then(|ip| ip.parse().ok()),
+        client_geo: c.client_geo.map(|g| ClientGeo {
+            latitude: g.latitude,
+            longitude: g.longitude,
+            country: g.country,
+            continent: g.continent,
+            colo: g.colo,
+        }),
+        regions: c
+            .regions
+            .into_iter()
+            .map(|r| RegionStatus {
+                region: r.region,
+                health: match r.health {
+                    wit::Health::Up => Health::Up,
+                    wit::Health::Degraded => Health::Degraded,
+                    wit::Health::Down => Health::Down,
+                },
+                latency_ms: r.latency_ms,
+            })
+            .collect(),
+        provisioned_key: None,
+    }
+}
+
+pub fn event(e: wit::Event) -> Event {
+    match e {
+        wit::Event::Reserved(outcome) => Event::Reserved(Ok(reserve_outcome(outcome))),
+        wit::Event::ReserveFailed(message) => Event::Reserved(Err(GatewayError::Internal {
+            message: format!("quota store: {message}"),
+        })),
+        wit::Event::Cached(found) => Event::Cached(found),
+        wit::Event::Head(h) => Event::Head {
+            status: h.status,
+            content_type: h.content_type,
+        },
+        wit::Event::Body(b) => Event::Body(b),
+        wit::Event::Chunk(b) => Event::Chunk(b),
+        wit::Event::End => Event::End,
+        wit::Event::Failed(t) => Event::Failed(match t {
+            wit::Transport::Connect => Transport::Connect,
+            wit::Transport::Timeout => Transport::Timeout,
+            wit::Transport::Broke => Transport::Broke,
+            wit::Transport::TooLarge => Transport::TooLarge,
+        }),
+        wit::Event::ClientGone => Event::ClientGone,
+    }
+}
+
+fn reserve_outcome(o: wit::ReserveOutcome) -> ReserveOutcome {
+    match o {
+        wit::ReserveOutcome::Admit(s) => ReserveOutcome::Admit {
+            snapshot: snapshot(s),
+        },
+        wit::ReserveOutcome::Deny(d) => ReserveOutcome::Deny {
+            limit: match d.limit {
+                wit::LimitKind::Requests => LimitKind::Requests,
+                wit::LimitKind::Tokens => LimitKind::Tokens,
+                wit::LimitKind::TokensPerDay => LimitKind::TokensPerDay,
+                wit::LimitKind::Cost => LimitKind::Cost,
+                wit::LimitKind::Concurrency => LimitKind::Concurrency,
+            },
+            retry_after_ms: d.retry_after_ms,
+            snapshot: snapshot(d.snapshot),
+        },
+    }
+}
+
+fn snapshot(s: wit::QuotaSnapshot) -> QuotaSnapshot {
+    QuotaSnapshot {
+        limit_requests: s.limit_requests,
+        limit_tokens: s.limit_tokens,
+        remaining_requests: s.remaining_requests,
+        remaining_tokens: s.remaining_tokens,
+        reset_requests_ms: s.reset_requests_ms,
+        reset_tokens_ms: s.reset_tokens_ms,
+    }
+}
+
+fn action_to_wit(exchange: &Exchange, action: Action) -> wit::Action {
+    match action {
+        Action::Reserve { quota, id } => wit::Action::Reserve(quota_request(quota, id)),
+        Action::LookupCache { key } => wit::Action::LookupCache(key),
+        Action::Send {
+            attempt,
+            connect_ms,
+            head_ms,
+            read,
+        } => {
+            let request = exchange.upstream_request(attempt);
+            wit::Action::Send(wit::Send {
+                url: request.map_or_else(String::new, |r| r.url.to_owned()),
+                body: request.map_or_else(String::new, |r| r.body.to_owned()),
+                headers: request
+                    .map(|r| {
+                        r.headers
+                            .iter()
+                            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                connect_ms,
+                head_ms,
+                read: wit::BodyRead {
+                    success: read.success.map(limit),
+                    error: limit(read.error),
+                },
+            })
+        }
+        Action::ReadBody {
+            max_bytes,
+            within_ms,
+        } => wit::Action::ReadBody(limit(BodyLimit {
+            max_bytes,
+            within_ms,
+        })),
+        Action::ReadChunk { within_ms } => wit::Action::ReadChunk(within_ms),
+        Action::Respond(head) => wit::Action::Respond(respond(head)),
+        Action::Write(bytes) => wit::Action::Write(bytes),
+        Action::EndStream => wit::Action::EndStream,
+        Action::Settle { actual } => wit::Action::Settle(amounts(actual)),
+        Action::Release => wit::Action::Release,
+        Action::Store {
+            key,
+            body,
+            ttl_seconds,
+        } => wit::Action::Store(wit::Store {
+            key,
+            body,
+            ttl_seconds,
+        }),
+        Action::Observe { region, outcome } => wit::Action::Observe(wit::Observe {
+            region,
+            observation: outcome.observation().map(|o| match o {
+                Observation::Success { latency_ms } => wit::Observation::Success(latency_ms),
+                Observation::Failure => wit::Observation::Failure,
+            }),
+            failure: outcome.failure_label().map(str::to_owned),
+        }),
+        Action::Record(record) => wit::Action::Record(usage_record(*record)),
+    }
+}
+
+fn limit(l: BodyLimit) -> wit::BodyLimit {
+    wit::BodyLimit {
+        max_bytes: l.max_bytes as u64,
+        within_ms: l.within_ms,
+    }
+}
+
+fn respond(head: Head) -> wit::Head {
+    wit::Head {
+        status: head.status,
+        headers: head.headers,
+        body: match head.body {
+            ResponseBody::Full(b) => wit::ResponseBody::Full(b),
+            ResponseBody::Stream => wit::ResponseBody::Stream,
+        },
+    }
+}
+
+fn quota_request(q: QuotaRequest, id: String) -> wit::QuotaRequest {
+    let QuotaLimits {
+        requests_per_minute,
+        request_burst,
+        tokens_per_minute,
+        token_burst,
+        tokens_per_day,
+        cost_per_day_micros,
+        max_concurrent,
+    } = q.limits;
+    wit::QuotaRequest {
+        key: q.key,
+        limits: wit::QuotaLimits {
+            requests_per_minute,
+            request_burst,
+            tokens_per_minute,
+            token_burst,
+            tokens_per_day,
+            cost_per_day_micros,
+            max_concurrent,
+        },
+        amounts: amounts(q.amounts),
+        ttl_ms: q.ttl_ms,
+        id,
+    }
+}
+
+fn amounts(a: Amounts) -> wit::Amounts {
+    wit::Amounts {
+        requests: a.requests,
+        tokens: a.tokens,
+        cost_micros: a.cost_micros,
+    }
+}
+
+fn usage_record(r: UsageRecord) -> wit::UsageRecord {
+    wit::UsageRecord {
+        request_id: r.request_id,
+        tenant: r.tenant,
+        tier: r.tier,
+        endpoint: r.endpoint,
+        model: r.model,
+        version: r.version,
+        region: r.region,
+        status: r.status,
+        error: r.error,
+        stream: r.stream,
+        cache: match r.cache {
+            CacheStatus::Hit => wit::CacheStatus::Hit,
+            CacheStatus::Miss => wit::CacheStatus::Miss,
+            CacheStatus::Bypass => wit::CacheStatus::Bypass,
+            CacheStatus::Off => wit::CacheStatus::Off,
+        },
+        attempts: r.attempts,
+        input_tokens: r.input_tokens,
+        output_tokens: r.output_tokens,
+        cost_usd: r.cost_usd,
+        usage: r.usage.map(|u| match u {
+            UsageSource::Reported => wit::UsageSource::Reported,
+            UsageSource::Estimated => wit::UsageSource::Estimated,
+            UsageSource::Reserved => wit::UsageSource::Reserved,
+        }),
+        latency: wit::Latency {
+            gateway_us: r.latency.gateway_us,
+            queue_us: r.latency.queue_us,
+            upstream_first_byte_us: r.latency.upstream_first_byte_us,
+            total_us: r.latency.total_us,
+        },
+    }
+}

@@ -1,0 +1,340 @@
+//! A request's exchange carried out on this machine. The sandboxed core
+//! decides everything, admission included (`edgegate_core::exchange`); this
+//! file only does what its actions say — the quota store, the response
+//! cache, HTTP to the backends within the deadlines it names, the client's
+//! response, the access log and metrics — and reports back what happened.
+//! Reports are batched: a non-streamed cache miss crosses into the sandbox
+//! three times (start; reserved and looked up; the answer's head and body).
+
+use crate::app::{App, Body, full, response, stream_response};
+use crate::response_cache::CachedResponse;
+use crate::sandbox::guest::{self, Action, Event};
+use crate::sandbox::{SandboxFault, SandboxedExchange, convert};
+use crate::upstream::{self, BodyStream};
+use bytes::Bytes;
+use edgegate_core::GatewayError;
+use edgegate_core::gateway::{LocalResponse, QuotaRequest, RequestContext};
+use edgegate_core::health::Observation;
+use edgegate_core::request::HttpRequest;
+use edgegate_core::telemetry::{Latency, UsageRecord};
+use hyper::Response;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Admits and serves one request.
+pub async fn serve(
+    app: Arc<App>,
+    request: HttpRequest,
+    ctx: RequestContext,
+    started_us: u64,
+) -> Response<Body> {
+    let request_id = ctx.request_id.clone();
+    let mut run = match app.sandbox.start(&request, &ctx, started_us) {
+        Ok((exchange, actions)) => Run {
+            app,
+            exchange,
+            request_id,
+            started_us,
+            pending: actions.into(),
+            events: Vec::new(),
+            reserved: None,
+            body: None,
+            responded: false,
+            finished: false,
+            client_gone: false,
+        },
+        Err(fault) => return refused(&app, &request_id, fault.into(), started_us),
+    };
+    let head = loop {
+        match run.next() {
+            Some(Action::Respond(head)) => break head,
+            Some(action) => run.run(action).await,
+            None => break run.fault_head(),
+        }
+    };
+    run.responded = true;
+    match head.body {
+        guest::ResponseBody::Full(body) => {
+            // What follows (settle, store, record) is in memory: no waiting.
+            while let Some(action) = run.next() {
+                run.run(action).await;
+            }
+            response(head.status, head.headers, full(body))
+        }
+        guest::ResponseBody::Stream => {
+            let (tx, rx) = mpsc::channel::<Bytes>(32);
+            tokio::spawn(run.relay(tx));
+            stream_response(head.status, head.headers, rx)
+        }
+    }
+}
+
+/// A request refused before the sandbox could start its exchange.
+pub fn refused(
+    app: &App,
+    request_id: &str,
+    error: GatewayError,
+    started_us: u64,
+) -> Response<Body> {
+    let total_us = crate::clock::now_us().saturating_sub(started_us);
+    let latency = Latency {
+        gateway_us: total_us,
+        queue_us: 0,
+        upstream_first_byte_us: None,
+        total_us,
+    };
+    app.record(&UsageRecord::rejected(request_id, &error, latency));
+    let local = LocalResponse::error(&error, request_id);
+    response(local.status, local.headers, full(local.body))
+}
+
+/// One request's exchange being carried out.
+struct Run {
+    app: Arc<App>,
+    exchange: SandboxedExchange,
+    request_id: String,
+    started_us: u64,
+    /// Actions not yet carried out.
+    pending: VecDeque<Action>,
+    /// What happened since the last crossing.
+    events: Vec<Event>,
+    /// The reservation made and not yet settled or released.
+    reserved: Option<(QuotaRequest, String)>,
+    /// The current attempt's body, still upstream.
+    body: Option<BodyStream>,
+    responded: bool,
+    /// The usage record was written (or the exchange is lost).
+    finished: bool,
+    client_gone: bool,
+}
+
+impl Run {
+    /// The next action: the pending ones, then what the events lead to.
+    fn next(&mut self) -> Option<Action> {
+        if self.pending.is_empty() && !self.events.is_empty() && !self.finished {
+            let events = std::mem::take(&mut self.events);
+            match self.exchange.handle(&events, crate::clock::now_us()) {
+                Ok(actions) => self.pending.extend(actions),
+                Err(fault) => self.fault(fault),
+            }
+        }
+        self.pending.pop_front()
+    }
+
+    /// Carries out one action; those that ask a question leave an event.
+    async fn run(&mut self, action: Action) {
+        let Some(action) = self.effect(action) else {
+            return;
+        };
+        let event = match action {
+            Action::Reserve(quota) => {
+                let (quota, id) = convert::quota_request(quota);
+                let now = crate::clock::now_ms();
+                match self.app.quota.reserve(&quota, &id, now).await {
+                    Ok(outcome) => {
+                        if matches!(outcome, edgegate_core::quota::ReserveOutcome::Admit { .. }) {
+                            self.reserved = Some((quota, id));
+                        }
+                        Event::Reserved(convert::reserve_outcome(outcome))
+                    }
+                    Err(error) => Event::ReserveFailed(error.to_string()),
+                }
+            }
+            Action::Send(send) => {
+                self.body = None;
+                let read = send.read;
+                let (body, head) = self.app.upstream.send(send).await;
+                self.body = body;
+                // `BodyRead::for_status`: an error's body, and a
+                // non-streamed answer's, are read right away.
+                let limit = match &head {
+                    Event::Head(h) if (200..300).contains(&h.status) => read.success,
+                    Event::Head(_) => Some(read.error),
+                    _ => None,
+                };
+                self.events.push(head);
+                match (limit, self.body.as_mut()) {
+                    (Some(limit), Some(body)) => upstream::read_body(body, limit).await,
+                    _ => return,
+                }
+            }
+            Action::ReadBody(limit) => match self.body.as_mut() {
+                Some(body) => upstream::read_body(body, limit).await,
+                None => Event::Failed(guest::Transport::Broke),
+            },
+            Action::ReadChunk(within_ms) => match self.body.as_mut() {
+                Some(body) => upstream::read_chunk(body, within_ms).await,
+                None => Event::Failed(guest::Transport::Broke),
+            },
+            // Carried out where the response is.
+            _ => return,
+        };
+        self.events.push(event);
+    }
+
+    /// Carries out an action that needs no waiting; hands back the others.
+    fn effect(&mut self, action: Action) -> Option<Action> {
+        let app = &self.app;
+        match action {
+            Action::LookupCache(key) => {
+                let found = app.cache.get(&key).map(|hit| hit.body.to_vec());
+                self.events.push(Event::Cached(found));
+            }
+            Action::Settle(actual) => {
+                if let Some((quota, id)) = self.reserved.take() {
+                    let now = crate::clock::now_ms();
+                    let actual = convert::amounts(actual);
+                    app.quota
+                        .settle(&quota.key, &quota.limits, &id, actual, now);
+                }
+            }
+            Action::Release => {
+                if let Some((quota, id)) = self.reserved.take() {
+                    let now = crate::clock::now_ms();
+                    app.quota.release(&quota.key, &quota.limits, &id, now);
+                }
+            }
+            Action::Store(store) => app.cache.put(
+                store.key,
+                CachedResponse {
+                    body: Bytes::from(store.body),
+                },
+                Duration::from_secs(store.ttl_seconds),
+            ),
+            Action::Observe(o) => {
+                if let Some(label) = &o.failure {
+                    app.metrics.upstream_failure(&o.region, label);
+                }
+                let observation = o.observation.map(|obs| match obs {
+                    guest::Observation::Success(latency_ms) => Observation::Success { latency_ms },
+                    guest::Observation::Failure => Observation::Failure,
+                });
+                if let Some(observation) = observation {
+                    app.health.observe(&app.metrics, &o.region, observation);
+                }
+            }
+            Action::Record(record) => {
+                app.record(&convert::usage_record(record));
+                self.finished = true;
+            }
+            Action::EndStream => self.body = None,
+            Action::Reserve(_)
+            | Action::Send(_)
+            | Action::ReadBody(_)
+            | Action::ReadChunk(_)
+            | Action::Respond(_)
+            | Action::Write(_) => return Some(action),
+        }
+        None
+    }
+
+    /// The streamed response: writes as they come, until the exchange ends
+    /// it or the client goes away (then the exchange is told, and no more is
+    /// read or written).
+    async fn relay(mut self, tx: mpsc::Sender<Bytes>) {
+        while let Some(action) = self.next() {
+            match action {
+                Action::Write(bytes) if !self.client_gone => {
+                    if tx.send(Bytes::from(bytes)).await.is_err() {
+                        self.gone();
+                    }
+                }
+                Action::ReadChunk(within_ms) if !self.client_gone => {
+                    let Some(body) = self.body.as_mut() else {
+                        self.events.push(Event::Failed(guest::Transport::Broke));
+                        continue;
+                    };
+                    tokio::select! {
+                        _ = tx.closed() => self.gone(),
+                        event = upstream::read_chunk(body, within_ms) => self.events.push(event),
+                    }
+                }
+                Action::Write(_) | Action::ReadChunk(_) => {}
+                other => self.run(other).await,
+            }
+        }
+        // Dropping the upstream body here closes the backend connection: a
+        // client that went away cancels the generation.
+        drop(tx);
+    }
+
+    fn gone(&mut self) {
+        if !self.client_gone {
+            self.client_gone = true;
+            self.body = None;
+            self.events.push(Event::ClientGone);
+        }
+    }
+
+    /// The sandbox lost the exchange: its reservation goes back, its record
+    /// is written here, and a client without an answer gets a 500.
+    fn fault(&mut self, fault: SandboxFault) {
+        self.pending.clear();
+        self.events.clear();
+        self.finished = true;
+        if let Some((quota, id)) = self.reserved.take() {
+            let now = crate::clock::now_ms();
+            self.app.quota.release(&quota.key, &quota.limits, &id, now);
+        }
+        let error = GatewayError::from(fault);
+        let total_us = crate::clock::now_us().saturating_sub(self.started_us);
+        let latency = Latency {
+            gateway_us: total_us,
+            queue_us: 0,
+            upstream_first_byte_us: None,
+            total_us,
+        };
+        self.app
+            .record(&UsageRecord::rejected(&self.request_id, &error, latency));
+        if !self.responded {
+            let head = error_head(&error, &self.request_id);
+            self.pending.push_back(Action::Respond(head));
+        }
+    }
+
+    /// The response when the exchange ended without one (a bug: a failed
+    /// sandbox call queues its 500 itself).
+    fn fault_head(&mut self) -> guest::Head {
+        let message = "the exchange ended without a response";
+        if !self.finished {
+            self.fault(SandboxFault(message.into()));
+            if let Some(Action::Respond(head)) = self.pending.pop_front() {
+                return head;
+            }
+        }
+        error_head(
+            &GatewayError::Internal {
+                message: message.into(),
+            },
+            &self.request_id,
+        )
+    }
+}
+
+fn error_head(error: &GatewayError, request_id: &str) -> guest::Head {
+    let local = LocalResponse::error(error, request_id);
+    guest::Head {
+        status: local.status,
+        headers: local.headers,
+        body: guest::ResponseBody::Full(local.body.into_bytes()),
+    }
+}
+
+impl Drop for Run {
+    /// A request dropped before its record (the client went away while it
+    /// waited): the exchange is told, and settles and records now.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.pending.clear();
+        self.body = None;
+        self.events.push(Event::ClientGone);
+        while let Some(action) = self.next() {
+            // Only in-memory effects are left after a client left.
+            let _ = self.effect(action);
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The host's side of the WIT types: what it sends into the sandbox (the
+//! request, its context, what the quota store answered) and what it takes
+//! out of it (a reservation to make, a usage record), field by field.
+
+use super::guest;
+use edgegate_core::error::LimitKind;
+use edgegate_core::gateway::{QuotaRequest, RequestContext, UsageSource};
+use edgegate_core::geo::Health;
+use edgegate_core::quota::{Amounts, QuotaLimits, QuotaSnapshot, ReserveOutcome};
+use edgegate_core::request::HttpRequest;
+use edgegate_core::telemetry::{CacheStatus, Latency, UsageRecord};
+
+pub fn request(r: &HttpRequest) -> guest::HttpRequest {
+    guest::HttpRequest {
+        method: r.method.clone(),
+        path: r.path.clone(),
+        headers: r.headers.pairs().to_vec(),
+        body: r.body.clone(),
+    }
+}
+
+pub fn context(c: &RequestContext) -> guest::RequestContext {
+    guest::RequestContext {
+        now_ms: c.now_ms,
+        request_id: c.request_id.clone(),
+        client_ip: c.client_ip.map(|ip| ip.to_string()),
+        client_geo: c.client_geo.as_ref().map(|g| guest::ClientGeo {
+            latitude: g.latitude,
+            longitude: g.longitude,
+            country: g.country.clone(),
+            continent: g.continent.clone(),
+            colo: g.colo.clone(),
+        }),
+        regions: c
+            .regions
+            .iter()
+            .map(|r| guest::RegionStatus {
+                region: r.region.clone(),
+                health: match r.health {
+                    Health::Up => guest::Health::Up,
+                    Health::Degraded => guest::Health::Degraded,
+                    Health::Down => guest::Health::Down,
+                },
+                latency_ms: r.latency_ms,
+            })
+            .collect(),
+    }
+}
+
+/// The reservation to make, and its id.
+pub fn quota_request(q: guest::QuotaRequest) -> (QuotaRequest, String) {
+    let l = q.limits;
+    let request = QuotaRequest {
+        key: q.key,
+        limits: QuotaLimits {
+            requests_per_minute: l.requests_per_minute,
+            request_burst: l.request_burst,
+            tokens_per_minute: l.tokens_per_minute,
+            token_burst: l.token_burst,
+            tokens_per_day: l.tokens_per_day,
+            cost_per_day_micros: l.cost_per_day_micros,
+            max_concurrent: l.max_concurrent,
+        },
+        amounts: amounts(q.amounts),
+        ttl_ms: q.ttl_ms,
+    };
+    (request, q.id)
+}
+
+pub fn amounts(a: guest::Amounts) -> Amounts {
+    Amounts {
+        requests: a.requests,
+        tokens: a.tokens,
+        cost_micros: a.cost_micros,
+    }
+}
+
+pub fn reserve_outcome(o: ReserveOutcome) -> guest::ReserveOutcome {
+    match o {
+        ReserveOutcome::Admit { snapshot: s } => guest::ReserveOutcome::Admit(snapshot(s)),
+        ReserveOutcome::Deny {
+            limit,
+            retry_after_ms,
+            snapshot: s,
+        } => guest::ReserveOutcome::Deny(guest::Denial {
+            limit: match limit {
+                LimitKind::Requests => guest::LimitKind::Requests,
+                LimitKind::Tokens => guest::LimitKind::Tokens,
+                LimitKind::TokensPerDay => guest::LimitKind::TokensPerDay,
+                LimitKind::Cost => guest::LimitKind::Cost,
+                LimitKind::Concurrency => guest::LimitKind::Concurrency,
+            },
+            retry_after_ms,
+            snapshot: snapshot(s),
+        }),
+    }
+}
+
+fn snapshot(s: QuotaSnapshot) -> guest::QuotaSnapshot {
+    guest::QuotaSnapshot {
+        limit_requests: s.limit_requests,
+        limit_tokens: s.limit_tokens,
+        remaining_requests: s.remaining_requests,
+        remaining_tokens: s.remaining_tokens,
+        reset_requests_ms: s.reset_requests_ms,
+        reset_tokens_ms: s.reset_tokens_ms,
+    }
+}
+
+pub fn usage_record(r: guest::UsageRecord) -> UsageRecord {
+    UsageRecord {
+        request_id: r.request_id,
+        tenant: r.tenant,
+        tier: r.tier,
+        endpoint: r.endpoint,
+        model: r.model,
+        version: r.version,
+        region: r.region,
+        status: r.status,
+        error: r.error,
+        stream: r.stream,
+        cache: match r.cache {
+            guest::CacheStatus::Hit => CacheStatus::Hit,
+            guest::CacheStatus::Miss => CacheStatus::Miss,
+            guest::CacheStatus::Bypass => CacheStatus::Bypass,
+            guest::CacheStatus::Off => CacheStatus::Off,
+        },
+        attempts: r.attempts,
+        input_tokens: r.input_tokens,
+        output_tokens: r.output_tokens,
+        cost_usd: r.cost_usd,
+        usage: r.usage.map(|u| match u {
+            guest::UsageSource::Reported => UsageSource::Reported,
+            guest::UsageSource::Estimated => UsageSource::Estimated,
+            guest::UsageSource::Reserved => UsageSource::Reserved,
+        }),
+        latency: Latency {
+            gateway_us: r.latency.gateway_us,
+            queue_us: r.latency.queue_us,
+            upstream_first_byte_us: r.latency.upstream_first_byte_us,
+            total_us: r.latency.total_us,
+        },
+    }
+}
