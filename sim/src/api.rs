@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
 
-use crate::body::{SimBody, error_response, json_response, sse_response};
+use crate::body::{Broken, SimBody, error_response, json_response, sse_response};
 use crate::control::{Controls, RecordedRequest, Refusal, Settings};
 
 const MAX_BODY_BYTES: usize = 16 << 20;
@@ -536,6 +536,7 @@ impl Generation {
                 tx,
                 sent: 0,
                 stall_after: settings.stall_after_chunks,
+                break_after: settings.break_after_chunks,
             };
             match self.send_events(&mut sse, settings, include_usage).await {
                 Ok(()) => controls.count_completed(),
@@ -658,9 +659,10 @@ struct ClientGone;
 
 /// The sending end of an SSE body.
 struct Sse {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Result<Bytes, Broken>>,
     sent: usize,
     stall_after: Option<usize>,
+    break_after: Option<usize>,
 }
 
 impl Sse {
@@ -670,8 +672,13 @@ impl Sse {
             self.tx.closed().await;
             return Err(ClientGone);
         }
+        if self.break_after == Some(self.sent) {
+            // Cut the connection off, as a crashed backend would.
+            let _ = self.tx.send(Err(Broken)).await;
+            return Err(ClientGone);
+        }
         let event = Bytes::from(format!("data: {data}\n\n"));
-        self.tx.send(event).await.map_err(|_| ClientGone)?;
+        self.tx.send(Ok(event)).await.map_err(|_| ClientGone)?;
         self.sent += 1;
         Ok(())
     }

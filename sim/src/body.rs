@@ -1,6 +1,5 @@
 //! Response bodies and the response shapes every endpoint shares.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -16,20 +15,33 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub(crate) enum SimBody {
     Full(Option<Bytes>),
-    Stream(mpsc::Receiver<Bytes>),
+    Stream(mpsc::Receiver<Result<Bytes, Broken>>),
 }
+
+/// A stream cut off mid-way: hyper drops the connection without ending the
+/// body, as a crashed backend would.
+#[derive(Debug)]
+pub(crate) struct Broken;
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the simulated stream broke off")
+    }
+}
+
+impl std::error::Error for Broken {}
 
 impl Body for SimBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = Broken;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Broken>>> {
         match self.get_mut() {
             SimBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            SimBody::Stream(rx) => rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
+            SimBody::Stream(rx) => rx.poll_recv(cx).map(|b| b.map(|b| b.map(Frame::data))),
         }
     }
 
@@ -57,7 +69,7 @@ pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response<SimBo
     response
 }
 
-pub(crate) fn sse_response(rx: mpsc::Receiver<Bytes>) -> Response<SimBody> {
+pub(crate) fn sse_response(rx: mpsc::Receiver<Result<Bytes, Broken>>) -> Response<SimBody> {
     let mut response = Response::new(SimBody::Stream(rx));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

@@ -27,6 +27,7 @@ pub(crate) struct Settings {
     pub fail_count: u32,
     pub fail_status: u16,
     pub stall_after_chunks: Option<usize>,
+    pub break_after_chunks: Option<usize>,
     pub base_latency_ms: u64,
     pub token_interval_ms: u64,
     /// Off: like servers that ignore `stream_options.include_usage` (llama.cpp's
@@ -41,6 +42,7 @@ impl Settings {
             fail_count: 0,
             fail_status: 503,
             stall_after_chunks: None,
+            break_after_chunks: None,
             base_latency_ms: cfg.base_latency_ms,
             token_interval_ms: cfg.token_interval_ms,
             report_usage: true,
@@ -124,6 +126,13 @@ impl Controls {
     /// counts) and then hang without closing; `None` lets them finish.
     pub fn stall_after_chunks(&self, chunks: Option<usize>) {
         lock(&self.shared.settings).stall_after_chunks = chunks;
+    }
+
+    /// Streams started from now on send `chunks` SSE events (the role chunk
+    /// counts) and then break off: the connection drops mid-body. `None`
+    /// lets them finish.
+    pub fn break_after_chunks(&self, chunks: Option<usize>) {
+        lock(&self.shared.settings).break_after_chunks = chunks;
     }
 
     /// Whether answers carry `usage` (on by default); applies to requests that
@@ -257,6 +266,7 @@ impl Controls {
             "down": s.down,
             "fail_next": {"count": s.fail_count, "status": s.fail_status},
             "stall_after_chunks": s.stall_after_chunks,
+            "break_after_chunks": s.break_after_chunks,
             "latency": {"base_ms": s.base_latency_ms, "token_interval_ms": s.token_interval_ms},
             "report_usage": s.report_usage,
             "requests_received": self.requests_received(),
@@ -294,6 +304,9 @@ impl Controls {
         if let Some(stall) = req.stall_after_chunks {
             s.stall_after_chunks = stall;
         }
+        if let Some(cut) = req.break_after_chunks {
+            s.break_after_chunks = cut;
+        }
         if let Some(l) = req.latency {
             s.base_latency_ms = l.base_ms.unwrap_or(s.base_latency_ms);
             s.token_interval_ms = l.token_interval_ms.unwrap_or(s.token_interval_ms);
@@ -315,6 +328,8 @@ struct ControlRequest {
     /// Absent leaves the setting alone; `null` clears it.
     #[serde(default, deserialize_with = "present")]
     stall_after_chunks: Option<Option<usize>>,
+    #[serde(default, deserialize_with = "present")]
+    break_after_chunks: Option<Option<usize>>,
     latency: Option<Latency>,
     report_usage: Option<bool>,
 }

@@ -30,6 +30,7 @@ pub mod keys {
     pub const LLAMA: &str = "sk-conf-llama";
     pub const LLAMA_METER: &str = "sk-conf-llama-meter";
     pub const LLAMA_STREAM_METER: &str = "sk-conf-llama-stream-meter";
+    pub const LIFECYCLE: &str = "sk-conf-lifecycle";
 }
 
 /// The HS256 issuer's secret, handed to each runner as the secret the config names.
@@ -56,6 +57,10 @@ pub const EXACT_BURST: u64 = 50;
 pub const METER_BURST: u64 = 100_000;
 /// The route's stream inactivity timeout.
 pub const STREAM_IDLE_MS: u64 = 1_000;
+/// The `tiny` route's first-byte timeout and total time: room for one
+/// attempt and part of a second.
+pub const TINY_FIRST_BYTE_MS: u64 = 1_500;
+pub const TINY_TOTAL_MS: u64 = 2_000;
 pub const PIN_HEADER: &str = "x-edgegate-version";
 
 /// A simulated region: name, latitude, longitude, residency, models served.
@@ -192,6 +197,7 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
             tenant("llama-co", "open", keys::LLAMA),
             tenant("llama-meter-co", "meter", keys::LLAMA_METER),
             tenant("llama-stream-meter-co", "meter", keys::LLAMA_STREAM_METER),
+            tenant("lifecycle-co", "open", keys::LIFECYCLE),
         ],
         "jwt_issuers": [
             {"issuer": HS256_ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"],
@@ -222,6 +228,8 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
              "max_attempts": 4,
              "timeouts": {"connect_ms": 1000, "first_byte_ms": 5000, "stream_idle_ms": STREAM_IDLE_MS, "total_ms": 30000},
              "cache": {"enabled": true, "ttl_seconds": 300, "scope": "tenant"}},
+            {"model": "tiny", "max_attempts": 3,
+             "timeouts": {"connect_ms": 1000, "first_byte_ms": TINY_FIRST_BYTE_MS, "total_ms": TINY_TOTAL_MS}},
             {"model": "solo", "fallback": ["chat@v1"], "max_attempts": 3,
              "timeouts": {"connect_ms": 1000, "first_byte_ms": 5000},
              "cache": {"enabled": true, "ttl_seconds": 300, "scope": "tenant"}},

@@ -45,6 +45,8 @@ pub struct Target {
     /// `http://127.0.0.1:PORT`, no trailing slash.
     pub base: String,
     pub http: reqwest::Client,
+    /// Where the runner writes its usage records.
+    log: PathBuf,
     backends: BTreeMap<&'static str, Backend>,
     /// The llama.cpp server of [`LLAMA_REGION`], or why it is not running.
     llama: tokio::sync::Mutex<Result<Llama, String>>,
@@ -126,10 +128,15 @@ impl Target {
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
+        let log = dir.path().join(match runner {
+            Runner::LocalRunner => "access.log",
+            Runner::Workerd => "worker.log",
+        });
         Ok(Target {
             runner,
             base,
             http,
+            log,
             backends,
             llama: tokio::sync::Mutex::new(llama),
             process,
@@ -177,6 +184,22 @@ impl Target {
         for backend in self.backends.values() {
             backend.controls().reset();
         }
+    }
+
+    /// The usage records the runner logged for `request_id`: JSON lines of
+    /// its access log, or of the Worker's console (`[level] ` first).
+    pub fn usage_records(&self, request_id: &str) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let json = match line.strip_prefix('[') {
+                    Some(rest) => rest.split_once("] ").map_or(line, |(_, m)| m),
+                    None => line,
+                };
+                serde_json::from_str::<serde_json::Value>(json).ok()
+            })
+            .filter(|r| r["request_id"] == request_id)
+            .collect()
     }
 
     /// The runner's last output lines, for a failure report.

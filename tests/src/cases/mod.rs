@@ -6,6 +6,7 @@ mod cache;
 mod errors;
 mod geo;
 mod interop;
+mod lifecycle;
 mod limits;
 mod real_backend;
 mod routing;
@@ -132,6 +133,27 @@ pub const ALL: &[Case] = &[
     case!(
         "streaming: usage is settled after the stream",
         streaming::usage_settled_after_the_stream
+    ),
+    case!(
+        "lifecycle: a break after content is an SSE error event and a 502 record",
+        lifecycle::a_break_after_content_is_an_error_event_and_a_502_record
+    ),
+    // Leaves us-east degraded (one failure) until its next probe.
+    case!(
+        "lifecycle: a stream that breaks before any content fails over invisibly",
+        lifecycle::a_break_before_content_fails_over_invisibly
+    ),
+    case!(
+        "lifecycle: attempts stop at the route's total time",
+        lifecycle::attempts_stop_at_the_routes_total_time
+    ),
+    case!(
+        "lifecycle: a streamed answer is cached",
+        lifecycle::a_streamed_answer_is_cached
+    ),
+    case!(
+        "lifecycle: one usage record per request: a hit, a 429, a stream, a client that leaves",
+        lifecycle::one_record_per_request_on_every_path
     ),
     case!(
         "errors: every error is OpenAI-shaped",
