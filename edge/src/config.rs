@@ -1,6 +1,7 @@
 //! The gateway, built once per isolate from the `gateway` var
 //! (`[vars.gateway]` in wrangler.toml) and the secrets it names.
 
+use edgegate_core::config::secret_names;
 use edgegate_core::{Gateway, GatewayError, Secrets};
 use serde_json::Value;
 use std::cell::OnceCell;
@@ -36,12 +37,8 @@ fn build(env: &Env) -> Result<Rc<Gateway>, GatewayError> {
 /// The secrets the config refers to by name (each JWT issuer's
 /// `hs256_secret`). A missing one is left out: the core reports it by field.
 fn named_secrets(config: &Value, env: &Env) -> Secrets {
-    config
-        .get("jwt_issuers")
-        .and_then(Value::as_array)
+    secret_names(config)
         .into_iter()
-        .flatten()
-        .filter_map(|issuer| issuer.get("hs256_secret").and_then(Value::as_str))
         .filter_map(|name| {
             let value = env.secret(name).ok()?.to_string();
             Some((name.to_owned(), value))

@@ -5,7 +5,7 @@
 //! it, so a client that went away cancels the generation.
 
 use crate::clock::sleep_ms;
-use edgegate_core::exchange::{Event, Transport, UpstreamRequest};
+use edgegate_core::exchange::{BodyCollector, Event, Transport, UpstreamRequest};
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 use std::pin::pin;
@@ -61,17 +61,13 @@ impl Upstream {
             return Event::Body(Vec::new());
         };
         let read = async {
-            let mut all = Vec::new();
-            while let Some(piece) = body.next().await {
-                let Ok(piece) = piece else {
-                    return Event::Failed(Transport::Broke);
-                };
-                if all.len() + piece.len() > max_bytes {
-                    return Event::Failed(Transport::TooLarge);
+            let mut collected = BodyCollector::new(max_bytes);
+            loop {
+                let piece = body.next().await;
+                if let Some(read) = collected.add(piece.as_ref().map(|p| p.as_deref())) {
+                    return Event::of_body(read);
                 }
-                all.extend_from_slice(&piece);
             }
-            Event::Body(all)
         };
         match select(pin!(read), sleep_ms(within_ms)).await {
             Either::Left((event, _)) => event,

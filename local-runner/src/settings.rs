@@ -49,13 +49,13 @@ impl Settings {
             Err(e) => bail!("reading {}: {e}", dev_vars.display()),
         };
         let mut secrets = BTreeMap::new();
-        for name in secret_names(&gateway) {
+        for name in edgegate_core::config::secret_names(&gateway) {
             let value = file_secrets
-                .get(&name)
+                .get(name)
                 .cloned()
-                .or_else(|| std::env::var(&name).ok());
+                .or_else(|| std::env::var(name).ok());
             if let Some(value) = value {
-                secrets.insert(name, value);
+                secrets.insert(name.to_owned(), value);
             }
         }
         Ok(Settings {
@@ -84,18 +84,6 @@ impl Settings {
             .and_then(Value::as_u64)
             .map_or(1 << 20, |n| n as usize)
     }
-}
-
-/// Names of the secrets the config refers to.
-fn secret_names(gateway: &Value) -> Vec<String> {
-    gateway
-        .get("jwt_issuers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.get("hs256_secret").and_then(Value::as_str))
-        .map(str::to_owned)
-        .collect()
 }
 
 /// `.dev.vars` is dotenv: `NAME=value`, optional quotes, `#` comments.

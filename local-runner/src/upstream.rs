@@ -2,8 +2,10 @@
 //! I/O: what to send, the deadlines and the caps come from the exchange,
 //! and what happened goes back to it as an event.
 
+use crate::sandbox::convert;
 use crate::sandbox::guest::{self, Event, Transport};
 use bytes::Bytes;
+use edgegate_core::exchange::BodyCollector;
 use futures_util::{Stream, StreamExt};
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -63,18 +65,14 @@ impl Upstream {
 /// The whole body, at most `limit.max_bytes`, within `limit.within_ms`.
 pub async fn read_body(body: &mut BodyStream, limit: guest::BodyLimit) -> Event {
     let max_bytes = usize::try_from(limit.max_bytes).unwrap_or(usize::MAX);
+    let mut collected = BodyCollector::new(max_bytes);
     let read = async move {
-        let mut all = bytes::BytesMut::new();
         while let Some(piece) = body.next().await {
-            let Ok(piece) = piece else {
-                return Event::Failed(Transport::Broke);
-            };
-            if all.len() + piece.len() > max_bytes {
-                return Event::Failed(Transport::TooLarge);
+            if let Some(read) = collected.add(Some(piece.as_deref())) {
+                return convert::body_read(read);
             }
-            all.extend_from_slice(&piece);
         }
-        Event::Body(all.to_vec())
+        Event::Body(collected.finish())
     };
     tokio::time::timeout(Duration::from_millis(limit.within_ms), read)
         .await

@@ -17,6 +17,19 @@ use std::fmt;
 /// Secrets by name (wrangler secrets, `.dev.vars`, or the process environment).
 pub type Secrets = BTreeMap<String, String>;
 
+/// The names of the secrets a `[vars.gateway]` document refers to (each JWT
+/// issuer's `hs256_secret`), for a host to look up before parsing it; a
+/// missing one is reported by `Config::from_json`, naming its field.
+pub fn secret_names(gateway: &serde_json::Value) -> Vec<&str> {
+    gateway
+        .get("jwt_issuers")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.get("hs256_secret").and_then(serde_json::Value::as_str))
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub path: String,

@@ -170,3 +170,51 @@ pub struct UpstreamRequest<'a> {
     pub body: &'a str,
     pub headers: [(&'static str, &'a str); 3],
 }
+
+/// A body the host reads piece by piece for [`Action::ReadBody`] (or the
+/// head's [`BodyRead`]): the pieces up to the cap, and how the read ended.
+#[derive(Debug)]
+pub struct BodyCollector {
+    bytes: Vec<u8>,
+    max_bytes: usize,
+}
+
+impl BodyCollector {
+    pub fn new(max_bytes: usize) -> Self {
+        BodyCollector {
+            bytes: Vec::new(),
+            max_bytes,
+        }
+    }
+
+    /// Takes the next piece (`None`: the body ended; `Some(Err)`: the
+    /// connection broke); `Some` once the read is over: the body, or why not.
+    pub fn add<E>(
+        &mut self,
+        piece: Option<Result<&[u8], E>>,
+    ) -> Option<Result<Vec<u8>, Transport>> {
+        match piece {
+            None => Some(Ok(self.finish())),
+            Some(Err(_)) => Some(Err(Transport::Broke)),
+            Some(Ok(p)) if self.bytes.len() + p.len() > self.max_bytes => {
+                Some(Err(Transport::TooLarge))
+            }
+            Some(Ok(p)) => {
+                self.bytes.extend_from_slice(p);
+                None
+            }
+        }
+    }
+
+    /// The body read so far.
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.bytes)
+    }
+}
+
+impl Event {
+    /// How a body read ended, as the exchange hears it.
+    pub fn of_body(read: Result<Vec<u8>, Transport>) -> Event {
+        read.map_or_else(Event::Failed, Event::Body)
+    }
+}

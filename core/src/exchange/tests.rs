@@ -628,3 +628,25 @@ fn a_body_past_the_cap_is_refused_and_events_after_the_end_change_nothing() {
     ex.handle(&g, Event::ClientGone, T0 + 10_000_000);
     assert_eq!(ex.poll(), None);
 }
+
+#[test]
+fn a_body_is_collected_up_to_its_cap() {
+    let mut body = BodyCollector::new(5);
+    assert_eq!(body.add::<()>(Some(Ok(b"abc"))), None);
+    assert_eq!(body.add::<()>(Some(Ok(b"de"))), None);
+    assert_eq!(body.add::<()>(None), Some(Ok(b"abcde".to_vec())));
+    let mut body = BodyCollector::new(5);
+    assert_eq!(body.add::<()>(Some(Ok(b"abc"))), None);
+    assert_eq!(
+        body.add::<()>(Some(Ok(b"def"))),
+        Some(Err(Transport::TooLarge))
+    );
+    assert_eq!(
+        BodyCollector::new(5).add(Some(Err("reset"))),
+        Some(Err(Transport::Broke))
+    );
+    assert_eq!(
+        Event::of_body(Err(Transport::TooLarge)),
+        Event::Failed(Transport::TooLarge)
+    );
+}

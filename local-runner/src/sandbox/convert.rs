@@ -4,6 +4,7 @@
 
 use super::guest;
 use edgegate_core::error::LimitKind;
+use edgegate_core::exchange::Transport;
 use edgegate_core::gateway::{QuotaRequest, RequestContext, UsageSource};
 use edgegate_core::geo::Health;
 use edgegate_core::quota::{Amounts, QuotaLimits, QuotaSnapshot, ReserveOutcome};
@@ -104,6 +105,17 @@ fn snapshot(s: QuotaSnapshot) -> guest::QuotaSnapshot {
         remaining_tokens: s.remaining_tokens,
         reset_requests_ms: s.reset_requests_ms,
         reset_tokens_ms: s.reset_tokens_ms,
+    }
+}
+
+/// How a body read ended (`edgegate_core::exchange::BodyCollector`).
+pub fn body_read(read: Result<Vec<u8>, Transport>) -> guest::Event {
+    match read {
+        Ok(body) => guest::Event::Body(body),
+        Err(Transport::Connect) => guest::Event::Failed(guest::Transport::Connect),
+        Err(Transport::Timeout) => guest::Event::Failed(guest::Transport::Timeout),
+        Err(Transport::Broke) => guest::Event::Failed(guest::Transport::Broke),
+        Err(Transport::TooLarge) => guest::Event::Failed(guest::Transport::TooLarge),
     }
 }
 
