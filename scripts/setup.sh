@@ -37,6 +37,14 @@ if ! cmp -s edge/package-lock.json edge/node_modules/.edgegate-installed-lock.js
   cp edge/package-lock.json edge/node_modules/.edgegate-installed-lock.json
 fi
 
+# The official openai Node SDK, for the suite's Node session
+# (tests/sdk/session.mjs), whenever tests/sdk/package-lock.json changed.
+if ! cmp -s tests/sdk/package-lock.json tests/sdk/node_modules/.edgegate-installed-lock.json; then
+  log "installing the openai Node SDK (tests/sdk/)"
+  (cd tests/sdk && npm install --no-audit --no-fund)
+  cp tests/sdk/package-lock.json tests/sdk/node_modules/.edgegate-installed-lock.json
+fi
+
 # The official openai Python SDK, for the conformance suite's real-client
 # session (tests/sdk/session.py), in a virtual environment beside the tools.
 venv="$tools/venv"

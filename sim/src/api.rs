@@ -222,7 +222,7 @@ async fn v1(controls: &Controls, req: Request<Incoming>) -> Response<SimBody> {
     }
     let answer = match generate {
         Some(kind) => match Generation::parse(controls, kind, model, &request) {
-            Ok(generation) if wants_stream(&request) => {
+            Ok(generation) if wants_stream(&request) && !settings.never_stream => {
                 let usage = settings.report_usage && include_usage(&request);
                 return generation.stream(controls.clone(), settings, usage);
             }

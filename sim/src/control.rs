@@ -28,6 +28,8 @@ pub(crate) struct Settings {
     pub fail_status: u16,
     pub stall_after_chunks: Option<usize>,
     pub break_after_chunks: Option<usize>,
+    /// Answer stream requests with one JSON body, as some servers do.
+    pub never_stream: bool,
     pub base_latency_ms: u64,
     pub token_interval_ms: u64,
     /// Off: like servers that ignore `stream_options.include_usage` (llama.cpp's
@@ -43,6 +45,7 @@ impl Settings {
             fail_status: 503,
             stall_after_chunks: None,
             break_after_chunks: None,
+            never_stream: false,
             base_latency_ms: cfg.base_latency_ms,
             token_interval_ms: cfg.token_interval_ms,
             report_usage: true,
@@ -133,6 +136,12 @@ impl Controls {
     /// lets them finish.
     pub fn break_after_chunks(&self, chunks: Option<usize>) {
         lock(&self.shared.settings).break_after_chunks = chunks;
+    }
+
+    /// Whether stream requests get one JSON answer instead of SSE (off by
+    /// default); applies to requests that arrive from now on.
+    pub fn set_never_stream(&self, never: bool) {
+        lock(&self.shared.settings).never_stream = never;
     }
 
     /// Whether answers carry `usage` (on by default); applies to requests that
@@ -267,6 +276,7 @@ impl Controls {
             "fail_next": {"count": s.fail_count, "status": s.fail_status},
             "stall_after_chunks": s.stall_after_chunks,
             "break_after_chunks": s.break_after_chunks,
+            "never_stream": s.never_stream,
             "latency": {"base_ms": s.base_latency_ms, "token_interval_ms": s.token_interval_ms},
             "report_usage": s.report_usage,
             "requests_received": self.requests_received(),
@@ -307,6 +317,9 @@ impl Controls {
         if let Some(cut) = req.break_after_chunks {
             s.break_after_chunks = cut;
         }
+        if let Some(never) = req.never_stream {
+            s.never_stream = never;
+        }
         if let Some(l) = req.latency {
             s.base_latency_ms = l.base_ms.unwrap_or(s.base_latency_ms);
             s.token_interval_ms = l.token_interval_ms.unwrap_or(s.token_interval_ms);
@@ -330,6 +343,7 @@ struct ControlRequest {
     stall_after_chunks: Option<Option<usize>>,
     #[serde(default, deserialize_with = "present")]
     break_after_chunks: Option<Option<usize>>,
+    never_stream: Option<bool>,
     latency: Option<Latency>,
     report_usage: Option<bool>,
 }

@@ -17,7 +17,8 @@
 //! Out-of-process control: `POST /__control` takes a JSON object with any of
 //! `{"reset": true}` (applied first), `{"down": bool}`,
 //! `{"fail_next": {"count": n, "status": 503}}` (status defaults to 503),
-//! `{"stall_after_chunks": n | null}`, `{"break_after_chunks": n | null}` and
+//! `{"stall_after_chunks": n | null}`, `{"break_after_chunks": n | null}`,
+//! `{"never_stream": bool}` (JSON answers to stream requests) and
 //! `{"latency": {"base_ms": n, "token_interval_ms": n}}` (either may be left
 //! out). Unknown keys are a 400 and change nothing. It answers like
 //! `GET /__stats`: current settings, counters, `last_request` (method, path,

@@ -23,6 +23,8 @@ pub mod keys {
     pub const ERRORS: &str = "sk-conf-errors";
     pub const SDK: &str = "sk-conf-sdk";
     pub const SDK_LIMITED: &str = "sk-conf-sdk-limited";
+    pub const SDK_NODE: &str = "sk-conf-sdk-node";
+    pub const SDK_NODE_LIMITED: &str = "sk-conf-sdk-node-limited";
     pub const INTEROP: &str = "sk-conf-interop";
     pub const METER_RELAYED: &str = "sk-conf-meter-relayed";
     pub const METER_BROKEN: &str = "sk-conf-meter-broken";
@@ -190,6 +192,8 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
             tenant("errors-co", "open", keys::ERRORS),
             tenant("sdk-co", "open", keys::SDK),
             tenant("sdk-limited-co", "sdk-limited", keys::SDK_LIMITED),
+            tenant("sdk-node-co", "open", keys::SDK_NODE),
+            tenant("sdk-node-limited-co", "sdk-limited", keys::SDK_NODE_LIMITED),
             tenant("interop-co", "open", keys::INTEROP),
             tenant("meter-relayed-co", "meter", keys::METER_RELAYED),
             tenant("meter-broken-co", "meter", keys::METER_BROKEN),

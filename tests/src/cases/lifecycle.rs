@@ -1,7 +1,8 @@
 //! A request's life after admission, decided once in the core's exchange:
 //! failover before the client saw content, an SSE error event after, the
-//! route's total time bounding the attempts, streamed answers cached, and
-//! exactly one usage record per request on every path.
+//! route's total time bounding the attempts, streamed answers cached, a
+//! JSON answer to a stream request replayed as SSE, and exactly one usage
+//! record per request on every path.
 
 use crate::client::{CHAT, chat_body, region_of};
 use crate::gateway::{TINY_FIRST_BYTE_MS, TINY_TOTAL_MS, keys};
@@ -252,5 +253,33 @@ pub async fn one_record_per_request_on_every_path(t: &Target) -> Outcome {
     drop(body);
     let record = the_record(t, &id).await?;
     ensure_eq!(record["status"], json!(499), "a client that left");
+    Ok(())
+}
+
+pub async fn a_json_answer_to_a_stream_request_is_replayed_as_sse(t: &Target) -> Outcome {
+    t.backend("us-east").set_never_stream(true);
+    let reply = t
+        .post(CHAT)
+        .key(keys::LIFECYCLE)
+        .json(&streamed("json for a stream"))
+        .stream()
+        .await?;
+    ensure_eq!(reply.status, 200, "status");
+    ensure!(
+        reply
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/event-stream")),
+        "content-type {:?}",
+        reply.header("content-type")
+    );
+    ensure!(
+        reply.ends_with_done(),
+        "the replay does not end with [DONE]"
+    );
+    let content = reply.content()?;
+    ensure!(
+        region_of(&content) == Some("us-east"),
+        "the replayed answer: {content:?}"
+    );
     Ok(())
 }

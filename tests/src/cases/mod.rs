@@ -152,6 +152,10 @@ pub const ALL: &[Case] = &[
         lifecycle::a_streamed_answer_is_cached
     ),
     case!(
+        "lifecycle: a JSON answer to a stream request is replayed as SSE",
+        lifecycle::a_json_answer_to_a_stream_request_is_replayed_as_sse
+    ),
+    case!(
         "lifecycle: one usage record per request: a hit, a 429, a stream, a client that leaves",
         lifecycle::one_record_per_request_on_every_path
     ),
@@ -166,6 +170,10 @@ pub const ALL: &[Case] = &[
     case!(
         "sdk: the official openai Python SDK session",
         sdk::openai_python_sdk_session
+    ),
+    case!(
+        "sdk: the official openai Node SDK session",
+        sdk::openai_node_sdk_session
     ),
     case!(
         "interop: backends get the request id as a UUID",

