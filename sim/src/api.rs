@@ -537,6 +537,7 @@ impl Generation {
                 sent: 0,
                 stall_after: settings.stall_after_chunks,
                 break_after: settings.break_after_chunks,
+                runaway_after: settings.runaway_event_after_chunks,
             };
             match self.send_events(&mut sse, settings, include_usage).await {
                 Ok(()) => controls.count_completed(),
@@ -663,7 +664,11 @@ struct Sse {
     sent: usize,
     stall_after: Option<usize>,
     break_after: Option<usize>,
+    runaway_after: Option<usize>,
 }
+
+/// The size of the unterminated event `runaway_event_after_chunks` sends.
+const RUNAWAY_EVENT_BYTES: usize = 2 << 20;
 
 impl Sse {
     async fn send(&mut self, data: String) -> Result<(), ClientGone> {
@@ -675,6 +680,17 @@ impl Sse {
         if self.break_after == Some(self.sent) {
             // Cut the connection off, as a crashed backend would.
             let _ = self.tx.send(Err(Broken)).await;
+            return Err(ClientGone);
+        }
+        if self.runaway_after == Some(self.sent) {
+            // An event that never ends: 2 MiB of one `data:` line, then hang.
+            let mut runaway = String::from("data: ");
+            runaway.push_str(&"x".repeat(RUNAWAY_EVENT_BYTES));
+            self.tx
+                .send(Ok(Bytes::from(runaway)))
+                .await
+                .map_err(|_| ClientGone)?;
+            self.tx.closed().await;
             return Err(ClientGone);
         }
         let event = Bytes::from(format!("data: {data}\n\n"));

@@ -28,6 +28,7 @@ pub(crate) struct Settings {
     pub fail_status: u16,
     pub stall_after_chunks: Option<usize>,
     pub break_after_chunks: Option<usize>,
+    pub runaway_event_after_chunks: Option<usize>,
     /// Answer stream requests with one JSON body, as some servers do.
     pub never_stream: bool,
     pub base_latency_ms: u64,
@@ -45,6 +46,7 @@ impl Settings {
             fail_status: 503,
             stall_after_chunks: None,
             break_after_chunks: None,
+            runaway_event_after_chunks: None,
             never_stream: false,
             base_latency_ms: cfg.base_latency_ms,
             token_interval_ms: cfg.token_interval_ms,
@@ -136,6 +138,12 @@ impl Controls {
     /// lets them finish.
     pub fn break_after_chunks(&self, chunks: Option<usize>) {
         lock(&self.shared.settings).break_after_chunks = chunks;
+    }
+
+    /// Streams started from now on send `chunks` SSE events, then 2 MiB of
+    /// one event that never ends, and hang; `None` lets them finish.
+    pub fn runaway_event_after_chunks(&self, chunks: Option<usize>) {
+        lock(&self.shared.settings).runaway_event_after_chunks = chunks;
     }
 
     /// Whether stream requests get one JSON answer instead of SSE (off by
@@ -276,6 +284,7 @@ impl Controls {
             "fail_next": {"count": s.fail_count, "status": s.fail_status},
             "stall_after_chunks": s.stall_after_chunks,
             "break_after_chunks": s.break_after_chunks,
+            "runaway_event_after_chunks": s.runaway_event_after_chunks,
             "never_stream": s.never_stream,
             "latency": {"base_ms": s.base_latency_ms, "token_interval_ms": s.token_interval_ms},
             "report_usage": s.report_usage,
@@ -317,6 +326,9 @@ impl Controls {
         if let Some(cut) = req.break_after_chunks {
             s.break_after_chunks = cut;
         }
+        if let Some(runaway) = req.runaway_event_after_chunks {
+            s.runaway_event_after_chunks = runaway;
+        }
         if let Some(never) = req.never_stream {
             s.never_stream = never;
         }
@@ -343,6 +355,8 @@ struct ControlRequest {
     stall_after_chunks: Option<Option<usize>>,
     #[serde(default, deserialize_with = "present")]
     break_after_chunks: Option<Option<usize>>,
+    #[serde(default, deserialize_with = "present")]
+    runaway_event_after_chunks: Option<Option<usize>>,
     never_stream: Option<bool>,
     latency: Option<Latency>,
     report_usage: Option<bool>,

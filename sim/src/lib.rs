@@ -18,6 +18,7 @@
 //! `{"reset": true}` (applied first), `{"down": bool}`,
 //! `{"fail_next": {"count": n, "status": 503}}` (status defaults to 503),
 //! `{"stall_after_chunks": n | null}`, `{"break_after_chunks": n | null}`,
+//! `{"runaway_event_after_chunks": n | null}` (2 MiB of an unending event),
 //! `{"never_stream": bool}` (JSON answers to stream requests) and
 //! `{"latency": {"base_ms": n, "token_interval_ms": n}}` (either may be left
 //! out). Unknown keys are a 400 and change nothing. It answers like

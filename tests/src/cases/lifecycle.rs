@@ -98,11 +98,8 @@ pub async fn a_break_after_content_is_an_error_event_and_a_502_record(t: &Target
         region_of(&content) == Some("us-east"),
         "the words before the break: {content:?}"
     );
-    let last = reply.events.last().ok_or("an empty stream")?;
-    let event: Value =
-        serde_json::from_str(&last.data).map_err(|e| format!("last event {:?}: {e}", last.data))?;
     ensure_eq!(
-        event["error"]["code"],
+        last_error_code(&reply)?,
         json!("upstream_unavailable"),
         "the last event"
     );
@@ -281,5 +278,69 @@ pub async fn a_json_answer_to_a_stream_request_is_replayed_as_sse(t: &Target) ->
         region_of(&content) == Some("us-east"),
         "the replayed answer: {content:?}"
     );
+    Ok(())
+}
+
+/// The stream's last event as an OpenAI error's `code`.
+fn last_error_code(reply: &crate::client::StreamReply) -> Result<Value, String> {
+    let last = reply.events.last().ok_or("an empty stream")?;
+    let event: Value =
+        serde_json::from_str(&last.data).map_err(|e| format!("last event {:?}: {e}", last.data))?;
+    Ok(event["error"]["code"].clone())
+}
+
+pub async fn an_endless_event_ends_the_stream_at_its_cap(t: &Target) -> Outcome {
+    let us_east = t.backend("us-east");
+    us_east.set_latency(0, 50);
+    us_east.runaway_event_after_chunks(Some(3));
+    let reply = t
+        .post(CHAT)
+        .key(keys::LIFECYCLE)
+        .json(&streamed("run away"))
+        .stream()
+        .await?;
+    ensure_eq!(reply.status, 200, "status");
+    ensure!(
+        reply.content().is_ok_and(|c| !c.is_empty()),
+        "the words before the endless event"
+    );
+    ensure_eq!(
+        last_error_code(&reply)?,
+        json!("upstream_invalid_response"),
+        "the last event"
+    );
+    let id = reply.header("x-request-id").ok_or("no x-request-id")?;
+    let record = the_record(t, id).await?;
+    ensure_eq!(record["status"], json!(502), "record status");
+    Ok(())
+}
+
+pub async fn a_stream_ends_at_the_routes_total_time(t: &Target) -> Outcome {
+    // 12 words 300 ms apart: 3.6 s, past the tiny route's 2 s.
+    t.backend("us-east").set_latency(0, 300);
+    let mut body = streamed("a long answer");
+    body["model"] = json!("tiny");
+    let started = Instant::now();
+    let reply = t
+        .post(CHAT)
+        .key(keys::LIFECYCLE)
+        .json(&body)
+        .stream()
+        .await?;
+    let took = started.elapsed();
+    ensure_eq!(reply.status, 200, "status");
+    ensure_eq!(
+        last_error_code(&reply)?,
+        json!("upstream_timeout"),
+        "the last event"
+    );
+    let total = Duration::from_millis(TINY_TOTAL_MS);
+    ensure!(
+        took >= total.mul_f64(0.9) && took < total + Duration::from_millis(700),
+        "ended after {took:?}: the route's total is {total:?}"
+    );
+    let id = reply.header("x-request-id").ok_or("no x-request-id")?;
+    let record = the_record(t, id).await?;
+    ensure_eq!(record["status"], json!(504), "record status");
     Ok(())
 }

@@ -148,6 +148,14 @@ pub const ALL: &[Case] = &[
         lifecycle::attempts_stop_at_the_routes_total_time
     ),
     case!(
+        "lifecycle: a stream ends at the route's total time with an SSE error and a 504 record",
+        lifecycle::a_stream_ends_at_the_routes_total_time
+    ),
+    case!(
+        "lifecycle: an event past 1 MiB ends the stream with an SSE error and a 502 record",
+        lifecycle::an_endless_event_ends_the_stream_at_its_cap
+    ),
+    case!(
         "lifecycle: a streamed answer is cached",
         lifecycle::a_streamed_answer_is_cached
     ),
