@@ -85,26 +85,16 @@ async fn decide(
     })
 }
 
-/// The KV record for a presented API key the config does not list (the
-/// core prefers config keys; JWTs never touch KV).
+/// The KV record for a presented API key the config does not list.
 async fn provisioned_key(
     gateway: &Gateway,
     kv: &EdgeKv,
     headers: &CoreHeaders,
 ) -> Result<Option<ApiKeyRecord>, GatewayError> {
-    let Some(hash) = auth::presented_key_hash(headers) else {
-        return Ok(None);
-    };
-    let listed = auth::presented_credential(headers).is_some_and(|key| {
-        gateway
-            .config()
-            .tenant_by_key_hash(&auth::key_hash(key))
-            .is_some()
-    });
-    if listed {
-        return Ok(None);
+    match auth::key_to_look_up(gateway.config(), headers) {
+        Some(hash) => kv.api_key(&hash).await,
+        None => Ok(None),
     }
-    kv.api_key(&hash).await
 }
 
 /// Carries out one request's exchange.

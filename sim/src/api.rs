@@ -57,7 +57,7 @@ pub(crate) async fn handle(
 async fn route(controls: &Controls, req: Request<Incoming>) -> Response<SimBody> {
     let path = req.uri().path().to_owned();
     match (req.method(), path.as_str()) {
-        (&Method::GET, "/health") => health(controls),
+        (&Method::GET, "/health") => health(controls).await,
         (&Method::GET, "/__stats") => json_response(StatusCode::OK, &controls.stats()),
         (&Method::POST, "/__control") => control(controls, req).await,
         _ if path.starts_with("/v1/") => v1(controls, req).await,
@@ -70,8 +70,12 @@ async fn route(controls: &Controls, req: Request<Incoming>) -> Response<SimBody>
     }
 }
 
-fn health(controls: &Controls) -> Response<SimBody> {
+async fn health(controls: &Controls) -> Response<SimBody> {
     controls.count_health_check();
+    let delay = controls.health_delay_ms();
+    if delay > 0 {
+        sleep(Duration::from_millis(delay)).await;
+    }
     let (status, word) = if controls.is_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "down")
     } else {
@@ -228,10 +232,16 @@ async fn v1(controls: &Controls, req: Request<Incoming>) -> Response<SimBody> {
             }
             Ok(generation) => {
                 let mut answer = generation.to_json();
-                if !settings.report_usage
-                    && let Value::Object(o) = &mut answer
-                {
-                    o.remove("usage");
+                if let Value::Object(o) = &mut answer {
+                    if !settings.report_usage {
+                        o.remove("usage");
+                    }
+                    if settings.pad_answer_bytes > 0 {
+                        o.insert(
+                            "padding".into(),
+                            "x".repeat(settings.pad_answer_bytes).into(),
+                        );
+                    }
                 }
                 answer
             }

@@ -31,6 +31,10 @@ pub(crate) struct Settings {
     pub runaway_event_after_chunks: Option<usize>,
     /// Answer stream requests with one JSON body, as some servers do.
     pub never_stream: bool,
+    /// Bytes of padding added to every non-streamed answer.
+    pub pad_answer_bytes: usize,
+    /// How long `/health` takes to answer.
+    pub health_delay_ms: u64,
     pub base_latency_ms: u64,
     pub token_interval_ms: u64,
     /// Off: like servers that ignore `stream_options.include_usage` (llama.cpp's
@@ -48,6 +52,8 @@ impl Settings {
             break_after_chunks: None,
             runaway_event_after_chunks: None,
             never_stream: false,
+            pad_answer_bytes: 0,
+            health_delay_ms: 0,
             base_latency_ms: cfg.base_latency_ms,
             token_interval_ms: cfg.token_interval_ms,
             report_usage: true,
@@ -144,6 +150,20 @@ impl Controls {
     /// one event that never ends, and hang; `None` lets them finish.
     pub fn runaway_event_after_chunks(&self, chunks: Option<usize>) {
         lock(&self.shared.settings).runaway_event_after_chunks = chunks;
+    }
+
+    /// Pads every non-streamed answer with `bytes` of a `padding` field.
+    pub fn pad_answers(&self, bytes: usize) {
+        lock(&self.shared.settings).pad_answer_bytes = bytes;
+    }
+
+    /// Makes `/health` answer after `ms`.
+    pub fn set_health_delay(&self, ms: u64) {
+        lock(&self.shared.settings).health_delay_ms = ms;
+    }
+
+    pub(crate) fn health_delay_ms(&self) -> u64 {
+        lock(&self.shared.settings).health_delay_ms
     }
 
     /// Whether stream requests get one JSON answer instead of SSE (off by
@@ -286,6 +306,8 @@ impl Controls {
             "break_after_chunks": s.break_after_chunks,
             "runaway_event_after_chunks": s.runaway_event_after_chunks,
             "never_stream": s.never_stream,
+            "pad_answer_bytes": s.pad_answer_bytes,
+            "health_delay_ms": s.health_delay_ms,
             "latency": {"base_ms": s.base_latency_ms, "token_interval_ms": s.token_interval_ms},
             "report_usage": s.report_usage,
             "requests_received": self.requests_received(),
@@ -332,6 +354,12 @@ impl Controls {
         if let Some(never) = req.never_stream {
             s.never_stream = never;
         }
+        if let Some(bytes) = req.pad_answer_bytes {
+            s.pad_answer_bytes = bytes;
+        }
+        if let Some(ms) = req.health_delay_ms {
+            s.health_delay_ms = ms;
+        }
         if let Some(l) = req.latency {
             s.base_latency_ms = l.base_ms.unwrap_or(s.base_latency_ms);
             s.token_interval_ms = l.token_interval_ms.unwrap_or(s.token_interval_ms);
@@ -358,6 +386,8 @@ struct ControlRequest {
     #[serde(default, deserialize_with = "present")]
     runaway_event_after_chunks: Option<Option<usize>>,
     never_stream: Option<bool>,
+    pad_answer_bytes: Option<usize>,
+    health_delay_ms: Option<u64>,
     latency: Option<Latency>,
     report_usage: Option<bool>,
 }

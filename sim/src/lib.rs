@@ -19,7 +19,8 @@
 //! `{"fail_next": {"count": n, "status": 503}}` (status defaults to 503),
 //! `{"stall_after_chunks": n | null}`, `{"break_after_chunks": n | null}`,
 //! `{"runaway_event_after_chunks": n | null}` (2 MiB of an unending event),
-//! `{"never_stream": bool}` (JSON answers to stream requests) and
+//! `{"never_stream": bool}` (JSON answers to stream requests),
+//! `{"pad_answer_bytes": n}`, `{"health_delay_ms": n}` and
 //! `{"latency": {"base_ms": n, "token_interval_ms": n}}` (either may be left
 //! out). Unknown keys are a 400 and change nothing. It answers like
 //! `GET /__stats`: current settings, counters, `last_request` (method, path,

@@ -51,6 +51,8 @@ pub struct Target {
     /// The llama.cpp server of [`LLAMA_REGION`], or why it is not running.
     llama: tokio::sync::Mutex<Result<Llama, String>>,
     process: Child,
+    /// The Worker launcher's stdin (closing it stops workerd).
+    launcher: tokio::sync::Mutex<Option<tokio::process::ChildStdin>>,
     output: Output,
     /// Config, state and logs; removed when the target is dropped.
     _dir: tempfile::TempDir,
@@ -128,6 +130,7 @@ impl Target {
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
+        let launcher = tokio::sync::Mutex::new(process.stdin.take());
         let log = dir.path().join(match runner {
             Runner::LocalRunner => "access.log",
             Runner::Workerd => "worker.log",
@@ -137,6 +140,7 @@ impl Target {
             base,
             http,
             log,
+            launcher,
             backends,
             llama: tokio::sync::Mutex::new(llama),
             process,
@@ -186,6 +190,37 @@ impl Target {
         }
     }
 
+    /// Runs the runner's region health probes once more: the Worker's cron
+    /// on demand (it waits until the cron is over); `local-runner` probes on
+    /// its own every 500 ms, so this waits one interval.
+    pub async fn probe_regions(&self) -> Result<(), String> {
+        match self.runner {
+            Runner::LocalRunner => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok(())
+            }
+            Runner::Workerd => {
+                use tokio::io::AsyncWriteExt;
+                let seen = self.output.probes();
+                let mut launcher = self.launcher.lock().await;
+                let stdin = launcher.as_mut().ok_or("the launcher's stdin is closed")?;
+                stdin
+                    .write_all(b"probe\n")
+                    .await
+                    .map_err(|e| format!("asking for a probe: {e}"))?;
+                drop(launcher);
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while self.output.probes() == seen {
+                    if std::time::Instant::now() > deadline {
+                        return Err("the Worker's cron did not finish within 10 s".into());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// The usage records the runner logged for `request_id`: JSON lines of
     /// its access log, or of the Worker's console (`[level] ` first).
     pub fn usage_records(&self, request_id: &str) -> Vec<serde_json::Value> {
@@ -212,7 +247,7 @@ impl Target {
     pub async fn stop(mut self) {
         let closed = match self.runner {
             Runner::Workerd => {
-                drop(self.process.stdin.take());
+                drop(self.launcher.get_mut().take());
                 tokio::time::timeout(Duration::from_secs(10), self.process.wait())
                     .await
                     .is_ok()
@@ -363,10 +398,12 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
-/// A runner's output: the last lines, kept for failure reports.
+/// A runner's output: the last lines, kept for failure reports, and how
+/// many times the Worker's launcher said `PROBED`.
 #[derive(Clone, Default)]
 struct Output {
     lines: Arc<Mutex<VecDeque<String>>>,
+    probed: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Output {
@@ -379,6 +416,7 @@ impl Output {
     ) -> tokio::sync::oneshot::Receiver<String> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let lines = self.lines.clone();
+        let probed = self.probed.clone();
         tokio::spawn(async move {
             let mut tx = Some(tx);
             let mut reader = BufReader::new(stream).lines();
@@ -388,6 +426,9 @@ impl Output {
                 {
                     let _ = tx.send(rest.to_owned());
                 }
+                if line.trim() == "PROBED" {
+                    probed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 let mut kept = lines.lock().unwrap_or_else(PoisonError::into_inner);
                 if kept.len() == KEPT_LOG_LINES {
                     kept.pop_front();
@@ -396,6 +437,10 @@ impl Output {
             }
         });
         rx
+    }
+
+    fn probes(&self) -> usize {
+        self.probed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn tail(&self) -> String {

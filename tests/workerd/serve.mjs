@@ -6,8 +6,9 @@
 //
 // SETTINGS: {"gateway": {...}, "secrets": {NAME: value}, "vars": {NAME: "value"},
 // "persist": dir for KV and the quota Durable Objects, "log_file": path}.
-// Prints `READY http://127.0.0.1:PORT` once it listens; disposes of workerd
-// and exits when stdin closes (its parent went away) or on SIGTERM/SIGINT.
+// Prints `READY http://127.0.0.1:PORT` once it listens; runs the cron for a
+// line `probe` on stdin; disposes of workerd and exits when stdin closes (its
+// parent went away) or on SIGTERM/SIGINT.
 import { appendFileSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, resolve } from "node:path";
@@ -53,6 +54,20 @@ process.on("SIGTERM", stop);
 process.on("SIGINT", stop);
 process.stdin.on("end", stop);
 process.stdin.on("close", stop);
+// A line `probe` runs the Worker's cron (its region health probes) once, as
+// Cloudflare's scheduler would; `PROBED` follows when it is over.
+let pending = "";
+process.stdin.on("data", async (data) => {
+  pending += data;
+  const lines = pending.split("\n");
+  pending = lines.pop();
+  for (const line of lines) {
+    if (line.trim() !== "probe") continue;
+    const worker = await mf.getWorker();
+    await worker.scheduled({ cron: "* * * * *", scheduledTime: new Date() });
+    console.log("PROBED");
+  }
+});
 process.stdin.resume();
 
 const url = await mf.ready;

@@ -73,6 +73,18 @@ pub fn presented_key_hash(headers: &Headers) -> Option<String> {
         .map(|c| hex::encode(key_hash(c)))
 }
 
+/// The key-store entry a host should read for this request: the presented
+/// API key's hex SHA-256 when the config does not list the key (listed keys
+/// and JWTs never touch the store).
+pub fn key_to_look_up(config: &Config, headers: &Headers) -> Option<String> {
+    let key = presented_credential(headers).filter(|c| !jwt::looks_like_jwt(c))?;
+    let hash = key_hash(key);
+    config
+        .tenant_by_key_hash(&hash)
+        .is_none()
+        .then(|| hex::encode(hash))
+}
+
 pub fn authenticate(
     config: &Config,
     headers: &Headers,

@@ -227,3 +227,18 @@ fn ip_allow_and_deny() {
     let open = g.config().tenant("acme").map(|i| &g.config().tenants[i]);
     assert!(super::check_ip(open, None).is_ok());
 }
+
+#[test]
+fn only_unlisted_api_keys_are_looked_up_in_the_key_store() {
+    use super::{key_hash, key_to_look_up};
+    let g = gateway();
+    let listed = headers_with_key("sk-acme-test-key-1");
+    assert_eq!(key_to_look_up(g.config(), &listed), None);
+    let unlisted = headers_with_key("sk-provisioned-elsewhere");
+    assert_eq!(
+        key_to_look_up(g.config(), &unlisted),
+        Some(hex::encode(key_hash("sk-provisioned-elsewhere")))
+    );
+    let jwt = headers_with_key(&sign_hs256(&hs_claims()));
+    assert_eq!(key_to_look_up(g.config(), &jwt), None);
+}

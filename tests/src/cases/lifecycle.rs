@@ -344,3 +344,21 @@ pub async fn a_stream_ends_at_the_routes_total_time(t: &Target) -> Outcome {
     ensure_eq!(record["status"], json!(504), "record status");
     Ok(())
 }
+
+pub async fn an_answer_past_the_cap_is_refused(t: &Target) -> Outcome {
+    // Every region pads its answers past the 64 MiB a non-streamed answer may have.
+    for region in ["us-east", "eu-west", "ap-southeast"] {
+        t.backend(region).pad_answers(65 << 20);
+    }
+    let reply = t
+        .post(CHAT)
+        .key(keys::LIFECYCLE)
+        .json(&chat_body("a huge answer"))
+        .send()
+        .await?;
+    reply.expect_error(502, "upstream_error", "upstream_invalid_response")?;
+    let record = the_record(t, &reply.request_id()).await?;
+    ensure_eq!(record["status"], json!(502), "record status");
+    ensure_eq!(record["attempts"], json!(1), "a cap is not retried");
+    Ok(())
+}

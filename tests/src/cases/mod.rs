@@ -107,6 +107,10 @@ pub const ALL: &[Case] = &[
         geo::failover_when_nearest_region_is_down
     ),
     case!(
+        "geo: a region whose health probe answers past 2 s is taken down",
+        geo::a_probe_past_its_timeout_takes_the_region_down
+    ),
+    case!(
         "cache: MISS then HIT for a deterministic request",
         cache::miss_then_hit_when_deterministic
     ),
@@ -154,6 +158,10 @@ pub const ALL: &[Case] = &[
     case!(
         "lifecycle: an event past 1 MiB ends the stream with an SSE error and a 502 record",
         lifecycle::an_endless_event_ends_the_stream_at_its_cap
+    ),
+    case!(
+        "lifecycle: an answer past 64 MiB is refused with a 502",
+        lifecycle::an_answer_past_the_cap_is_refused
     ),
     case!(
         "lifecycle: a streamed answer is cached",
