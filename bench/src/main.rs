@@ -63,6 +63,9 @@ struct Args {
     /// Record a `perf` profile of the runner under 32 connections into this file.
     #[arg(long)]
     perf_out: Option<PathBuf>,
+    /// Profile 1,000 streams from a backend that answers in 500 ms instead.
+    #[arg(long)]
+    perf_streams: bool,
 }
 
 fn main() -> Result<()> {
@@ -286,12 +289,13 @@ fn summary(f: &matrix::Findings) -> Vec<String> {
     out
 }
 
-/// A `perf` profile of the runner while 32 connections load it.
+/// A `perf` profile of the runner while `connections` load it.
 async fn profile(
     gateway: &Target,
     pid: u32,
     out: &Path,
     seconds: Duration,
+    connections: usize,
     body: Arc<dyn Fn(u64) -> Bytes + Send + Sync>,
 ) -> Result<()> {
     let mut perf = Command::new("perf")
@@ -302,7 +306,7 @@ async fn profile(
         .stderr(Stdio::null())
         .spawn()
         .context("starting perf (apt-get install linux-perf)")?;
-    load::run(gateway, 32, seconds, body).await?;
+    load::run(gateway, connections, seconds, body).await?;
     perf.wait()?;
     Ok(())
 }
@@ -421,7 +425,14 @@ async fn run(args: Args) -> Result<()> {
     let (open, held) = m.open_loop(&args.rates, 5.0).await?;
     drop(peer_procs);
     if let Some(out) = &args.perf_out {
-        profile(&gateway, pid, out, seconds, body.clone()).await?;
+        if args.perf_streams {
+            backend.controls().set_latency(500, 0);
+            let streams: Arc<dyn Fn(u64) -> Bytes + Send + Sync> = Arc::new(|n| chat_body(n, true));
+            profile(&gateway, pid, out, seconds, 1000, streams).await?;
+            backend.controls().set_latency(0, 0);
+        } else {
+            profile(&gateway, pid, out, seconds, 32, body.clone()).await?;
+        }
     }
     let real = match &args.peers {
         Some(venv) => Some(real_model::added_latency(&args.runner, venv, 20).await?),

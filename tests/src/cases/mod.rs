@@ -107,7 +107,7 @@ pub const ALL: &[Case] = &[
         geo::failover_when_nearest_region_is_down
     ),
     case!(
-        "geo: a region whose health probe answers past 2 s is taken down",
+        "geo: a region whose health probe answers past 2 s is passed over",
         geo::a_probe_past_its_timeout_takes_the_region_down
     ),
     case!(
