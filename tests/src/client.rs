@@ -394,6 +394,11 @@ impl StreamReply {
             .collect())
     }
 
+    /// The stream's `x-request-id`.
+    pub fn request_id(&self) -> Result<String, String> {
+        request_id(&self.headers)
+    }
+
     pub fn ends_with_done(&self) -> bool {
         self.events.last().is_some_and(|e| e.data == "[DONE]") && self.rest.trim().is_empty()
     }

@@ -69,10 +69,7 @@ pub async fn a_break_before_content_fails_over_invisibly(t: &Target) -> Outcome 
         "answered by {:?}: {content}",
         region_of(&content)
     );
-    let id = reply
-        .header("x-request-id")
-        .ok_or("no x-request-id")?
-        .to_owned();
+    let id = reply.request_id()?;
     let record = the_record(t, &id).await?;
     ensure_eq!(record["status"], json!(200), "record status");
     ensure_eq!(record["attempts"], json!(2), "record attempts");
@@ -108,10 +105,7 @@ pub async fn a_break_after_content_is_an_error_event_and_a_502_record(t: &Target
         "a broken stream ended with [DONE]"
     );
     ensure_eq!(us_east.requests_received(), 1, "attempts after content");
-    let id = reply
-        .header("x-request-id")
-        .ok_or("no x-request-id")?
-        .to_owned();
+    let id = reply.request_id()?;
     let record = the_record(t, &id).await?;
     ensure_eq!(record["status"], json!(502), "record status");
     ensure_eq!(
@@ -225,8 +219,8 @@ pub async fn one_record_per_request_on_every_path(t: &Target) -> Outcome {
         .json(&streamed("count my stream"))
         .stream()
         .await?;
-    let id = reply.header("x-request-id").ok_or("no x-request-id")?;
-    let record = the_record(t, id).await?;
+    let id = reply.request_id()?;
+    let record = the_record(t, &id).await?;
     ensure_eq!(record["status"], json!(200), "a stream's record");
 
     // A client that leaves mid-stream (slow wherever it is served).
@@ -309,8 +303,8 @@ pub async fn an_endless_event_ends_the_stream_at_its_cap(t: &Target) -> Outcome 
         json!("upstream_invalid_response"),
         "the last event"
     );
-    let id = reply.header("x-request-id").ok_or("no x-request-id")?;
-    let record = the_record(t, id).await?;
+    let id = reply.request_id()?;
+    let record = the_record(t, &id).await?;
     ensure_eq!(record["status"], json!(502), "record status");
     Ok(())
 }
@@ -339,8 +333,8 @@ pub async fn a_stream_ends_at_the_routes_total_time(t: &Target) -> Outcome {
         took >= total.mul_f64(0.9) && took < total + Duration::from_millis(700),
         "ended after {took:?}: the route's total is {total:?}"
     );
-    let id = reply.header("x-request-id").ok_or("no x-request-id")?;
-    let record = the_record(t, id).await?;
+    let id = reply.request_id()?;
+    let record = the_record(t, &id).await?;
     ensure_eq!(record["status"], json!(504), "record status");
     Ok(())
 }
