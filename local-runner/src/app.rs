@@ -14,7 +14,8 @@ use edgegate_core::gateway::RequestContext;
 use edgegate_core::geo::ClientGeo;
 use edgegate_core::request::{Headers, HttpRequest};
 use edgegate_core::telemetry::UsageRecord;
-use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
+use futures_util::{Stream, StreamExt};
+use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response};
 use std::convert::Infallible;
@@ -22,7 +23,7 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-pub type Body = BoxBody<Bytes, Infallible>;
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 pub struct App {
     pub sandbox: Arc<Sandbox>,
@@ -52,7 +53,7 @@ impl App {
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed()
+    Full::new(bytes.into()).boxed_unsync()
 }
 
 /// A response with the core's status and headers.
@@ -68,17 +69,16 @@ pub fn response(status: u16, headers: Vec<(String, String)>, body: Body) -> Resp
     })
 }
 
+/// A response whose body is `chunks`, each sent as it comes: the client's
+/// connection polls them, so an upstream chunk reaches it without a hand-off
+/// to another task.
 pub fn stream_response(
     status: u16,
     headers: Vec<(String, String)>,
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    chunks: impl Stream<Item = Bytes> + Send + 'static,
 ) -> Response<Body> {
-    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
-    });
-    response(status, headers, BodyExt::boxed(StreamBody::new(chunks)))
+    let frames = chunks.map(|b| Ok::<_, Infallible>(Frame::data(b)));
+    response(status, headers, StreamBody::new(frames).boxed_unsync())
 }
 
 fn plain(content_type: &str, body: impl Into<Bytes>) -> Response<Body> {

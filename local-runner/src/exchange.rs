@@ -10,7 +10,7 @@ use crate::app::{App, Body, full, response, stream_response};
 use crate::response_cache::CachedResponse;
 use crate::sandbox::guest::{self, Action, Event};
 use crate::sandbox::{SandboxFault, SandboxedExchange, convert};
-use crate::upstream::{self, BodyStream};
+use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use edgegate_core::GatewayError;
 use edgegate_core::gateway::{LocalResponse, QuotaRequest, RequestContext};
@@ -21,7 +21,6 @@ use hyper::Response;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Admits and serves one request.
 pub async fn serve(
@@ -43,7 +42,6 @@ pub async fn serve(
             body: None,
             responded: false,
             finished: false,
-            client_gone: false,
         },
         Err(fault) => return refused(&app, &request_id, fault.into(), started_us),
     };
@@ -64,9 +62,12 @@ pub async fn serve(
             response(head.status, head.headers, full(body))
         }
         guest::ResponseBody::Stream => {
-            let (tx, rx) = mpsc::channel::<Bytes>(32);
-            tokio::spawn(run.relay(tx));
-            stream_response(head.status, head.headers, rx)
+            // The body carries the exchange: when the client goes away, it
+            // is dropped, and `Run`'s `Drop` tells the exchange.
+            let chunks = futures_util::stream::unfold(run, |mut run| async move {
+                run.next_write().await.map(|bytes| (bytes, run))
+            });
+            stream_response(head.status, head.headers, chunks)
         }
     }
 }
@@ -103,11 +104,10 @@ struct Run {
     /// The reservation made and not yet settled or released.
     reserved: Option<(QuotaRequest, String)>,
     /// The current attempt's body, still upstream.
-    body: Option<BodyStream>,
+    body: Option<UpstreamBody>,
     responded: bool,
     /// The usage record was written (or the exchange is lost).
     finished: bool,
-    client_gone: bool,
 }
 
 impl Run {
@@ -144,28 +144,25 @@ impl Run {
             }
             Action::Send(send) => {
                 self.body = None;
-                let read = send.read;
+                let read = convert::body_reads(send.read);
                 let (body, head) = self.app.upstream.send(send).await;
                 self.body = body;
-                // `BodyRead::for_status`: an error's body, and a
-                // non-streamed answer's, are read right away.
                 let limit = match &head {
-                    Event::Head(h) if (200..300).contains(&h.status) => read.success,
-                    Event::Head(_) => Some(read.error),
+                    Event::Head(h) => read.for_status(h.status),
                     _ => None,
                 };
                 self.events.push(head);
                 match (limit, self.body.as_mut()) {
-                    (Some(limit), Some(body)) => upstream::read_body(body, limit).await,
+                    (Some(limit), Some(body)) => body.read_body(limit).await,
                     _ => return,
                 }
             }
             Action::ReadBody(limit) => match self.body.as_mut() {
-                Some(body) => upstream::read_body(body, limit).await,
+                Some(body) => body.read_body(convert::body_limit(limit)).await,
                 None => Event::Failed(guest::Transport::Broke),
             },
             Action::ReadChunk(within_ms) => match self.body.as_mut() {
-                Some(body) => upstream::read_chunk(body, within_ms).await,
+                Some(body) => body.read_chunk(within_ms).await,
                 None => Event::Failed(guest::Transport::Broke),
             },
             // Carried out where the response is.
@@ -230,42 +227,17 @@ impl Run {
         None
     }
 
-    /// The streamed response: writes as they come, until the exchange ends
-    /// it or the client goes away (then the exchange is told, and no more is
-    /// read or written).
-    async fn relay(mut self, tx: mpsc::Sender<Bytes>) {
+    /// The streamed response's next bytes: what the exchange writes, after
+    /// carrying out the actions before it (reading upstream); `None` once
+    /// it ended the stream (and settled and recorded it).
+    async fn next_write(&mut self) -> Option<Bytes> {
         while let Some(action) = self.next() {
             match action {
-                Action::Write(bytes) if !self.client_gone => {
-                    if tx.send(Bytes::from(bytes)).await.is_err() {
-                        self.gone();
-                    }
-                }
-                Action::ReadChunk(within_ms) if !self.client_gone => {
-                    let Some(body) = self.body.as_mut() else {
-                        self.events.push(Event::Failed(guest::Transport::Broke));
-                        continue;
-                    };
-                    tokio::select! {
-                        _ = tx.closed() => self.gone(),
-                        event = upstream::read_chunk(body, within_ms) => self.events.push(event),
-                    }
-                }
-                Action::Write(_) | Action::ReadChunk(_) => {}
+                Action::Write(bytes) => return Some(Bytes::from(bytes)),
                 other => self.run(other).await,
             }
         }
-        // Dropping the upstream body here closes the backend connection: a
-        // client that went away cancels the generation.
-        drop(tx);
-    }
-
-    fn gone(&mut self) {
-        if !self.client_gone {
-            self.client_gone = true;
-            self.body = None;
-            self.events.push(Event::ClientGone);
-        }
+        None
     }
 
     /// The sandbox lost the exchange: its reservation goes back, its record
@@ -324,7 +296,8 @@ fn error_head(error: &GatewayError, request_id: &str) -> guest::Head {
 
 impl Drop for Run {
     /// A request dropped before its record (the client went away while it
-    /// waited): the exchange is told, and settles and records now.
+    /// waited, or during its stream, which drops the body holding this): the
+    /// exchange is told, and settles and records now.
     fn drop(&mut self) {
         if self.finished {
             return;

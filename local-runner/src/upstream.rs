@@ -4,15 +4,17 @@
 
 use crate::sandbox::convert;
 use crate::sandbox::guest::{self, Event, Transport};
-use bytes::Bytes;
-use edgegate_core::exchange::BodyCollector;
-use futures_util::{Stream, StreamExt};
+use bytes::{Bytes, BytesMut};
+use edgegate_core::exchange::{BodyCollector, BodyLimit};
+use futures_util::{FutureExt, Stream, StreamExt};
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
-pub type BodyStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+/// Stream pieces that had already arrived are passed on together, up to
+/// this many bytes: one crossing into the sandbox, not one per HTTP frame.
+const MAX_JOINED_BYTES: usize = 64 << 10;
 
 #[derive(Default)]
 pub struct Upstream {
@@ -38,7 +40,7 @@ impl Upstream {
 
     /// Sends the attempt; returns its head (and its body, still upstream)
     /// once the response headers arrived within `head_ms`.
-    pub async fn send(&self, send: guest::Send) -> (Option<BodyStream>, Event) {
+    pub async fn send(&self, send: guest::Send) -> (Option<UpstreamBody>, Event) {
         let mut request = self.client(send.connect_ms).post(&send.url).body(send.body);
         for (name, value) in &send.headers {
             request = request.header(name, value);
@@ -58,33 +60,71 @@ impl Upstream {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
         });
-        (Some(Box::pin(response.bytes_stream())), head)
+        let body = UpstreamBody {
+            pieces: Box::pin(response.bytes_stream()),
+            after: None,
+        };
+        (Some(body), head)
     }
 }
 
-/// The whole body, at most `limit.max_bytes`, within `limit.within_ms`.
-pub async fn read_body(body: &mut BodyStream, limit: guest::BodyLimit) -> Event {
-    let max_bytes = usize::try_from(limit.max_bytes).unwrap_or(usize::MAX);
-    let mut collected = BodyCollector::new(max_bytes);
-    let read = async move {
-        while let Some(piece) = body.next().await {
-            if let Some(read) = collected.add(Some(piece.as_deref())) {
-                return convert::body_read(read);
-            }
-        }
-        Event::Body(collected.finish())
-    };
-    tokio::time::timeout(Duration::from_millis(limit.within_ms), read)
-        .await
-        .unwrap_or(Event::Failed(Transport::Timeout))
+/// An attempt's body, still upstream.
+pub struct UpstreamBody {
+    pieces: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    /// How the stream ended, seen while joining pieces: the next read's event.
+    after: Option<Event>,
 }
 
-/// The next piece of a streamed body, within `within_ms`.
-pub async fn read_chunk(body: &mut BodyStream, within_ms: u64) -> Event {
-    match tokio::time::timeout(Duration::from_millis(within_ms), body.next()).await {
-        Err(_) => Event::Failed(Transport::Timeout),
-        Ok(None) => Event::End,
-        Ok(Some(Err(_))) => Event::Failed(Transport::Broke),
-        Ok(Some(Ok(bytes))) => Event::Chunk(bytes.to_vec()),
+impl UpstreamBody {
+    /// The whole body, at most `limit.max_bytes`, within `limit.within_ms`.
+    pub async fn read_body(&mut self, limit: BodyLimit) -> Event {
+        let mut collected = BodyCollector::new(limit.max_bytes);
+        let pieces = &mut self.pieces;
+        let read = async move {
+            while let Some(piece) = pieces.next().await {
+                if let Some(read) = collected.add(Some(piece.as_deref())) {
+                    return convert::body_read(read);
+                }
+            }
+            Event::Body(collected.finish())
+        };
+        tokio::time::timeout(Duration::from_millis(limit.within_ms), read)
+            .await
+            .unwrap_or(Event::Failed(Transport::Timeout))
+    }
+
+    /// The next pieces of a streamed body, within `within_ms`: the first to
+    /// arrive and any already behind it.
+    pub async fn read_chunk(&mut self, within_ms: u64) -> Event {
+        if let Some(after) = self.after.take() {
+            return after;
+        }
+        let first = match tokio::time::timeout(Duration::from_millis(within_ms), self.pieces.next())
+            .await
+        {
+            Err(_) => return Event::Failed(Transport::Timeout),
+            Ok(None) => return Event::End,
+            Ok(Some(Err(_))) => return Event::Failed(Transport::Broke),
+            Ok(Some(Ok(bytes))) => bytes,
+        };
+        let mut joined: Option<BytesMut> = None;
+        while joined.as_ref().map_or(first.len(), BytesMut::len) < MAX_JOINED_BYTES {
+            let more = match self.pieces.next().now_or_never() {
+                None => break,
+                Some(Some(Ok(more))) => more,
+                Some(None) => {
+                    self.after = Some(Event::End);
+                    break;
+                }
+                Some(Some(Err(_))) => {
+                    self.after = Some(Event::Failed(Transport::Broke));
+                    break;
+                }
+            };
+            joined
+                .get_or_insert_with(|| BytesMut::from(&first[..]))
+                .extend_from_slice(&more);
+        }
+        Event::Chunk(joined.map_or_else(|| first.to_vec(), |j| j.to_vec()))
     }
 }

@@ -120,6 +120,8 @@ pub enum Event {
         content_type: Option<String>,
     },
     Body(Vec<u8>),
+    /// Stream bytes split anywhere: one HTTP frame, or several that had
+    /// already arrived (fewer crossings for a host that batches).
     Chunk(Vec<u8>),
     End,
     Failed(Transport),

@@ -4,7 +4,7 @@
 
 use super::guest;
 use edgegate_core::error::LimitKind;
-use edgegate_core::exchange::Transport;
+use edgegate_core::exchange::{BodyLimit, BodyRead, Transport};
 use edgegate_core::gateway::{QuotaRequest, RequestContext, UsageSource};
 use edgegate_core::geo::Health;
 use edgegate_core::quota::{Amounts, QuotaLimits, QuotaSnapshot, ReserveOutcome};
@@ -105,6 +105,20 @@ fn snapshot(s: QuotaSnapshot) -> guest::QuotaSnapshot {
         remaining_tokens: s.remaining_tokens,
         reset_requests_ms: s.reset_requests_ms,
         reset_tokens_ms: s.reset_tokens_ms,
+    }
+}
+
+pub fn body_limit(l: guest::BodyLimit) -> BodyLimit {
+    BodyLimit {
+        max_bytes: usize::try_from(l.max_bytes).unwrap_or(usize::MAX),
+        within_ms: l.within_ms,
+    }
+}
+
+pub fn body_reads(r: guest::BodyRead) -> BodyRead {
+    BodyRead {
+        success: r.success.map(body_limit),
+        error: body_limit(r.error),
     }
 }
 
