@@ -37,6 +37,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: Context) -> Response {
         io,
         env,
         upstream: None,
+        deferred: None,
     };
     driver.respond(&ctx, &request_id).await
 }
@@ -104,6 +105,8 @@ struct Driver {
     env: Env,
     /// The current attempt's call.
     upstream: Option<Upstream>,
+    /// An action taken from the exchange but not yet carried out.
+    deferred: Option<Action>,
 }
 
 impl Driver {
@@ -111,7 +114,7 @@ impl Driver {
     /// (the stream, settling, the record) runs after it is returned.
     async fn respond(mut self, ctx: &Context, request_id: &str) -> Response {
         let head = loop {
-            match self.exchange.poll() {
+            match self.next_action() {
                 Some(Action::Respond(head)) => break head,
                 Some(action) => self.run(action).await,
                 None => {
@@ -153,9 +156,13 @@ impl Driver {
         if client_gone {
             self.handle(Event::ClientGone);
         }
-        while let Some(action) = self.exchange.poll() {
+        while let Some(action) = self.next_action() {
             self.run(action).await;
         }
+    }
+
+    fn next_action(&mut self) -> Option<Action> {
+        self.deferred.take().or_else(|| self.exchange.poll())
     }
 
     fn handle(&mut self, event: Event) {
@@ -175,10 +182,32 @@ impl Driver {
         };
         let event = match action {
             Action::Reserve { quota, id } => {
-                let reserved = match io.quota_store(&self.env) {
-                    Ok(quotas) => quotas.reserve(&quota, &id).await,
-                    Err(error) => Err(error),
+                // The exchange asks for the cache lookup with the
+                // reservation: the Durable Object and KV are asked at once.
+                let lookup = match self.exchange.poll() {
+                    Some(Action::LookupCache { key }) => Some(key),
+                    other => {
+                        self.deferred = other;
+                        None
+                    }
                 };
+                let store = quota_store(&mut io.quotas, &self.env);
+                let reserve = async {
+                    match store {
+                        Ok(quotas) => quotas.reserve(&quota, &id).await,
+                        Err(error) => Err(error),
+                    }
+                };
+                let kv = &io.kv;
+                let (reserved, cached) = futures_util::join!(reserve, async {
+                    match &lookup {
+                        Some(key) => Some(kv.cached_answer(key).await),
+                        None => None,
+                    }
+                });
+                if let Some(cached) = cached {
+                    self.handle(Event::Cached(cached));
+                }
                 Event::Reserved(reserved)
             }
             Action::LookupCache { key } => Event::Cached(io.kv.cached_answer(&key).await),
@@ -222,14 +251,16 @@ impl Driver {
                 return;
             }
             Action::Settle { actual } => {
-                if let (Some(plan), Ok(quotas)) = (self.exchange.plan(), io.quota_store(&self.env))
+                if let (Some(plan), Ok(quotas)) =
+                    (self.exchange.plan(), quota_store(&mut io.quotas, &self.env))
                 {
                     quotas.settle(&plan.quota, &plan.request_id, actual).await;
                 }
                 return;
             }
             Action::Release => {
-                if let (Some(plan), Ok(quotas)) = (self.exchange.plan(), io.quota_store(&self.env))
+                if let (Some(plan), Ok(quotas)) =
+                    (self.exchange.plan(), quota_store(&mut io.quotas, &self.env))
                 {
                     quotas.release(&plan.quota, &plan.request_id).await;
                 }
@@ -260,15 +291,17 @@ impl Driver {
     }
 }
 
-impl Io {
-    fn quota_store(&mut self, env: &Env) -> Result<&QuotaStore, GatewayError> {
-        if self.quotas.is_none() {
-            self.quotas = Some(QuotaStore::new(env)?);
-        }
-        self.quotas.as_ref().ok_or_else(|| GatewayError::Internal {
-            message: "the quota store is unavailable".into(),
-        })
+/// The quota objects' binding, bound at first use.
+fn quota_store<'a>(
+    quotas: &'a mut Option<QuotaStore>,
+    env: &Env,
+) -> Result<&'a QuotaStore, GatewayError> {
+    if quotas.is_none() {
+        *quotas = Some(QuotaStore::new(env)?);
     }
+    quotas.as_ref().ok_or_else(|| GatewayError::Internal {
+        message: "the quota store is unavailable".into(),
+    })
 }
 
 /// A streamed response's body: the exchange's writes as they come. When it
@@ -283,7 +316,7 @@ impl Relay {
     async fn next(&mut self) -> Option<Vec<u8>> {
         loop {
             let driver = self.driver.as_mut()?;
-            match driver.exchange.poll() {
+            match driver.next_action() {
                 Some(Action::Write(bytes)) => return Some(bytes),
                 Some(Action::EndStream) | None => {
                     driver.upstream = None;
