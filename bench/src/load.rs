@@ -120,8 +120,11 @@ pub async fn run(
     Ok(total)
 }
 
-/// Time to the first body byte of `n` sequential streamed requests (sorted).
-pub async fn time_to_first_byte(target: &Target, n: usize, body: Bytes) -> Result<Vec<Duration>> {
+/// Time to the first token of `n` sequential streamed requests (sorted):
+/// the first SSE data carrying non-empty `content`, the moment a user sees
+/// text. (A gateway that holds back the content-free role chunk, to fail
+/// over invisibly, sends its first byte then too.)
+pub async fn time_to_first_token(target: &Target, n: usize, body: Bytes) -> Result<Vec<Duration>> {
     let mut sender = connect(target.addr).await?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -139,16 +142,29 @@ pub async fn time_to_first_byte(target: &Target, n: usize, body: Bytes) -> Resul
         }
         let mut body = resp.into_body();
         let mut first = None;
+        let mut seen = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame?;
-            if frame.data_ref().is_some_and(|d| !d.is_empty()) && first.is_none() {
-                first = Some(t.elapsed());
+            if let Some(data) = frame.data_ref()
+                && first.is_none()
+            {
+                seen.extend_from_slice(data);
+                if carries_content(&seen) {
+                    first = Some(t.elapsed());
+                }
             }
         }
-        out.push(first.context("a stream without data")?);
+        out.push(first.context("a stream without content")?);
     }
     out.sort_unstable();
     Ok(out)
+}
+
+/// Whether compact SSE JSON holds a non-empty `"content"` string.
+fn carries_content(sse: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"content\":\"";
+    sse.windows(KEY.len() + 1)
+        .any(|w| w.starts_with(KEY) && w[KEY.len()] != b'"')
 }
 
 /// Opens `n` streams at once and holds them until each sent its first chunk;

@@ -33,7 +33,7 @@ struct Args {
     /// Streams held open at once for the memory measurement.
     #[arg(long, default_value_t = 1000)]
     streams: usize,
-    /// Sequential streamed requests for time to first byte.
+    /// Sequential streamed requests for time to first token.
     #[arg(long, default_value_t = 200)]
     ttfb_requests: usize,
     /// The local-runner binary.
@@ -342,17 +342,17 @@ async fn run(args: Args) -> Result<()> {
         "| measurement | direct | through edgegate | ratio / added | target |".to_owned(),
         "| --- | --- | --- | --- | --- |".to_owned(),
     ];
-    // Streaming: time to first byte with a backend that paces tokens.
+    // Streaming: time to first token with a backend that paces tokens.
     backend.controls().set_latency(0, 5);
     let stream_body = chat_body(0, true);
     let mut direct_stream = direct.clone();
     direct_stream.path = "/v1/chat/completions".into();
     let d =
-        load::time_to_first_byte(&direct_stream, args.ttfb_requests, stream_body.clone()).await?;
-    let g = load::time_to_first_byte(&gateway, args.ttfb_requests, stream_body.clone()).await?;
+        load::time_to_first_token(&direct_stream, args.ttfb_requests, stream_body.clone()).await?;
+    let g = load::time_to_first_token(&gateway, args.ttfb_requests, stream_body.clone()).await?;
     let (dm, gm) = (d[d.len() / 2], g[g.len() / 2]);
     rows.push(format!(
-        "| streaming time to first byte (median) ms | {} | {} | +{} ms | ≤ +1 ms |",
+        "| streaming time to first token (median) ms | {} | {} | +{} ms | ≤ +1 ms |",
         ms(dm),
         ms(gm),
         ms(gm.saturating_sub(dm))
@@ -377,7 +377,7 @@ async fn run(args: Args) -> Result<()> {
     ));
     drop(held);
     rows.push(format!(
-        "| runner peak RSS so far (warm-up, time to first byte, the streams) | | {:.1} MiB | | |",
+        "| runner peak RSS so far (warm-up, time to first token, the streams) | | {:.1} MiB | | |",
         proc_stats::peak_rss_kib(pid)? as f64 / 1024.0
     ));
 
