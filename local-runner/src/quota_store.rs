@@ -11,9 +11,11 @@
 //! does not wait (a settle lost to a crash leaves the reservation charged in
 //! full, never less). On start-up the state is rebuilt from the tables.
 //! WAL with `synchronous = NORMAL`: durable across process crashes, not
-//! power loss.
+//! power loss. Checkpoints (copying the WAL into the database, with its
+//! fsync) run on their own thread and connection, never inside a commit
+//! that reservations wait on.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use edgegate_core::GatewayError;
 use edgegate_core::gateway::QuotaRequest;
 use edgegate_core::quota::{
@@ -21,10 +23,12 @@ use edgegate_core::quota::{
 };
 use rusqlite::{Connection, params};
 use std::collections::HashMap;
+use std::fs::{File, TryLockError};
 use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Shards of the key → state map; its locks are held for one hash lookup.
@@ -52,6 +56,33 @@ pub struct QuotaStore {
     shards: Vec<Shard>,
     hasher: RandomState,
     writer: Mutex<mpsc::Sender<Write>>,
+    /// Dropped with the store: the checkpointer's last checkpoint, then it ends.
+    _checkpoints: mpsc::Sender<()>,
+    /// The lock that keeps a second runner off this state.
+    _owner: File,
+}
+
+/// Locks `<state>.lock`: one runner owns its state, and a second runner on
+/// the same state dir fails instead of sharing it.
+fn own(path: &Path) -> Result<File> {
+    let lock_path = path.with_extension("lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => bail!(
+            "{} is in use by another local-runner (it holds {})",
+            path.display(),
+            lock_path.display()
+        ),
+        Err(TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", lock_path.display()))
+        }
+    }
 }
 
 impl QuotaStore {
@@ -59,13 +90,12 @@ impl QuotaStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).ok();
         }
+        let owner = own(path)?;
         let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // One runner owns its state: a second runner on the same state dir
-        // fails instead of sharing it.
-        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS quota_counters (
                 key TEXT PRIMARY KEY,
@@ -79,10 +109,19 @@ impl QuotaStore {
             );",
         )?;
         let (tx, rx) = mpsc::channel();
+        let (checkpoints, stop) = mpsc::channel();
+        let checkpointer = Connection::open(path)?;
+        checkpointer.busy_timeout(Duration::from_secs(5))?;
+        std::thread::Builder::new()
+            .name("quota-checkpoint".into())
+            .spawn(move || checkpoint_loop(&checkpointer, &stop))
+            .context("starting the quota checkpointer")?;
         let store = QuotaStore {
             shards: (0..MAP_SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             writer: Mutex::new(tx),
+            _checkpoints: checkpoints,
+            _owner: owner,
         };
         for (key, state) in load(&conn)? {
             lock(store.shard(&key)).insert(key.into(), Arc::new(Mutex::new(state)));
@@ -292,6 +331,48 @@ fn write_loop(conn: Connection, rx: mpsc::Receiver<Write>) {
             }
         }
     }
+}
+
+/// How often the WAL is copied into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// WAL frames (pages) past which a checkpoint also restarts the WAL, briefly
+/// holding the writer: a WAL under constant writes is never idle long
+/// enough for a passive checkpoint to let it start over.
+const WAL_RESTART_FRAMES: i64 = 16384;
+
+/// Checkpoints the WAL every `CHECKPOINT_EVERY` without blocking the writer
+/// (`PASSIVE`); once it grew past `WAL_RESTART_FRAMES`, restarts it. Ends,
+/// after a last checkpoint, when the store is dropped.
+fn checkpoint_loop(conn: &Connection, stop: &mpsc::Receiver<()>) {
+    loop {
+        let last = matches!(
+            stop.recv_timeout(CHECKPOINT_EVERY),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+        let mode = match checkpoint(conn, "PASSIVE") {
+            Ok(frames) if frames > WAL_RESTART_FRAMES || last => Some("RESTART"),
+            Ok(_) => None,
+            Err(e) => {
+                eprintln!("edgegate: quota checkpoint failed: {e}");
+                None
+            }
+        };
+        if let Some(mode) = mode
+            && let Err(e) = checkpoint(conn, mode)
+        {
+            eprintln!("edgegate: quota checkpoint ({mode}) failed: {e}");
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+/// Runs a checkpoint; the WAL's size in frames.
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        r.get::<_, i64>(1)
+    })
 }
 
 fn commit(conn: &Connection, batch: &[Write]) -> rusqlite::Result<()> {
