@@ -397,3 +397,55 @@ fn commit(conn: &Connection, batch: &[Write]) -> rusqlite::Result<()> {
     conn.prepare_cached(end)?.execute([])?;
     written
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> QuotaLimits {
+        QuotaLimits {
+            requests_per_minute: 10,
+            request_burst: 10,
+            tokens_per_minute: 1000,
+            token_burst: 1000,
+            tokens_per_day: None,
+            cost_per_day_micros: None,
+            max_concurrent: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_runner_owns_a_state_and_reservations_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("state.sqlite");
+        let store = QuotaStore::open(&path).expect("first open");
+        let second = QuotaStore::open(&path).err().expect("a second open fails");
+        assert!(
+            second
+                .to_string()
+                .contains("in use by another local-runner"),
+            "{second:#}"
+        );
+
+        let request = QuotaRequest {
+            key: "t".into(),
+            limits: limits(),
+            amounts: Amounts {
+                requests: 1,
+                tokens: 100,
+                cost_micros: 0,
+            },
+            ttl_ms: 60_000,
+        };
+        let outcome = store.reserve(&request, "r1", 1_000).await.expect("reserve");
+        assert!(
+            matches!(outcome, ReserveOutcome::Admit { .. }),
+            "{outcome:?}"
+        );
+        drop(store);
+        // The lock went with the store; the committed reservation did not.
+        let reopened = QuotaStore::open(&path).expect("reopen");
+        let state = reopened.state("t", &limits(), 1_000).1;
+        assert!(lock(&state).reservation("r1").is_some());
+    }
+}
