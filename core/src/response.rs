@@ -10,6 +10,9 @@ use serde_json::{Map, Value, json};
 use crate::error::GatewayError;
 use crate::sse::{SseEvent, SseParser};
 use crate::tokens::estimate_text;
+use plain_chunk::PlainChunk;
+
+mod plain_chunk;
 
 /// Upstream messages are cut to this many characters before reaching clients or logs.
 const MAX_MESSAGE_CHARS: usize = 200;
@@ -595,6 +598,13 @@ impl StreamObserver {
         }
         if data == "[DONE]" {
             self.done = true;
+            return true;
+        }
+        if !is_error_event && let Some(chunk) = PlainChunk::parse(self.kind, data) {
+            // Content after [DONE] is not part of the answer.
+            if !self.done {
+                chunk.absorb(self.kind, &mut self.assembly);
+            }
             return true;
         }
         let parsed = serde_json::from_str::<Value>(data);
