@@ -46,7 +46,7 @@ if [ "$quick" = 0 ]; then
   api_key=$(median_us native_chat_2kb_api_key)
   wasm=$(median_us wasm_chat_2kb_hs256_jwt)
   echo "| core admit, 2 KB chat + HS256 JWT, criterion median | | ${native} µs native (API key: ${api_key} µs) | | ≤ 10 µs |" >>"$extra"
-  echo "| core admit in wasmtime (warm instance, JSON across the boundary) | | ${wasm} µs | ×$(python3 -c "print('%.1f' % ($wasm / $native))") native | ≤ 25 µs |" >>"$extra"
+  echo "| core admit in wasmtime (warm instance, typed WIT, exchange start + drop) | | ${wasm} µs | ×$(python3 -c "print('%.1f' % ($wasm / $native))") native | ≤ 25 µs |" >>"$extra"
   args=(--seconds 8 --streams 1000 --ttfb-requests 200)
 else
   args=(--seconds 1 --streams 100 --ttfb-requests 20 --concurrency 1,32 --rates 500,1000)
