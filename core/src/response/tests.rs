@@ -1,6 +1,7 @@
 // A panic is how a test reports a broken expectation.
 #![allow(clippy::unwrap_used)]
 
+use super::replay::REPLAY_PIECE_CHARS;
 use super::*;
 use proptest::prelude::*;
 
