@@ -4,7 +4,7 @@
 
 use crate::sandbox::convert;
 use crate::sandbox::guest::{self, Event, Transport};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use edgegate_core::exchange::{BodyCollector, BodyLimit};
 use futures_util::{FutureExt, Stream, StreamExt};
 use std::collections::HashMap;
@@ -107,11 +107,11 @@ impl UpstreamBody {
             Ok(Some(Err(_))) => return Event::Failed(Transport::Broke),
             Ok(Some(Ok(bytes))) => bytes,
         };
-        let mut joined: Option<BytesMut> = None;
-        while joined.as_ref().map_or(first.len(), BytesMut::len) < MAX_JOINED_BYTES {
-            let more = match self.pieces.next().now_or_never() {
+        let mut joined = first.to_vec();
+        while joined.len() < MAX_JOINED_BYTES {
+            match self.pieces.next().now_or_never() {
                 None => break,
-                Some(Some(Ok(more))) => more,
+                Some(Some(Ok(more))) => joined.extend_from_slice(&more),
                 Some(None) => {
                     self.after = Some(Event::End);
                     break;
@@ -120,11 +120,8 @@ impl UpstreamBody {
                     self.after = Some(Event::Failed(Transport::Broke));
                     break;
                 }
-            };
-            joined
-                .get_or_insert_with(|| BytesMut::from(&first[..]))
-                .extend_from_slice(&more);
+            }
         }
-        Event::Chunk(joined.map_or_else(|| first.to_vec(), |j| j.to_vec()))
+        Event::Chunk(joined)
     }
 }
