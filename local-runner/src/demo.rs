@@ -37,7 +37,7 @@ pub async fn run(config: PathBuf, listen: SocketAddr) -> Result<()> {
             region: name.to_owned(),
             base_latency_ms,
             token_interval_ms,
-            models: Vec::new(),
+            ..BackendConfig::new(name)
         };
         let backend = Backend::start(cfg, addr).await.with_context(|| {
             format!("starting the simulated backend for {name} on {addr} (is the port free?)")

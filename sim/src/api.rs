@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
 
-use crate::body::{Broken, SimBody, error_response, json_response, sse_response};
+use crate::body::{Broken, SimBody, error_response, json_response, metrics_response, sse_response};
 use crate::control::{Controls, RecordedRequest, Refusal, Settings};
 
 const MAX_BODY_BYTES: usize = 16 << 20;
@@ -58,6 +58,7 @@ async fn route(controls: &Controls, req: Request<Incoming>) -> Response<SimBody>
     let path = req.uri().path().to_owned();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/health") => health(controls).await,
+        (&Method::GET, "/metrics") if !controls.is_down() => metrics_response(controls.metrics()),
         (&Method::GET, "/__stats") => json_response(StatusCode::OK, &controls.stats()),
         (&Method::POST, "/__control") => control(controls, req).await,
         _ if path.starts_with("/v1/") => v1(controls, req).await,
@@ -251,6 +252,12 @@ async fn v1(controls: &Controls, req: Request<Incoming>) -> Response<SimBody> {
             Ok(answer) => answer,
             Err(invalid) => return invalid.response(),
         },
+    };
+    // Generating takes a place in the batch (and the client's going away
+    // while it waits drops this future, and its place in the queue).
+    let _slot = match generate {
+        Some(_) => Some(controls.slot().await),
+        None => None,
     };
     // A zero sleep still waits for the timer wheel's next tick (~1 ms).
     if settings.base_latency_ms > 0 {
@@ -549,7 +556,16 @@ impl Generation {
                 break_after: settings.break_after_chunks,
                 runaway_after: settings.runaway_event_after_chunks,
             };
-            match self.send_events(&mut sse, settings, include_usage).await {
+            // Headers go out at once, as vLLM's do; tokens once in the batch.
+            let slot = tokio::select! {
+                slot = controls.slot() => Some(slot),
+                () = sse.tx.closed() => None,
+            };
+            let sent = match slot {
+                Some(_slot) => self.send_events(&mut sse, settings, include_usage).await,
+                None => Err(ClientGone),
+            };
+            match sent {
                 Ok(()) => controls.count_completed(),
                 Err(ClientGone) => controls.count_cancelled(),
             }

@@ -69,6 +69,16 @@ pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response<SimBo
     response
 }
 
+/// A Prometheus text exposition.
+pub(crate) fn metrics_response(text: String) -> Response<SimBody> {
+    let mut response = Response::new(SimBody::Full(Some(Bytes::from(text))));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
 pub(crate) fn sse_response(rx: mpsc::Receiver<Result<Bytes, Broken>>) -> Response<SimBody> {
     let mut response = Response::new(SimBody::Stream(rx));
     let headers = response.headers_mut();

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::BackendConfig;
+use crate::engine::{Engine, Slot};
 
 /// A request as the backend received it on a `/v1/` endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,8 @@ pub(crate) struct Settings {
     /// Off: like servers that ignore `stream_options.include_usage` (llama.cpp's
     /// Python server), no usage in streams, nor in non-streamed answers.
     pub report_usage: bool,
+    /// Sequences generated at once; the others wait (`None`: no limit).
+    pub max_running: Option<usize>,
 }
 
 impl Settings {
@@ -57,6 +60,7 @@ impl Settings {
             base_latency_ms: cfg.base_latency_ms,
             token_interval_ms: cfg.token_interval_ms,
             report_usage: true,
+            max_running: cfg.max_running,
         }
     }
 }
@@ -79,6 +83,7 @@ struct Shared {
     requests_completed: AtomicU64,
     streams_cancelled: AtomicU64,
     health_checks: AtomicU64,
+    engine: Arc<Engine>,
 }
 
 /// A cheap, cloneable handle on a running backend's behaviour and counters.
@@ -105,6 +110,7 @@ impl Controls {
                 requests_completed: AtomicU64::new(0),
                 streams_cancelled: AtomicU64::new(0),
                 health_checks: AtomicU64::new(0),
+                engine: Arc::default(),
             }),
         }
     }
@@ -185,10 +191,39 @@ impl Controls {
         s.token_interval_ms = token_interval_ms;
     }
 
+    /// At most `max` sequences generate at once; the others queue, and
+    /// `/metrics` shows it (`None`: no limit). Applies to those waiting too.
+    pub fn set_max_running(&self, max: Option<usize>) {
+        lock(&self.shared.settings).max_running = max;
+        self.shared.engine.wake();
+    }
+
+    /// Sequences generating and waiting now.
+    pub fn batch(&self) -> (usize, usize) {
+        self.shared.engine.counts()
+    }
+
+    /// A place in the running batch, once there is one.
+    pub(crate) async fn slot(&self) -> Slot {
+        let shared = &self.shared;
+        shared
+            .engine
+            .slot(|| lock(&shared.settings).max_running)
+            .await
+    }
+
+    /// The body of `GET /metrics`.
+    pub(crate) fn metrics(&self) -> String {
+        let max = lock(&self.shared.settings).max_running;
+        let model = self.models().first().map_or("sim", String::as_str);
+        self.shared.engine.metrics(model, max)
+    }
+
     /// Back to the start: configured latency, up, no injected failures, counters
     /// at zero and no recorded request.
     pub fn reset(&self) {
         *lock(&self.shared.settings) = Settings::initial(&self.shared.config);
+        self.shared.engine.wake();
         *lock(&self.shared.last_request) = None;
         for counter in [
             &self.shared.requests_received,
@@ -310,6 +345,9 @@ impl Controls {
             "health_delay_ms": s.health_delay_ms,
             "latency": {"base_ms": s.base_latency_ms, "token_interval_ms": s.token_interval_ms},
             "report_usage": s.report_usage,
+            "max_running": s.max_running,
+            "running": self.batch().0,
+            "waiting": self.batch().1,
             "requests_received": self.requests_received(),
             "requests_completed": self.requests_completed(),
             "streams_cancelled": self.streams_cancelled(),
@@ -367,6 +405,11 @@ impl Controls {
         if let Some(report) = req.report_usage {
             s.report_usage = report;
         }
+        if let Some(max) = req.max_running {
+            s.max_running = max;
+            drop(s);
+            self.shared.engine.wake();
+        }
         Ok(())
     }
 }
@@ -390,6 +433,8 @@ struct ControlRequest {
     health_delay_ms: Option<u64>,
     latency: Option<Latency>,
     report_usage: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    max_running: Option<Option<usize>>,
 }
 
 #[derive(Deserialize)]

@@ -5,7 +5,13 @@
 //! real token generation, and failures can be switched on at run time through
 //! [`Controls`] or, for out-of-process users, `POST /__control`.
 //!
-//! Endpoints: `GET /health`, `GET /v1/models`, `POST /v1/chat/completions`,
+//! Like a vLLM server it runs at most `max_running` sequences at once (no
+//! limit by default): the others wait in a queue, so time to first token
+//! grows with the queue, and `GET /metrics` reports
+//! `vllm:num_requests_running`, `vllm:num_requests_waiting` and
+//! `vllm:kv_cache_usage_perc` (the batch's share of `max_running`).
+//!
+//! Endpoints: `GET /health`, `GET /metrics`, `GET /v1/models`, `POST /v1/chat/completions`,
 //! `POST /v1/completions` (both streamed or not), `POST /v1/embeddings`
 //! (`encoding_format` float or base64). Every response carries `x-sim-region`.
 //! An answer is 24 words (one word = one token) echoing the prompt's first 40
@@ -20,7 +26,8 @@
 //! `{"stall_after_chunks": n | null}`, `{"break_after_chunks": n | null}`,
 //! `{"runaway_event_after_chunks": n | null}` (2 MiB of an unending event),
 //! `{"never_stream": bool}` (JSON answers to stream requests),
-//! `{"pad_answer_bytes": n}`, `{"health_delay_ms": n}` and
+//! `{"pad_answer_bytes": n}`, `{"health_delay_ms": n}`,
+//! `{"max_running": n | null}` and
 //! `{"latency": {"base_ms": n, "token_interval_ms": n}}` (either may be left
 //! out). Unknown keys are a 400 and change nothing. It answers like
 //! `GET /__stats`: current settings, counters, `last_request` (method, path,
@@ -30,6 +37,7 @@
 mod api;
 mod body;
 mod control;
+mod engine;
 
 use std::io;
 use std::net::SocketAddr;
@@ -54,6 +62,8 @@ pub struct BackendConfig {
     pub token_interval_ms: u64,
     /// Upstream model names accepted; empty accepts any.
     pub models: Vec<String>,
+    /// Sequences generated at once; the others wait in a queue (`None`: no limit).
+    pub max_running: Option<usize>,
 }
 
 impl BackendConfig {
@@ -64,6 +74,7 @@ impl BackendConfig {
             base_latency_ms: 0,
             token_interval_ms: 0,
             models: Vec::new(),
+            max_running: None,
         }
     }
 }

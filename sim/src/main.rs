@@ -33,6 +33,9 @@ struct Args {
     /// A model name the backends accept (repeatable); none accepts any.
     #[arg(long = "model")]
     models: Vec<String>,
+    /// Sequences each backend generates at once; the rest wait in a queue.
+    #[arg(long)]
+    max_running: Option<usize>,
 }
 
 /// READY lines are split on spaces, so a region must be one non-empty word.
@@ -106,6 +109,7 @@ async fn main() -> ExitCode {
             base_latency_ms: args.latency_ms,
             token_interval_ms: args.token_interval_ms,
             models: args.models.clone(),
+            max_running: args.max_running,
         };
         match Backend::start(cfg, addr).await {
             Ok(backend) => backends.push(backend),

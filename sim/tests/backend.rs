@@ -680,3 +680,74 @@ async fn loopback_only_and_shutdown_closes_the_port() {
     assert!(TcpStream::connect(addr).await.is_err());
     assert_eq!(controls.region(), "x");
 }
+
+/// The body of `GET /metrics`.
+async fn metrics(addr: SocketAddr) -> String {
+    let reply = send(addr, Method::GET, "/metrics", b"").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = reply.body.collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+fn gauge(text: &str, name: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))
+        .unwrap_or_else(|| panic!("no {name} in {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_full_batch_queues_streams_and_reports_it_like_vllm() {
+    let backend = start(BackendConfig {
+        token_interval_ms: 20,
+        max_running: Some(1),
+        ..BackendConfig::new("q")
+    })
+    .await;
+    let addr = backend.addr();
+    let mut request = chat("queue me");
+    request["stream"] = json!(true);
+    request["max_tokens"] = json!(5);
+    let body = request.to_string();
+    let sent = Instant::now();
+    // Headers come at once for both; the second's tokens wait for the first.
+    let first = send(addr, Method::POST, "/v1/chat/completions", body.as_bytes()).await;
+    let second = send(addr, Method::POST, "/v1/chat/completions", body.as_bytes()).await;
+    eventually("one running, one waiting", || {
+        backend.controls().batch() == (1, 1)
+    })
+    .await;
+    let text = metrics(addr).await;
+    assert_eq!(gauge(&text, "vllm:num_requests_running"), 1.0);
+    assert_eq!(gauge(&text, "vllm:num_requests_waiting"), 1.0);
+    assert_eq!(gauge(&text, "vllm:kv_cache_usage_perc"), 1.0);
+    let (a, b) = tokio::join!(read_events(first.body), read_events(second.body));
+    // The second's first token came after the whole first answer (5 tokens).
+    let first_done = a.last().unwrap().0;
+    let second_token = b
+        .iter()
+        .find(|(_, d)| d.contains("\"content\":\"[q]"))
+        .unwrap()
+        .0;
+    assert!(
+        second_token >= first_done,
+        "the second waited for the first"
+    );
+    assert!(second_token.duration_since(sent) >= Duration::from_millis(100));
+    let text = metrics(addr).await;
+    assert_eq!(gauge(&text, "vllm:num_requests_waiting"), 0.0);
+    // A waiting client that goes away leaves the queue; lifting the limit
+    // lets the others through.
+    let held = send(addr, Method::POST, "/v1/chat/completions", body.as_bytes()).await;
+    let leaving = send(addr, Method::POST, "/v1/chat/completions", body.as_bytes()).await;
+    eventually("one running, one waiting", || {
+        backend.controls().batch() == (1, 1)
+    })
+    .await;
+    leaving.connection.abort();
+    drop(leaving.body);
+    eventually("the waiter left", || backend.controls().batch().1 == 0).await;
+    drop(held);
+    backend.controls().set_max_running(None);
+}
