@@ -154,6 +154,7 @@ impl Exchange {
             "application/json"
         };
         Some(UpstreamRequest {
+            target: &a.region,
             url: &a.url,
             body: plan.bodies.get(a.body)?,
             headers: [
@@ -366,9 +367,13 @@ impl Exchange {
         self.first_byte_us = Some(latency_us);
         let latency_ms = u32::try_from(latency_us / 1000).unwrap_or(u32::MAX);
         self.observe(AttemptOutcome::Answered { latency_ms });
-        let plan = self.plan_ref();
         let is_sse = content_type.is_some_and(|c| c.trim_start().starts_with("text/event-stream"));
         let within_ms = self.total_deadline_us().saturating_sub(now_us) / 1000;
+        if !self.plan_ref().stream || !is_sse {
+            // A whole answer: its first token came with it.
+            self.observe(AttemptOutcome::FirstToken { latency_ms });
+        }
+        let plan = self.plan_ref();
         if !plan.stream {
             self.step = Step::ReadingAnswer;
         } else if is_sse {
@@ -457,6 +462,7 @@ impl Exchange {
         match apply(relay) {
             RelayStep::Continue { open, write } => {
                 if open {
+                    self.first_token(now_us);
                     self.open_stream();
                 }
                 if !write.is_empty() {
@@ -481,6 +487,7 @@ impl Exchange {
                 assembled,
             } => {
                 if open {
+                    self.first_token(now_us);
                     self.open_stream();
                 }
                 if !write.is_empty() {
@@ -490,6 +497,13 @@ impl Exchange {
                 self.finish_stream(gateway, metered, assembled, error, now_us);
             }
         }
+    }
+
+    /// The stream's first content: the replica's time to first token.
+    fn first_token(&mut self, now_us: u64) {
+        let latency_ms =
+            u32::try_from(now_us.saturating_sub(self.sent_us) / 1000).unwrap_or(u32::MAX);
+        self.observe(AttemptOutcome::FirstToken { latency_ms });
     }
 
     fn open_stream(&mut self) {

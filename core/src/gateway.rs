@@ -9,10 +9,12 @@
 //! `settle`: the backend's real usage → what to charge.
 
 use crate::auth::{self, ApiKeyRecord, AuthMethod, Principal};
+use crate::balance;
 use crate::cache::{self, CacheDecision};
 use crate::config::{Config, ConfigError, Route, Secrets, Timeouts, VersionRef};
 use crate::error::GatewayError;
 use crate::geo::{self, ClientGeo, RegionStatus};
+use crate::load::TargetLoad;
 use crate::quota::{Amounts, QuotaLimits, QuotaSnapshot, ReserveOutcome};
 use crate::request::{self, Endpoint, HttpRequest, ParsedBody};
 use crate::response::{Metered, ResponseKind};
@@ -32,9 +34,14 @@ pub struct RequestContext {
     pub request_id: String,
     pub client_ip: Option<IpAddr>,
     pub client_geo: Option<ClientGeo>,
-    /// The host's current view of region health.
+    /// The host's current view of region health (and of each replica's,
+    /// for regions with several; see [`crate::config::Replica::target`]).
     #[serde(default)]
     pub regions: Vec<RegionStatus>,
+    /// The host's load counters of the replicas of regions with several
+    /// ([`Config::balanced_targets`]).
+    #[serde(default)]
+    pub loads: Vec<TargetLoad>,
     /// The key-store record for the presented API key, if the host has one
     /// (looked up by [`auth::presented_key_hash`]).
     pub provisioned_key: Option<ApiKeyRecord>,
@@ -110,9 +117,12 @@ impl QuotaRequest {
     }
 }
 
-/// One upstream try: a model version in a region.
+/// One upstream try: a model version at a replica of a region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
+    /// The replica's target: the region's name, or `region/replica` for a
+    /// region with several replicas (what health, load, metrics and the
+    /// usage record name).
     pub region: String,
     pub url: String,
     pub model: String,
@@ -463,6 +473,8 @@ impl Gateway {
         let client = ctx.client_geo.as_ref().and_then(ClientGeo::point);
         let mut up = Vec::new();
         let mut down = Vec::new();
+        // Computed once, when a region has replicas to choose among.
+        let mut affinity: Option<Option<u64>> = None;
         for v in chain {
             let serving = (0..config.regions.len()).filter(|&r| config.regions[r].serves(*v));
             for r in geo::rank_regions(
@@ -473,17 +485,33 @@ impl Gateway {
                 residency,
                 &ctx.request_id,
             ) {
-                let is_down = ctx
-                    .regions
-                    .iter()
-                    .any(|s| s.region == config.regions[r].name && s.health == geo::Health::Down);
-                if is_down { &mut down } else { &mut up }.push((*v, r));
+                let region = &config.regions[r];
+                let order = if region.replicas.len() == 1 {
+                    vec![0]
+                } else {
+                    let key = *affinity.get_or_insert_with(|| {
+                        balance::conversation_key(&config.models[route.model].name, &parsed.body)
+                    });
+                    balance::order_replicas(
+                        region,
+                        &ctx.regions,
+                        &ctx.loads,
+                        key,
+                        &ctx.request_id,
+                        &config.balancing,
+                    )
+                };
+                for replica in order {
+                    let target = &region.replicas[replica].target;
+                    let is_down = geo::target_health(&ctx.regions, target) == geo::Health::Down;
+                    if is_down { &mut down } else { &mut up }.push((*v, r, replica));
+                }
             }
         }
         let mut attempts = Vec::new();
         let mut bodies = Vec::new();
         let mut body_of: Vec<VersionRef> = Vec::new();
-        for (v, r) in up
+        for (v, r, replica) in up
             .into_iter()
             .chain(down)
             .take(route.settings.max_attempts as usize)
@@ -496,10 +524,10 @@ impl Gateway {
                     bodies.len() - 1
                 }
             };
-            let region = &config.regions[r];
+            let replica = &config.regions[r].replicas[replica];
             attempts.push(Attempt {
-                region: region.name.clone(),
-                url: format!("{}{}", region.base_url, parsed.endpoint.path()),
+                region: replica.target.clone(),
+                url: format!("{}{}", replica.base_url, parsed.endpoint.path()),
                 model: config.models[v.model].name.clone(),
                 version: config.version(v).name.clone(),
                 body,

@@ -96,17 +96,49 @@ pub enum Health {
     Down,
 }
 
-/// A host's current view of one region.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A host's current view of one region, or of one replica of a region
+/// with several (`region` is then the replica's target, `region/replica`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegionStatus {
     pub region: String,
     pub health: Health,
     /// Recent probe or request latency.
     pub latency_ms: Option<u32>,
+    /// What the replica's metrics said last, when they are read.
+    #[serde(default)]
+    pub backend: Option<crate::load::BackendLoad>,
 }
 
-fn status_of<'s>(statuses: &'s [RegionStatus], region: &Region) -> Option<&'s RegionStatus> {
-    statuses.iter().find(|s| s.region == region.name)
+/// A region's health: its own status, or the best of its replicas' (a
+/// replica nobody has a status for counts as up).
+pub fn region_health(statuses: &[RegionStatus], region: &Region) -> Option<Health> {
+    if let [only] = region.replicas.as_slice() {
+        return statuses
+            .iter()
+            .find(|s| s.region == only.target)
+            .map(|s| s.health);
+    }
+    region
+        .replicas
+        .iter()
+        .map(|r| target_health(statuses, &r.target))
+        .min_by_key(|h| health_rank(*h))
+}
+
+/// A target's health; up when nothing is known.
+pub fn target_health(statuses: &[RegionStatus], target: &str) -> Health {
+    statuses
+        .iter()
+        .find(|s| s.region == target)
+        .map_or(Health::Up, |s| s.health)
+}
+
+pub fn health_rank(h: Health) -> u8 {
+    match h {
+        Health::Up => 0,
+        Health::Degraded => 1,
+        Health::Down => 2,
+    }
 }
 
 /// Regions whose distances differ by less than this are treated as equally
@@ -133,11 +165,7 @@ pub fn rank_regions(
         .filter(|&i| residency.is_none_or(|r| config.regions[i].residency.as_deref() == Some(r)))
         .map(|i| {
             let region = &config.regions[i];
-            let health_rank = match status_of(statuses, region).map(|s| s.health) {
-                Some(Health::Up) | None => 0,
-                Some(Health::Degraded) => 1,
-                Some(Health::Down) => 2,
-            };
+            let health_rank = region_health(statuses, region).map_or(0, health_rank);
             let distance = origin.map_or(0.0, |o| o.distance_km(&region.location));
             let band = (distance / DISTANCE_BAND_KM) as u64;
             let u = (stable_hash(&[spread_key, &region.name]) >> 11) as f64 / (1u64 << 53) as f64;

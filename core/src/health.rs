@@ -5,6 +5,7 @@
 //! healthy regions) until a success closes it or a failure opens it again.
 
 use crate::geo::{Health, RegionStatus};
+use crate::load::BackendLoad;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -59,12 +60,15 @@ pub enum CircuitState {
     HalfOpen,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegionHealth {
     consecutive_failures: u32,
     open_until_ms: Option<u64>,
     latency_ms: Option<u32>,
     updated_ms: u64,
+    /// What the replica's metrics said at the last probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backend: Option<BackendLoad>,
 }
 
 impl RegionHealth {
@@ -113,7 +117,7 @@ impl RegionHealth {
 
 /// Every region's breaker, keyed by region name; serialisable so a Worker
 /// can keep the cron's probe results in KV.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HealthBoard {
     pub policy: HealthPolicy,
     pub regions: BTreeMap<String, RegionHealth>,
@@ -135,6 +139,13 @@ impl HealthBoard {
             .observe(now_ms, obs, &policy);
     }
 
+    /// What a probe read from `target`'s metrics (`None`: nothing readable).
+    pub fn observe_backend(&mut self, target: &str, now_ms: u64, load: Option<BackendLoad>) {
+        let r = self.regions.entry(target.to_owned()).or_default();
+        r.updated_ms = r.updated_ms.max(now_ms);
+        r.backend = load;
+    }
+
     pub fn circuit(&self, region: &str, now_ms: u64) -> CircuitState {
         self.regions
             .get(region)
@@ -149,6 +160,7 @@ impl HealthBoard {
                 region: name.clone(),
                 health: r.health(now_ms, &self.policy),
                 latency_ms: r.latency_ms,
+                backend: r.backend,
             })
             .collect()
     }

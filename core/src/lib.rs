@@ -5,6 +5,7 @@
 //! Start at [`gateway`]: it reads as the request's path.
 
 pub mod auth;
+pub mod balance;
 pub mod cache;
 pub mod config;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod exchange;
 pub mod gateway;
 pub mod geo;
 pub mod health;
+pub mod load;
 pub mod net;
 pub mod quota;
 pub mod request;

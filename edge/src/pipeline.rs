@@ -37,6 +37,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: Context) -> Response {
         io,
         env,
         upstream: None,
+        in_flight: None,
         deferred: None,
     };
     driver.respond(&ctx, &request_id).await
@@ -72,6 +73,7 @@ async fn decide(
         client_ip: incoming::client_ip(req),
         client_geo: incoming::client_geo(req, &http.headers, env),
         regions: region_health::statuses(&kv, now).await,
+        loads: region_health::loads(gateway.config(), now),
         provisioned_key,
     };
     let decision = gateway.admit(&http, &ctx)?;
@@ -105,6 +107,8 @@ struct Driver {
     env: Env,
     /// The current attempt's call.
     upstream: Option<Upstream>,
+    /// The current attempt, counted in its replica's load.
+    in_flight: Option<region_health::InFlight>,
     /// An action taken from the exchange but not yet carried out.
     deferred: Option<Action>,
 }
@@ -221,6 +225,7 @@ impl Driver {
                 let Some(request) = self.exchange.upstream_request(attempt) else {
                     return self.handle(Event::Failed(Transport::Connect));
                 };
+                self.in_flight = region_health::start(io.gateway.config(), request.target);
                 let (upstream, head) = Upstream::send(request, head_ms).await;
                 self.upstream = upstream;
                 let limit = match &head {
@@ -248,6 +253,7 @@ impl Driver {
             },
             Action::EndStream => {
                 self.upstream = None;
+                self.in_flight = None;
                 return;
             }
             Action::Settle { actual } => {
@@ -277,6 +283,9 @@ impl Driver {
             Action::Observe { region, outcome } => {
                 if let Some(observation) = outcome.observation() {
                     region_health::observe(&region, now_ms(), observation);
+                }
+                if let Some(ms) = outcome.first_token_ms() {
+                    region_health::sample(&region, ms, now_ms());
                 }
                 return;
             }
@@ -320,6 +329,7 @@ impl Relay {
                 Some(Action::Write(bytes)) => return Some(bytes),
                 Some(Action::EndStream) | None => {
                     driver.upstream = None;
+                    driver.in_flight = None;
                     self.hand_over(false);
                     return None;
                 }

@@ -4,6 +4,7 @@
 //! core admits and serves it. Also `/healthz` and `/metrics`.
 
 use crate::health_monitor::HealthMonitor;
+use crate::load_tracker::LoadTracker;
 use crate::metrics::Metrics;
 use crate::quota_store::QuotaStore;
 use crate::response_cache::ResponseCache;
@@ -30,6 +31,7 @@ pub struct App {
     pub quota: Arc<QuotaStore>,
     pub cache: ResponseCache,
     pub health: Arc<HealthMonitor>,
+    pub loads: Arc<LoadTracker>,
     pub metrics: Arc<Metrics>,
     pub upstream: Upstream,
     pub max_body_bytes: usize,
@@ -145,6 +147,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         client_ip: Some(client_ip(&app, &headers, peer)),
         client_geo: client_geo(&app, &headers),
         regions: app.health.statuses(),
+        loads: app.loads.loads(),
         provisioned_key: None,
     };
     let request = HttpRequest {

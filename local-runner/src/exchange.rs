@@ -7,6 +7,7 @@
 //! three times (start; reserved and looked up; the answer's head and body).
 
 use crate::app::{App, Body, full, response, stream_response};
+use crate::load_tracker::InFlight;
 use crate::response_cache::CachedResponse;
 use crate::sandbox::guest::{self, Action, Event};
 use crate::sandbox::{SandboxFault, SandboxedExchange, convert};
@@ -40,6 +41,7 @@ pub async fn serve(
             events: Vec::new(),
             reserved: None,
             body: None,
+            in_flight: None,
             responded: false,
             finished: false,
         },
@@ -105,6 +107,8 @@ struct Run {
     reserved: Option<(QuotaRequest, String)>,
     /// The current attempt's body, still upstream.
     body: Option<UpstreamBody>,
+    /// The current attempt, counted in its replica's load.
+    in_flight: Option<InFlight>,
     responded: bool,
     /// The usage record was written (or the exchange is lost).
     finished: bool,
@@ -144,6 +148,7 @@ impl Run {
             }
             Action::Send(send) => {
                 self.body = None;
+                self.in_flight = self.app.loads.start(&send.target);
                 let read = convert::body_reads(send.read);
                 let (body, head) = self.app.upstream.send(send).await;
                 self.body = body;
@@ -211,12 +216,18 @@ impl Run {
                 if let Some(observation) = observation {
                     app.health.observe(&app.metrics, &o.region, observation);
                 }
+                if let Some(ms) = o.first_token_ms {
+                    app.loads.sample(&o.region, ms);
+                }
             }
             Action::Record(record) => {
                 app.record(&convert::usage_record(record));
                 self.finished = true;
             }
-            Action::EndStream => self.body = None,
+            Action::EndStream => {
+                self.body = None;
+                self.in_flight = None;
+            }
             Action::Reserve(_)
             | Action::Send(_)
             | Action::ReadBody(_)

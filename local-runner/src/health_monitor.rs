@@ -1,12 +1,14 @@
 //! Region health for the local runner: active probes of every region's
 //! health endpoint on an interval, plus the outcome of every upstream try
-//! (a passive circuit breaker). The breaker logic is the core's, linked
+//! (a passive circuit breaker), and where a region names its metrics, each
+//! replica's queue and KV-cache use read with the probe. The breaker logic is the core's, linked
 //! natively (observations are the host's own, trusted data); this module
 //! only feeds it and caches the statuses it answers.
 
 use crate::metrics::Metrics;
 use edgegate_core::geo::RegionStatus;
 use edgegate_core::health::{HealthBoard, HealthPolicy, Observation, PROBE_TIMEOUT_MS};
+use edgegate_core::load::BackendLoad;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -64,6 +66,17 @@ impl HealthMonitor {
         *self.statuses.lock().unwrap_or_else(|p| p.into_inner()) = (Instant::now(), statuses);
     }
 
+    /// What a probe read from `target`'s metrics.
+    pub fn observe_backend(&self, target: &str, load: Option<BackendLoad>) {
+        let now = crate::clock::now_ms();
+        let statuses = {
+            let mut board = self.board.lock().unwrap_or_else(|p| p.into_inner());
+            board.observe_backend(target, now, load);
+            board.statuses(now)
+        };
+        *self.statuses.lock().unwrap_or_else(|p| p.into_inner()) = (Instant::now(), statuses);
+    }
+
     fn is_up(&self, region: &str) -> bool {
         let cached = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
         cached
@@ -91,11 +104,21 @@ impl HealthMonitor {
     }
 }
 
-/// One region to probe.
+/// One replica to probe: its target, health URL, and metrics URL if read.
 #[derive(Debug, Clone)]
 pub struct ProbeTarget {
     pub region: String,
     pub url: String,
+    pub metrics_url: Option<String>,
+}
+
+/// The replica's load from its Prometheus metrics, if they could be read.
+async fn read_metrics(client: &reqwest::Client, url: &str) -> Option<BackendLoad> {
+    let response = client.get(url).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    BackendLoad::from_prometheus(&response.text().await.ok()?)
 }
 
 /// Probes every target each `interval` until the process ends.
@@ -127,6 +150,10 @@ pub fn spawn_probes(
                 let latency_ms = started.elapsed().as_millis() as u64;
                 let obs = Observation::of_probe(status, latency_ms);
                 monitor.observe(&metrics, &target.region, obs);
+                if let Some(url) = &target.metrics_url {
+                    let load = read_metrics(&client, url).await;
+                    monitor.observe_backend(&target.region, load);
+                }
             }
         });
     }

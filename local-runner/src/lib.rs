@@ -6,6 +6,7 @@ pub mod clock;
 pub mod demo;
 pub mod exchange;
 pub mod health_monitor;
+pub mod load_tracker;
 pub mod metrics;
 pub mod quota_store;
 pub mod response_cache;
@@ -126,7 +127,9 @@ pub async fn serve(
         open_ms: args.breaker_open_ms,
         ..HealthPolicy::default()
     }));
-    let probes = probe_targets(&settings);
+    let config = edgegate_core::Config::from_json(&settings.gateway_json(), &settings.secrets)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", settings.source.display()))?;
+    let probes = probe_targets(&config);
     health_monitor::spawn_probes(
         health.clone(),
         metrics.clone(),
@@ -138,6 +141,7 @@ pub async fn serve(
         quota,
         cache: response_cache::ResponseCache::new(args.cache_mb << 20),
         health,
+        loads: load_tracker::LoadTracker::new(&config),
         metrics,
         upstream: upstream::Upstream::default(),
         max_body_bytes: settings.max_body_bytes(),
@@ -177,23 +181,19 @@ pub async fn serve(
     Ok(())
 }
 
-fn probe_targets(settings: &Settings) -> Vec<ProbeTarget> {
-    settings
-        .gateway
-        .get("regions")
-        .and_then(serde_json::Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|r| {
-            let name = r.get("name")?.as_str()?;
-            let base = r.get("base_url")?.as_str()?.trim_end_matches('/');
-            let path = r
-                .get("health_path")
-                .and_then(|p| p.as_str())
-                .unwrap_or("/health");
-            Some(ProbeTarget {
-                region: name.to_owned(),
-                url: format!("{base}{path}"),
+/// Every replica's health endpoint, and its metrics where the region names them.
+fn probe_targets(config: &edgegate_core::Config) -> Vec<ProbeTarget> {
+    config
+        .regions
+        .iter()
+        .flat_map(|r| {
+            r.replicas.iter().map(|replica| ProbeTarget {
+                region: replica.target.clone(),
+                url: format!("{}{}", replica.base_url, r.health_path),
+                metrics_url: r
+                    .metrics_path
+                    .as_ref()
+                    .map(|p| format!("{}{p}", replica.base_url)),
             })
         })
         .collect()

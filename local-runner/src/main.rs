@@ -120,10 +120,11 @@ fn check(args: &ConfigArgs) -> Result<()> {
         );
     }
     for r in &c.regions {
+        let urls: Vec<&str> = r.replicas.iter().map(|x| x.base_url.as_str()).collect();
         println!(
             "region:     {} {} ({:.2}, {:.2}) residency {}",
             r.name,
-            r.base_url,
+            urls.join(" "),
             r.location.latitude,
             r.location.longitude,
             r.residency.as_deref().unwrap_or("-")

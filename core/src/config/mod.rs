@@ -3,6 +3,7 @@
 //! error names the field path it is about (`routes[2].split[1].weight: ...`).
 
 pub(crate) mod raw;
+mod region;
 
 use crate::auth::jwt::JwtIssuer;
 use crate::geo::GeoPoint;
@@ -11,6 +12,8 @@ use crate::quota::QuotaLimits;
 use crate::request::Endpoint;
 use crate::safety::InjectionMode;
 use raw::*;
+pub use region::{Balancing, Region, Replica};
+use region::{validate_balancing, validate_location, validate_region};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
@@ -37,7 +40,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             path: path.into(),
             message: message.into(),
@@ -209,27 +212,6 @@ pub struct Route {
 }
 
 #[derive(Debug, Clone)]
-pub struct Region {
-    pub name: String,
-    /// Without a trailing slash.
-    pub base_url: String,
-    pub location: GeoPoint,
-    pub residency: Option<String>,
-    pub capacity_weight: f64,
-    /// (model, `None` = every version).
-    pub serves: Vec<(usize, Option<usize>)>,
-    pub health_path: String,
-}
-
-impl Region {
-    pub fn serves(&self, v: VersionRef) -> bool {
-        self.serves
-            .iter()
-            .any(|&(m, ver)| m == v.model && ver.is_none_or(|ver| ver == v.version))
-    }
-}
-
-#[derive(Debug, Clone)]
 pub struct Config {
     pub limits: RequestLimits,
     pub tiers: Vec<Tier>,
@@ -240,6 +222,7 @@ pub struct Config {
     pub regions: Vec<Region>,
     pub default_location: Option<GeoPoint>,
     pub defaults: RouteSettings,
+    pub balancing: Balancing,
     tier_index: HashMap<String, usize>,
     tenant_index: HashMap<String, usize>,
     key_index: HashMap<[u8; 32], usize>,
@@ -247,6 +230,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The targets whose load the host reports in
+    /// `RequestContext::loads`: the replicas of regions with several.
+    pub fn balanced_targets(&self) -> impl Iterator<Item = &str> {
+        self.regions
+            .iter()
+            .filter(|r| r.replicas.len() > 1)
+            .flat_map(|r| r.replicas.iter().map(|x| x.target.as_str()))
+    }
+
     /// Parses and validates the gateway config (the JSON form of `[vars.gateway]`).
     pub fn from_json(json: &str, secrets: &Secrets) -> Result<Config> {
         let de = &mut serde_json::Deserializer::from_str(json);
@@ -433,6 +425,7 @@ impl Config {
             regions,
             default_location,
             defaults,
+            balancing: validate_balancing(raw.balancing.as_ref())?,
             tier_index,
             tenant_index,
             key_index,
@@ -480,7 +473,7 @@ impl Lookup<'_> {
     }
 
     /// "model" or "model@version".
-    fn model_spec(&self, path: &str, spec: &str) -> Result<(usize, Option<usize>)> {
+    pub(crate) fn model_spec(&self, path: &str, spec: &str) -> Result<(usize, Option<usize>)> {
         match spec.split_once('@') {
             Some((m, v)) => {
                 let model = self.model(path, m)?;
@@ -844,75 +837,6 @@ fn validate_route(
             r.safety.as_ref(),
             r.max_attempts,
         )?,
-    })
-}
-
-fn validate_location(path: &str, lat: f64, lon: f64) -> Result<GeoPoint> {
-    if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
-        return Err(ConfigError::new(
-            format!("{path}.latitude"),
-            "must be between -90 and 90",
-        ));
-    }
-    if !(lon.is_finite() && (-180.0..=180.0).contains(&lon)) {
-        return Err(ConfigError::new(
-            format!("{path}.longitude"),
-            "must be between -180 and 180",
-        ));
-    }
-    Ok(GeoPoint {
-        latitude: lat,
-        longitude: lon,
-    })
-}
-
-fn validate_region(path: &str, r: &RawRegion, lookup: &Lookup) -> Result<Region> {
-    let base_url = r.base_url.trim_end_matches('/').to_owned();
-    let valid_url = ["http://", "https://"].iter().any(|scheme| {
-        base_url
-            .strip_prefix(scheme)
-            .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace))
-    });
-    if !valid_url {
-        return Err(ConfigError::new(
-            format!("{path}.base_url"),
-            "must be an http:// or https:// URL",
-        ));
-    }
-    let capacity_weight = r.capacity_weight.unwrap_or(1.0);
-    if !(capacity_weight.is_finite() && capacity_weight > 0.0) {
-        return Err(ConfigError::new(
-            format!("{path}.capacity_weight"),
-            "must be > 0",
-        ));
-    }
-    if r.models.is_empty() {
-        return Err(ConfigError::new(
-            format!("{path}.models"),
-            "must list at least one model",
-        ));
-    }
-    let serves = r
-        .models
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| lookup.model_spec(&format!("{path}.models[{i}]"), spec))
-        .collect::<Result<Vec<_>>>()?;
-    let health_path = r.health_path.clone().unwrap_or_else(|| "/health".into());
-    if !health_path.starts_with('/') {
-        return Err(ConfigError::new(
-            format!("{path}.health_path"),
-            "must start with `/`",
-        ));
-    }
-    Ok(Region {
-        name: r.name.clone(),
-        base_url,
-        location: validate_location(path, r.latitude, r.longitude)?,
-        residency: r.residency.clone(),
-        capacity_weight,
-        serves,
-        health_path,
     })
 }
 

@@ -26,6 +26,8 @@ pub struct RawConfig {
     /// Defaults for models that no route matches.
     #[serde(default)]
     pub defaults: RawRouteDefaults,
+    #[serde(default)]
+    pub balancing: Option<RawBalancing>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -193,7 +195,10 @@ pub struct RawSafety {
 #[serde(deny_unknown_fields)]
 pub struct RawRegion {
     pub name: String,
-    pub base_url: String,
+    /// One endpoint; or `replicas`.
+    pub base_url: Option<String>,
+    pub replicas: Option<Vec<RawReplica>>,
+    pub metrics_path: Option<String>,
     pub latitude: f64,
     pub longitude: f64,
     pub residency: Option<String>,
@@ -201,6 +206,22 @@ pub struct RawRegion {
     /// "model" (every version) or "model@version".
     pub models: Vec<String>,
     pub health_path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReplica {
+    pub name: String,
+    pub base_url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBalancing {
+    pub prefix_affinity: Option<bool>,
+    pub affinity_slack_requests: Option<u32>,
+    pub affinity_latency_ratio: Option<f64>,
+    pub latency_half_life_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

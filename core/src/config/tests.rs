@@ -20,7 +20,7 @@ fn fixture_is_valid() {
     assert_eq!(c.models.len(), 3);
     assert_eq!(c.model("gpt-4o-mini"), c.model("llama-3.1-8b"));
     assert_eq!(
-        c.regions[1].base_url, "http://127.0.0.1:9102",
+        c.regions[1].replicas[0].base_url, "http://127.0.0.1:9102",
         "trailing slash trimmed"
     );
     let pro = &c.tiers[c.tier("pro").expect("pro")];
@@ -116,6 +116,66 @@ fn semantic_errors_name_their_field() {
         (
             Box::new(|v| v["regions"][0]["latitude"] = json!(91.0)),
             "regions[0].latitude",
+        ),
+        (
+            Box::new(|v| {
+                v["regions"][0]["replicas"] = json!([{"name": "a", "base_url": "http://x"}])
+            }),
+            "regions[0].replicas",
+        ),
+        (
+            Box::new(|v| {
+                v["regions"][0]
+                    .as_object_mut()
+                    .map(|r| r.remove("base_url"));
+            }),
+            "regions[0].base_url",
+        ),
+        (
+            Box::new(|v| {
+                v["regions"][0]
+                    .as_object_mut()
+                    .map(|r| r.remove("base_url"));
+                v["regions"][0]["replicas"] = json!([
+                    {"name": "a", "base_url": "http://x"},
+                    {"name": "a", "base_url": "http://y"},
+                ]);
+            }),
+            "regions[0].replicas[1].name",
+        ),
+        (
+            Box::new(|v| {
+                v["regions"][0]
+                    .as_object_mut()
+                    .map(|r| r.remove("base_url"));
+                v["regions"][0]["replicas"] = json!([{"name": "a", "base_url": "gopher://x"}]);
+            }),
+            "regions[0].replicas[0].base_url",
+        ),
+        (
+            Box::new(|v| {
+                v["regions"][0]
+                    .as_object_mut()
+                    .map(|r| r.remove("base_url"));
+                v["regions"][0]["replicas"] = json!([]);
+            }),
+            "regions[0].replicas",
+        ),
+        (
+            Box::new(|v| v["regions"][0]["name"] = json!("eu/west")),
+            "regions[0].name",
+        ),
+        (
+            Box::new(|v| v["regions"][0]["metrics_path"] = json!("metrics")),
+            "regions[0].metrics_path",
+        ),
+        (
+            Box::new(|v| v["balancing"] = json!({"affinity_latency_ratio": 0.5})),
+            "balancing.affinity_latency_ratio",
+        ),
+        (
+            Box::new(|v| v["balancing"] = json!({"latency_half_life_seconds": 0})),
+            "balancing.latency_half_life_seconds",
         ),
         (
             Box::new(|v| v["regions"][3]["capacity_weight"] = json!(-1.0)),

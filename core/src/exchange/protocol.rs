@@ -140,10 +140,19 @@ pub enum Transport {
     TooLarge,
 }
 
-/// How one attempt went, for region health and metrics.
+/// How one attempt went, for region health, load and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptOutcome {
-    Answered { latency_ms: u32 },
+    /// The response head came (health).
+    Answered {
+        latency_ms: u32,
+    },
+    /// The first token came, this long after the attempt was sent: a
+    /// stream's first content, or a whole answer (the replica's latency
+    /// estimate, [`crate::load::LoadBoard::sample`]).
+    FirstToken {
+        latency_ms: u32,
+    },
     Failed(AttemptFailure),
 }
 
@@ -152,14 +161,23 @@ impl AttemptOutcome {
     pub fn observation(self) -> Option<Observation> {
         match self {
             AttemptOutcome::Answered { latency_ms } => Some(Observation::Success { latency_ms }),
+            AttemptOutcome::FirstToken { .. } => None,
             AttemptOutcome::Failed(f) => f.region_fault().then_some(Observation::Failure),
+        }
+    }
+
+    /// The latency sample for the replica's load estimate, if any.
+    pub fn first_token_ms(self) -> Option<u32> {
+        match self {
+            AttemptOutcome::FirstToken { latency_ms } => Some(latency_ms),
+            _ => None,
         }
     }
 
     /// The metric label of a failure.
     pub fn failure_label(self) -> Option<&'static str> {
         match self {
-            AttemptOutcome::Answered { .. } => None,
+            AttemptOutcome::Answered { .. } | AttemptOutcome::FirstToken { .. } => None,
             AttemptOutcome::Failed(f) => Some(f.label()),
         }
     }
@@ -168,6 +186,8 @@ impl AttemptOutcome {
 /// The upstream call for one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamRequest<'a> {
+    /// The replica's target (its load counters' key).
+    pub target: &'a str,
     pub url: &'a str,
     pub body: &'a str,
     pub headers: [(&'static str, &'a str); 3],

@@ -650,3 +650,50 @@ fn a_body_is_collected_up_to_its_cap() {
         Event::Failed(Transport::TooLarge)
     );
 }
+
+fn first_tokens(log: &[Action]) -> Vec<(&str, u32)> {
+    log.iter()
+        .filter_map(|a| match a {
+            Action::Observe {
+                region,
+                outcome: AttemptOutcome::FirstToken { latency_ms },
+            } => Some((region.as_str(), *latency_ms)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_time_to_first_token_is_observed_once_per_answering_attempt() {
+    let g = gateway();
+    // Not streamed: the whole answer's time, at its head.
+    let mut ex = chat(&g, &chat_body("hello"));
+    let log = drive(
+        &g,
+        &mut ex,
+        vec![admitted(), Event::Cached(None), json_head(), answer()],
+    );
+    let region = ex.plan().expect("plan").attempts[0].region.clone();
+    assert_eq!(first_tokens(&log), [(region.as_str(), 1)]);
+    // Streamed: at the first content, not at the head or the role-only
+    // frame (each event is 1 ms after the one before); a failed attempt
+    // has none.
+    let mut ex = chat(&g, &streamed("stream"));
+    let log = drive(
+        &g,
+        &mut ex,
+        vec![
+            admitted(),
+            Event::Cached(None),
+            sse_head(),
+            Event::Failed(Transport::Broke),
+            sse_head(),
+            Event::Chunk(role_only()),
+            Event::Chunk(content("Hel")),
+            Event::Chunk(closing()),
+            Event::End,
+        ],
+    );
+    let second = ex.plan().expect("plan").attempts[1].region.clone();
+    assert_eq!(first_tokens(&log), [(second.as_str(), 3)]);
+}

@@ -229,6 +229,7 @@ fn nearest_healthy_region_first_then_failover_order() {
         region: "eu-west".into(),
         health: Health::Down,
         latency_ms: None,
+        backend: None,
     }];
     let plan = pin(c);
     assert_eq!(
@@ -244,6 +245,7 @@ fn nearest_healthy_region_first_then_failover_order() {
         region: "eu-west".into(),
         health: Health::Degraded,
         latency_ms: Some(900),
+        backend: None,
     }];
     assert_eq!(regions(&pin(c))[0], "us-east");
 }
@@ -259,6 +261,7 @@ fn eu_resident_tenants_stay_in_the_eu() {
                 region: (*r).into(),
                 health: Health::Down,
                 latency_ms: None,
+                backend: None,
             })
             .collect();
         c
@@ -581,4 +584,51 @@ fn upstream_bodies_put_the_backends_model_into_the_shared_body() {
     let body = super::with_model("a\"b", r#"{"x":1}"#);
     let v: Value = serde_json::from_str(&body).expect("valid JSON");
     assert_eq!(v, json!({"model": "a\"b", "x": 1}));
+}
+
+#[test]
+fn a_region_with_replicas_tries_each_before_the_next_region() {
+    let mut v = crate::testing::config_value();
+    let region = &mut v["regions"][0];
+    let name = region["name"].as_str().expect("name").to_owned();
+    region.as_object_mut().expect("object").remove("base_url");
+    region["replicas"] = json!([
+        {"name": "a", "base_url": "http://127.0.0.1:9201/"},
+        {"name": "b", "base_url": "http://127.0.0.1:9202"},
+    ]);
+    let g = Gateway::from_json(&v.to_string(), &secrets()).expect("valid");
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let c = RequestContext {
+            request_id: format!("req-{i}"),
+            ..at(
+                v["regions"][0]["latitude"].as_f64().expect("lat"),
+                v["regions"][0]["longitude"].as_f64().expect("lon"),
+            )
+        };
+        // Different conversations: their affinity spreads them.
+        let body = chat_body(&format!("Hello {i}"));
+        let plan = forward(&g, &chat("sk-acme-test-key-1", &body), &c);
+        let first_two: Vec<&str> = plan
+            .attempts
+            .iter()
+            .take(2)
+            .map(|a| a.region.as_str())
+            .collect();
+        let mut sorted = first_two.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            [format!("{name}/a"), format!("{name}/b")],
+            "{first_two:?}"
+        );
+        assert!(plan.attempts[0].url.starts_with("http://127.0.0.1:920"));
+        assert!(
+            !plan.attempts[0].url.contains("//v1"),
+            "{}",
+            plan.attempts[0].url
+        );
+        seen.insert(first_two[0].to_owned());
+    }
+    assert_eq!(seen.len(), 2, "both replicas come first for some requests");
 }

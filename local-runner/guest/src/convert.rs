@@ -7,6 +7,7 @@ use edgegate_core::exchange::{Action, BodyLimit, Event, Exchange, Head, Response
 use edgegate_core::gateway::{QuotaRequest, RequestContext, UsageSource};
 use edgegate_core::geo::{ClientGeo, Health, RegionStatus};
 use edgegate_core::health::Observation;
+use edgegate_core::load::{BackendLoad, TargetLoad};
 use edgegate_core::quota::{Amounts, QuotaLimits, QuotaSnapshot, ReserveOutcome};
 use edgegate_core::telemetry::{CacheStatus, UsageRecord};
 
@@ -42,6 +43,21 @@ pub fn context(c: wit::RequestContext) -> RequestContext {
                     wit::Health::Down => Health::Down,
                 },
                 latency_ms: r.latency_ms,
+                backend: r.backend.map(|b| BackendLoad {
+                    running: b.running,
+                    waiting: b.waiting,
+                    kv_cache_usage: b.kv_cache_usage,
+                }),
+            })
+            .collect(),
+        loads: c
+            .loads
+            .into_iter()
+            .map(|l| TargetLoad {
+                target: l.target,
+                in_flight: l.in_flight,
+                latency_ms: l.latency_ms,
+                latency_age_ms: l.latency_age_ms,
             })
             .collect(),
         provisioned_key: None,
@@ -114,6 +130,7 @@ fn action_to_wit(exchange: &Exchange, action: Action) -> wit::Action {
         } => {
             let request = exchange.upstream_request(attempt);
             wit::Action::Send(wit::Send {
+                target: request.map_or_else(String::new, |r| r.target.to_owned()),
                 url: request.map_or_else(String::new, |r| r.url.to_owned()),
                 body: request.map_or_else(String::new, |r| r.body.to_owned()),
                 headers: request
@@ -161,6 +178,7 @@ fn action_to_wit(exchange: &Exchange, action: Action) -> wit::Action {
                 Observation::Failure => wit::Observation::Failure,
             }),
             failure: outcome.failure_label().map(str::to_owned),
+            first_token_ms: outcome.first_token_ms(),
         }),
         Action::Record(record) => wit::Action::Record(usage_record(*record)),
     }

@@ -43,6 +43,21 @@ pub fn context(c: &RequestContext) -> guest::RequestContext {
                     Health::Down => guest::Health::Down,
                 },
                 latency_ms: r.latency_ms,
+                backend: r.backend.map(|b| guest::BackendLoad {
+                    running: b.running,
+                    waiting: b.waiting,
+                    kv_cache_usage: b.kv_cache_usage,
+                }),
+            })
+            .collect(),
+        loads: c
+            .loads
+            .iter()
+            .map(|l| guest::TargetLoad {
+                target: l.target.clone(),
+                in_flight: l.in_flight,
+                latency_ms: l.latency_ms,
+                latency_age_ms: l.latency_age_ms,
             })
             .collect(),
     }

@@ -1,0 +1,238 @@
+//! Regions and their replicas, and how load is balanced among replicas.
+
+use super::raw::{RawBalancing, RawRegion};
+use super::{ConfigError, Lookup, Result, VersionRef};
+use crate::geo::GeoPoint;
+
+/// One endpoint serving a region's models (a vLLM or SGLang server, say).
+#[derive(Debug, Clone)]
+pub struct Replica {
+    /// Unique within its region.
+    pub name: String,
+    /// Without a trailing slash.
+    pub base_url: String,
+    /// What its health and load are known by, in statuses, metrics and
+    /// usage records: the region's name for a region given by `base_url`
+    /// alone, `region/replica` otherwise.
+    pub target: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Region {
+    pub name: String,
+    /// Never empty.
+    pub replicas: Vec<Replica>,
+    pub location: GeoPoint,
+    pub residency: Option<String>,
+    pub capacity_weight: f64,
+    /// (model, `None` = every version).
+    pub serves: Vec<(usize, Option<usize>)>,
+    pub health_path: String,
+    /// Where each replica's Prometheus metrics are read with its health
+    /// (vLLM's or SGLang's queue depth and KV-cache use); `None`: not read.
+    pub metrics_path: Option<String>,
+}
+
+impl Region {
+    pub fn serves(&self, v: VersionRef) -> bool {
+        self.serves
+            .iter()
+            .any(|&(m, ver)| m == v.model && ver.is_none_or(|ver| ver == v.version))
+    }
+}
+
+/// Load balancing among a region's replicas (`balancing` in config).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Balancing {
+    /// Conversations stay on one replica (its prefix cache) while it is
+    /// within the band below.
+    pub prefix_affinity: bool,
+    /// Requests a replica may have queued beyond the least loaded one and
+    /// keep its conversations.
+    pub affinity_slack_requests: u32,
+    /// How many times slower than the fastest a replica may be and keep
+    /// its conversations.
+    pub affinity_latency_ratio: f64,
+    /// A replica's latency estimate not refreshed for this long moves
+    /// halfway to the region's fastest, so it is tried again.
+    pub latency_half_life_ms: u64,
+}
+
+impl Default for Balancing {
+    fn default() -> Self {
+        Balancing {
+            prefix_affinity: true,
+            affinity_slack_requests: 8,
+            affinity_latency_ratio: 2.0,
+            latency_half_life_ms: 10_000,
+        }
+    }
+}
+
+pub(crate) fn validate_balancing(raw: Option<&RawBalancing>) -> Result<Balancing> {
+    let d = Balancing::default();
+    let Some(raw) = raw else {
+        return Ok(d);
+    };
+    let ratio = raw
+        .affinity_latency_ratio
+        .unwrap_or(d.affinity_latency_ratio);
+    if !(ratio.is_finite() && ratio >= 1.0) {
+        return Err(ConfigError::new(
+            "balancing.affinity_latency_ratio",
+            "must be at least 1",
+        ));
+    }
+    let half_life_s = raw
+        .latency_half_life_seconds
+        .unwrap_or(d.latency_half_life_ms / 1000);
+    if half_life_s == 0 {
+        return Err(ConfigError::new(
+            "balancing.latency_half_life_seconds",
+            "must be at least 1",
+        ));
+    }
+    Ok(Balancing {
+        prefix_affinity: raw.prefix_affinity.unwrap_or(d.prefix_affinity),
+        affinity_slack_requests: raw
+            .affinity_slack_requests
+            .unwrap_or(d.affinity_slack_requests),
+        affinity_latency_ratio: ratio,
+        latency_half_life_ms: half_life_s.saturating_mul(1000),
+    })
+}
+
+pub(crate) fn validate_location(path: &str, lat: f64, lon: f64) -> Result<GeoPoint> {
+    if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
+        return Err(ConfigError::new(
+            format!("{path}.latitude"),
+            "must be between -90 and 90",
+        ));
+    }
+    if !(lon.is_finite() && (-180.0..=180.0).contains(&lon)) {
+        return Err(ConfigError::new(
+            format!("{path}.longitude"),
+            "must be between -180 and 180",
+        ));
+    }
+    Ok(GeoPoint {
+        latitude: lat,
+        longitude: lon,
+    })
+}
+
+fn validate_base_url(path: &str, url: &str) -> Result<String> {
+    let base_url = url.trim_end_matches('/').to_owned();
+    let valid_url = ["http://", "https://"].iter().any(|scheme| {
+        base_url
+            .strip_prefix(scheme)
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace))
+    });
+    if !valid_url {
+        return Err(ConfigError::new(path, "must be an http:// or https:// URL"));
+    }
+    Ok(base_url)
+}
+
+fn validate_path(path: &str, value: &str) -> Result<()> {
+    if value.starts_with('/') {
+        Ok(())
+    } else {
+        Err(ConfigError::new(path, "must start with `/`"))
+    }
+}
+
+fn validate_replicas(path: &str, r: &RawRegion) -> Result<Vec<Replica>> {
+    match (&r.base_url, &r.replicas) {
+        (Some(url), None) => Ok(vec![Replica {
+            name: r.name.clone(),
+            base_url: validate_base_url(&format!("{path}.base_url"), url)?,
+            target: r.name.clone(),
+        }]),
+        (None, Some(raw)) if !raw.is_empty() => {
+            let mut replicas: Vec<Replica> = Vec::new();
+            for (i, rep) in raw.iter().enumerate() {
+                let p = format!("{path}.replicas[{i}]");
+                let word = !rep.name.is_empty()
+                    && rep
+                        .name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                if !word {
+                    return Err(ConfigError::new(
+                        format!("{p}.name"),
+                        "must be letters, digits, `-`, `_` or `.`",
+                    ));
+                }
+                if replicas.iter().any(|x| x.name == rep.name) {
+                    return Err(ConfigError::new(
+                        format!("{p}.name"),
+                        format!("duplicate replica `{}`", rep.name),
+                    ));
+                }
+                replicas.push(Replica {
+                    name: rep.name.clone(),
+                    base_url: validate_base_url(&format!("{p}.base_url"), &rep.base_url)?,
+                    target: format!("{}/{}", r.name, rep.name),
+                });
+            }
+            Ok(replicas)
+        }
+        (None, Some(_)) => Err(ConfigError::new(
+            format!("{path}.replicas"),
+            "must list at least one replica",
+        )),
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            format!("{path}.replicas"),
+            "give `base_url` or `replicas`, not both",
+        )),
+        (None, None) => Err(ConfigError::new(
+            format!("{path}.base_url"),
+            "a region needs `base_url` or `replicas`",
+        )),
+    }
+}
+
+pub(crate) fn validate_region(path: &str, r: &RawRegion, lookup: &Lookup) -> Result<Region> {
+    if r.name.is_empty() || r.name.contains(['/', ' ']) {
+        return Err(ConfigError::new(
+            format!("{path}.name"),
+            "must be non-empty, without `/` or spaces",
+        ));
+    }
+    let replicas = validate_replicas(path, r)?;
+    let capacity_weight = r.capacity_weight.unwrap_or(1.0);
+    if !(capacity_weight.is_finite() && capacity_weight > 0.0) {
+        return Err(ConfigError::new(
+            format!("{path}.capacity_weight"),
+            "must be > 0",
+        ));
+    }
+    if r.models.is_empty() {
+        return Err(ConfigError::new(
+            format!("{path}.models"),
+            "must list at least one model",
+        ));
+    }
+    let serves = r
+        .models
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| lookup.model_spec(&format!("{path}.models[{i}]"), spec))
+        .collect::<Result<Vec<_>>>()?;
+    let health_path = r.health_path.clone().unwrap_or_else(|| "/health".into());
+    validate_path(&format!("{path}.health_path"), &health_path)?;
+    if let Some(m) = &r.metrics_path {
+        validate_path(&format!("{path}.metrics_path"), m)?;
+    }
+    Ok(Region {
+        name: r.name.clone(),
+        replicas,
+        location: validate_location(path, r.latitude, r.longitude)?,
+        residency: r.residency.clone(),
+        capacity_weight,
+        serves,
+        health_path,
+        metrics_path: r.metrics_path.clone(),
+    })
+}
