@@ -87,6 +87,11 @@ pub fn region_of(content: &str) -> Option<&str> {
     content.strip_prefix('[')?.split(']').next()
 }
 
+/// The simulated region (or `region/replica`) that wrote `answer`.
+pub fn answered_by(answer: &Value) -> String {
+    region_of(content_of(answer)).unwrap_or_default().to_owned()
+}
+
 impl Target {
     pub fn post(&self, path: &str) -> Call<'_> {
         self.request(Method::POST, path)

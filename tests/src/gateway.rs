@@ -33,6 +33,7 @@ pub mod keys {
     pub const LLAMA_METER: &str = "sk-conf-llama-meter";
     pub const LLAMA_STREAM_METER: &str = "sk-conf-llama-stream-meter";
     pub const LIFECYCLE: &str = "sk-conf-lifecycle";
+    pub const BALANCING: &str = "sk-conf-balancing";
 }
 
 /// The HS256 issuer's secret, handed to each runner as the secret the config names.
@@ -130,6 +131,19 @@ pub const REGIONS: [Region; 6] = [
     },
 ];
 
+/// Regions of two replicas each, `a` and `b`, one per balancing case (so
+/// one case's load counters do not lean on the next); each alone serves the
+/// model of its name, and its replicas' metrics are read with their health.
+pub const POOLS: [&str; 3] = ["pool-slow", "pool-queue", "pool-affinity"];
+pub const POOL_REPLICAS: [&str; 6] = [
+    "pool-slow/a",
+    "pool-slow/b",
+    "pool-queue/a",
+    "pool-queue/b",
+    "pool-affinity/a",
+    "pool-affinity/b",
+];
+
 pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
@@ -160,6 +174,57 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
         "longitude": -74.0, "residency": "us", "models": [crate::llama::MODEL],
         "health_path": "/openapi.json",
     }));
+    for pool in POOLS {
+        let replicas: Vec<Value> = ["a", "b"]
+            .iter()
+            .map(|r| json!({"name": r, "base_url": url_of(&format!("{pool}/{r}"))}))
+            .collect();
+        regions.push(json!({
+            "name": pool, "replicas": replicas, "latitude": 40.7, "longitude": -74.0,
+            "residency": "us", "models": [pool], "metrics_path": "/metrics",
+        }));
+    }
+    let mut models = vec![
+        json!({"name": "chat", "aliases": ["gpt-4o-mini"], "context_window": 8192,
+         "input_usd_per_million": 1.0, "output_usd_per_million": 2.0,
+         "versions": [{"name": "v1", "upstream_model": "chat-v1"},
+                      {"name": "v2", "upstream_model": "chat-v2"}]}),
+        json!({"name": "tiny", "context_window": TINY_CONTEXT,
+         "input_usd_per_million": 0.1, "output_usd_per_million": 0.2}),
+        json!({"name": "solo", "context_window": 8192,
+         "input_usd_per_million": 1.0, "output_usd_per_million": 2.0,
+         "versions": [{"name": "v1", "upstream_model": "solo-v1"}]}),
+        json!({"name": "embed", "aliases": ["text-embedding-3-small"], "endpoints": ["embeddings"],
+         "context_window": 8192, "input_usd_per_million": 0.02, "output_usd_per_million": 0.0}),
+        json!({"name": crate::llama::MODEL, "context_window": 2048,
+         "input_usd_per_million": 0.1, "output_usd_per_million": 0.2,
+         "prompt_estimate_factor": crate::estimator::SMOLLM2_FACTOR}),
+    ];
+    let mut routes = vec![
+        json!({"model": "chat",
+         "split": [{"version": "v1", "weight": 90}, {"version": "v2", "weight": 10}],
+         "pin_header": PIN_HEADER,
+         "max_attempts": 4,
+         "timeouts": {"connect_ms": 1000, "first_byte_ms": 5000, "stream_idle_ms": STREAM_IDLE_MS, "total_ms": 30000},
+         "cache": {"enabled": true, "ttl_seconds": 300, "scope": "tenant"}}),
+        json!({"model": "tiny", "max_attempts": 3,
+         "timeouts": {"connect_ms": 1000, "first_byte_ms": TINY_FIRST_BYTE_MS, "total_ms": TINY_TOTAL_MS}}),
+        json!({"model": "solo", "fallback": ["chat@v1"], "max_attempts": 3,
+         "timeouts": {"connect_ms": 1000, "first_byte_ms": 5000},
+         "cache": {"enabled": true, "ttl_seconds": 300, "scope": "tenant"}}),
+        // A 135M model on 2 shared cores: seconds, not milliseconds.
+        json!({"model": crate::llama::MODEL, "max_attempts": 2, "cache": {"enabled": false},
+         "timeouts": {"connect_ms": 1000, "first_byte_ms": 30000, "stream_idle_ms": 30000,
+                      "total_ms": 60000}}),
+    ];
+    for pool in POOLS {
+        models.push(json!({"name": pool, "context_window": 8192,
+            "input_usd_per_million": 1.0, "output_usd_per_million": 2.0}));
+        routes.push(
+            json!({"model": pool, "max_attempts": 2, "cache": {"enabled": false},
+            "timeouts": {"connect_ms": 1000, "first_byte_ms": 30000, "total_ms": 60000}}),
+        );
+    }
     json!({
         "limits": {"max_body_bytes": MAX_BODY_BYTES, "reservation_ttl_seconds": 120},
         "tiers": {
@@ -202,6 +267,7 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
             tenant("llama-meter-co", "meter", keys::LLAMA_METER),
             tenant("llama-stream-meter-co", "meter", keys::LLAMA_STREAM_METER),
             tenant("lifecycle-co", "open", keys::LIFECYCLE),
+            tenant("balancing-co", "open", keys::BALANCING),
         ],
         "jwt_issuers": [
             {"issuer": HS256_ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"],
@@ -209,39 +275,8 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
             {"issuer": RS256_ISSUER, "audiences": [AUDIENCE], "algorithms": ["RS256"],
              "keys": [{"kid": RS256_KID, "pem": RSA_PUBLIC_PEM}]},
         ],
-        "models": [
-            {"name": "chat", "aliases": ["gpt-4o-mini"], "context_window": 8192,
-             "input_usd_per_million": 1.0, "output_usd_per_million": 2.0,
-             "versions": [{"name": "v1", "upstream_model": "chat-v1"},
-                          {"name": "v2", "upstream_model": "chat-v2"}]},
-            {"name": "tiny", "context_window": TINY_CONTEXT,
-             "input_usd_per_million": 0.1, "output_usd_per_million": 0.2},
-            {"name": "solo", "context_window": 8192,
-             "input_usd_per_million": 1.0, "output_usd_per_million": 2.0,
-             "versions": [{"name": "v1", "upstream_model": "solo-v1"}]},
-            {"name": "embed", "aliases": ["text-embedding-3-small"], "endpoints": ["embeddings"],
-             "context_window": 8192, "input_usd_per_million": 0.02, "output_usd_per_million": 0.0},
-            {"name": crate::llama::MODEL, "context_window": 2048,
-             "input_usd_per_million": 0.1, "output_usd_per_million": 0.2,
-             "prompt_estimate_factor": crate::estimator::SMOLLM2_FACTOR},
-        ],
-        "routes": [
-            {"model": "chat",
-             "split": [{"version": "v1", "weight": 90}, {"version": "v2", "weight": 10}],
-             "pin_header": PIN_HEADER,
-             "max_attempts": 4,
-             "timeouts": {"connect_ms": 1000, "first_byte_ms": 5000, "stream_idle_ms": STREAM_IDLE_MS, "total_ms": 30000},
-             "cache": {"enabled": true, "ttl_seconds": 300, "scope": "tenant"}},
-            {"model": "tiny", "max_attempts": 3,
-             "timeouts": {"connect_ms": 1000, "first_byte_ms": TINY_FIRST_BYTE_MS, "total_ms": TINY_TOTAL_MS}},
-            {"model": "solo", "fallback": ["chat@v1"], "max_attempts": 3,
-             "timeouts": {"connect_ms": 1000, "first_byte_ms": 5000},
-             "cache": {"enabled": true, "ttl_seconds": 300, "scope": "tenant"}},
-            // A 135M model on 2 shared cores: seconds, not milliseconds.
-            {"model": crate::llama::MODEL, "max_attempts": 2, "cache": {"enabled": false},
-             "timeouts": {"connect_ms": 1000, "first_byte_ms": 30000, "stream_idle_ms": 30000,
-                          "total_ms": 60000}},
-        ],
+        "models": models,
+        "routes": routes,
         "regions": regions,
         "default_location": {"latitude": 39.0, "longitude": -77.5},
     })

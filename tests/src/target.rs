@@ -3,7 +3,7 @@
 //! them. The cases see only its base URL, its backends' controls and the
 //! runner's name.
 
-use crate::gateway::{self, HS256_SECRET, HS256_SECRET_NAME, LLAMA_REGION, REGIONS};
+use crate::gateway::{self, HS256_SECRET, HS256_SECRET_NAME, LLAMA_REGION, POOL_REPLICAS, REGIONS};
 use crate::llama::Llama;
 use edgegate_sim::{Backend, BackendConfig, Controls};
 use serde_json::json;
@@ -62,14 +62,14 @@ impl Target {
     /// Starts `runner` in front of fresh backends, one per region of the suite.
     pub async fn start(runner: Runner) -> Result<Target, String> {
         let mut backends = BTreeMap::new();
-        for region in &REGIONS {
+        for name in REGIONS.iter().map(|r| r.name).chain(POOL_REPLICAS) {
             let backend = Backend::start(
-                BackendConfig::new(region.name),
+                BackendConfig::new(name),
                 "127.0.0.1:0".parse().expect("a loopback address"),
             )
             .await
-            .map_err(|e| format!("starting the {} backend: {e}", region.name))?;
-            backends.insert(region.name, backend);
+            .map_err(|e| format!("starting the {name} backend: {e}"))?;
+            backends.insert(name, backend);
         }
         let llama = Llama::start().await;
         // Without a server the region points at a closed port, and the
@@ -166,6 +166,17 @@ impl Target {
             .get(region)
             .unwrap_or_else(|| panic!("no region {region} in the suite"))
             .controls()
+    }
+
+    /// `name`'s simulated backend's own URL (to load it past the gateway).
+    ///
+    /// # Panics
+    /// If the suite has no such backend.
+    pub fn backend_url(&self, name: &str) -> String {
+        self.backends
+            .get(name)
+            .unwrap_or_else(|| panic!("no backend {name} in the suite"))
+            .base_url()
     }
 
     /// The llama.cpp server's own URL, or why it is not running.

@@ -4,9 +4,7 @@
 //! whose nearest region's health probe answers too late. Clients are placed
 //! with the trusted `x-edgegate-client-*` headers.
 
-use crate::client::{
-    CHAT, NEW_YORK, PARIS, Place, SAO_PAULO, SINGAPORE, chat_body, content_of, region_of,
-};
+use crate::client::{CHAT, NEW_YORK, PARIS, Place, SAO_PAULO, SINGAPORE, answered_by, chat_body};
 use crate::gateway::keys;
 use crate::suite::Outcome;
 use crate::target::Target;
@@ -22,9 +20,7 @@ async fn region_for(t: &Target, key: &str, place: &Place) -> Result<String, Stri
         .send()
         .await?
         .expect(200)?;
-    Ok(region_of(content_of(&answer))
-        .unwrap_or_default()
-        .to_owned())
+    Ok(answered_by(&answer))
 }
 
 pub async fn nearest_region_on_three_continents(t: &Target) -> Outcome {

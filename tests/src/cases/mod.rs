@@ -2,6 +2,7 @@
 //! passes on one and fails on the other is a bug in the shared code.
 
 mod auth;
+mod balancing;
 mod cache;
 mod errors;
 mod geo;
@@ -206,6 +207,18 @@ pub const ALL: &[Case] = &[
     case!(
         "interop: a stream that breaks off is charged what was relayed",
         interop::broken_stream_is_charged_what_was_relayed
+    ),
+    case!(
+        "balancing: a replica 4x slower gets at most a quarter of the traffic",
+        balancing::a_slow_replica_gets_a_quarter_or_less
+    ),
+    case!(
+        "balancing: a replica reporting a waiting queue gets none until it drains",
+        balancing::a_queued_replica_gets_no_traffic_until_it_drains
+    ),
+    case!(
+        "balancing: conversations stay on their replica, and spill when it is full",
+        balancing::conversations_stay_on_their_replica_and_spill_when_it_is_full
     ),
     case!(
         "llama: a chat completion settles the model's real usage",
