@@ -23,8 +23,14 @@ pub enum CacheDecision {
     Disabled,
     /// Not cacheable (sampled request, or the client opted out): `x-edgegate-cache: BYPASS`.
     Bypass { reason: String },
-    /// Look up `key`; on a miss, store a successful answer for `ttl_seconds`.
-    Lookup { key: String, ttl_seconds: u64 },
+    /// Look up `key`; on a miss, store a successful answer for `ttl_seconds`
+    /// (and, when `coalesce`, share it with identical requests waiting).
+    Lookup {
+        key: String,
+        ttl_seconds: u64,
+        #[serde(default)]
+        coalesce: bool,
+    },
 }
 
 /// The client opted out with `x-edgegate-cache: bypass` or `Cache-Control: no-store/no-cache`.
@@ -70,6 +76,7 @@ pub fn decide(
     CacheDecision::Lookup {
         key: cache_key(scope, parsed.endpoint, version_label, &parsed.body),
         ttl_seconds: policy.ttl_seconds,
+        coalesce: policy.coalesce,
     }
 }
 

@@ -72,6 +72,8 @@ pub struct Exchange {
     reserved: Option<Result<ReserveOutcome, GatewayError>>,
     /// The lookup's answer; `None` until it came (or when none was asked).
     cached: Option<Option<Vec<u8>>>,
+    /// The answer came from an identical request in flight.
+    shared: bool,
 }
 
 impl Exchange {
@@ -96,6 +98,7 @@ impl Exchange {
             relay: None,
             reserved: None,
             cached: None,
+            shared: false,
         };
         match decision {
             Err(error) => {
@@ -111,9 +114,12 @@ impl Exchange {
                     quota: plan.quota.clone(),
                     id: plan.request_id.clone(),
                 });
-                if let CacheDecision::Lookup { key, .. } = &plan.cache {
+                if let CacheDecision::Lookup { key, coalesce, .. } = &plan.cache {
                     let key = key.clone();
-                    ex.actions.push_back(Action::LookupCache { key });
+                    // Waiting longer than the request may take is pointless.
+                    let coalesce_ms = if *coalesce { plan.timeouts.total_ms } else { 0 };
+                    ex.actions
+                        .push_back(Action::LookupCache { key, coalesce_ms });
                 } else {
                     ex.cached = Some(None);
                 }
@@ -180,6 +186,11 @@ impl Exchange {
             }
             (Step::Admitting, Event::Cached(found)) => {
                 self.cached = Some(found);
+                self.admitted(now_us);
+            }
+            (Step::Admitting, Event::Shared(answer)) => {
+                self.cached = Some(Some(answer));
+                self.shared = true;
                 self.admitted(now_us);
             }
             (
@@ -283,10 +294,15 @@ impl Exchange {
         let Some(body) = hit else {
             return self.forward(now_us);
         };
-        self.cache = CacheStatus::Hit;
+        self.cache = if self.shared {
+            CacheStatus::Coalesced
+        } else {
+            CacheStatus::Hit
+        };
+        let value = self.cache.header_value().unwrap_or("HIT");
         merge(
             &mut self.headers,
-            [("x-edgegate-cache".into(), "HIT".into())],
+            [("x-edgegate-cache".into(), value.into())],
         );
         let settlement = Settlement::cache_hit();
         self.respond_full(body);

@@ -197,7 +197,10 @@ impl ForwardPlan {
     /// names the primary version, so only its answers are stored: a
     /// fallback's answer served later for the primary would be wrong.
     pub fn cache_store(&self, attempt: usize) -> Option<(&str, u64)> {
-        let CacheDecision::Lookup { key, ttl_seconds } = &self.cache else {
+        let CacheDecision::Lookup {
+            key, ttl_seconds, ..
+        } = &self.cache
+        else {
             return None;
         };
         let (primary, answered) = (self.attempts.first()?, self.attempts.get(attempt)?);

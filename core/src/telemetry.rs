@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum CacheStatus {
     Hit,
+    /// Answered by an identical request that was in flight (one backend call for both).
+    Coalesced,
     Miss,
     Bypass,
     /// Caching is off for the route, or the request never got that far.
@@ -31,6 +33,7 @@ impl CacheStatus {
     pub fn header_value(self) -> Option<&'static str> {
         match self {
             CacheStatus::Hit => Some("HIT"),
+            CacheStatus::Coalesced => Some("COALESCED"),
             CacheStatus::Miss => Some("MISS"),
             CacheStatus::Bypass => Some("BYPASS"),
             CacheStatus::Off => None,

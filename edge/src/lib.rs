@@ -8,6 +8,7 @@
 //! so no handler here sets another.
 
 mod clock;
+mod coalescing;
 mod config;
 mod health_cron;
 mod incoming;

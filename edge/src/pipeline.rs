@@ -12,7 +12,7 @@ use crate::clock::now_ms;
 use crate::kv_store::EdgeKv;
 use crate::quota_object::QuotaStore;
 use crate::upstream::Upstream;
-use crate::{config, incoming, region_health, respond, usage};
+use crate::{coalescing, config, incoming, region_health, respond, usage};
 use edgegate_core::auth::{self, ApiKeyRecord};
 use edgegate_core::exchange::{Action, Event, Exchange, ResponseBody, Transport};
 use edgegate_core::request::Headers as CoreHeaders;
@@ -38,6 +38,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: Context) -> Response {
         env,
         upstream: None,
         in_flight: None,
+        leading: None,
         deferred: None,
     };
     driver.respond(&ctx, &request_id).await
@@ -109,6 +110,8 @@ struct Driver {
     upstream: Option<Upstream>,
     /// The current attempt, counted in its replica's load.
     in_flight: Option<region_health::InFlight>,
+    /// Identical requests in this isolate wait for this one's answer.
+    leading: Option<coalescing::Lead>,
     /// An action taken from the exchange but not yet carried out.
     deferred: Option<Action>,
 }
@@ -189,7 +192,7 @@ impl Driver {
                 // The exchange asks for the cache lookup with the
                 // reservation: the Durable Object and KV are asked at once.
                 let lookup = match self.exchange.poll() {
-                    Some(Action::LookupCache { key }) => Some(key),
+                    Some(Action::LookupCache { key, coalesce_ms }) => Some((key, coalesce_ms)),
                     other => {
                         self.deferred = other;
                         None
@@ -203,18 +206,23 @@ impl Driver {
                     }
                 };
                 let kv = &io.kv;
-                let (reserved, cached) = futures_util::join!(reserve, async {
+                let leading = &mut self.leading;
+                let (reserved, looked_up) = futures_util::join!(reserve, async {
                     match &lookup {
-                        Some(key) => Some(kv.cached_answer(key).await),
+                        Some((key, coalesce_ms)) => {
+                            Some(look_up(kv, key, *coalesce_ms, leading).await)
+                        }
                         None => None,
                     }
                 });
-                if let Some(cached) = cached {
-                    self.handle(Event::Cached(cached));
+                if let Some(looked_up) = looked_up {
+                    self.handle(looked_up);
                 }
                 Event::Reserved(reserved)
             }
-            Action::LookupCache { key } => Event::Cached(io.kv.cached_answer(&key).await),
+            Action::LookupCache { key, coalesce_ms } => {
+                look_up(&io.kv, &key, coalesce_ms, &mut self.leading).await
+            }
             Action::Send {
                 attempt,
                 head_ms,
@@ -277,6 +285,10 @@ impl Driver {
                 body,
                 ttl_seconds,
             } => {
+                // Those waiting here get it at once; KV takes its time.
+                if let Some(lead) = self.leading.take_if(|l| l.key() == key) {
+                    lead.publish(&body);
+                }
                 io.kv.store_answer(&key, &body, ttl_seconds).await;
                 return;
             }
@@ -297,6 +309,31 @@ impl Driver {
             Action::Respond(_) | Action::Write(_) => return,
         };
         self.handle(event);
+    }
+}
+
+/// The cached answer; on a miss, an identical request's answer when one is
+/// in flight in this isolate (waited for up to `coalesce_ms`), or this
+/// request leads.
+async fn look_up(
+    kv: &EdgeKv,
+    key: &str,
+    coalesce_ms: u64,
+    leading: &mut Option<coalescing::Lead>,
+) -> Event {
+    if let Some(hit) = kv.cached_answer(key).await {
+        return Event::Cached(Some(hit));
+    }
+    if coalesce_ms == 0 {
+        return Event::Cached(None);
+    }
+    match coalescing::join(key, coalesce_ms).await {
+        Ok(lead) => {
+            *leading = Some(lead);
+            Event::Cached(None)
+        }
+        Err(Some(answer)) => Event::Shared(answer),
+        Err(None) => Event::Cached(None),
     }
 }
 

@@ -3,6 +3,7 @@
 //! region health) and hands both to [`crate::exchange`], where the sandboxed
 //! core admits and serves it. Also `/healthz` and `/metrics`.
 
+use crate::coalescing::Coalescing;
 use crate::health_monitor::HealthMonitor;
 use crate::load_tracker::LoadTracker;
 use crate::metrics::Metrics;
@@ -30,6 +31,8 @@ pub struct App {
     pub sandbox: Arc<Sandbox>,
     pub quota: Arc<QuotaStore>,
     pub cache: ResponseCache,
+    /// Cache misses waiting for an identical request in flight.
+    pub coalescing: Arc<Coalescing>,
     pub health: Arc<HealthMonitor>,
     pub loads: Arc<LoadTracker>,
     pub metrics: Arc<Metrics>,

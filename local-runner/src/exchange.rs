@@ -7,6 +7,7 @@
 //! three times (start; reserved and looked up; the answer's head and body).
 
 use crate::app::{App, Body, full, response, stream_response};
+use crate::coalescing::{Lead, Turn};
 use crate::load_tracker::InFlight;
 use crate::response_cache::CachedResponse;
 use crate::sandbox::guest::{self, Action, Event};
@@ -42,6 +43,7 @@ pub async fn serve(
             reserved: None,
             body: None,
             in_flight: None,
+            leading: None,
             responded: false,
             finished: false,
         },
@@ -109,6 +111,8 @@ struct Run {
     body: Option<UpstreamBody>,
     /// The current attempt, counted in its replica's load.
     in_flight: Option<InFlight>,
+    /// Identical requests wait for this one's answer.
+    leading: Option<Lead>,
     responded: bool,
     /// The usage record was written (or the exchange is lost).
     finished: bool,
@@ -162,6 +166,7 @@ impl Run {
                     _ => return,
                 }
             }
+            Action::LookupCache(lookup) => self.look_up(lookup).await,
             Action::ReadBody(limit) => match self.body.as_mut() {
                 Some(body) => body.read_body(convert::body_limit(limit)).await,
                 None => Event::Failed(guest::Transport::Broke),
@@ -180,10 +185,6 @@ impl Run {
     fn effect(&mut self, action: Action) -> Option<Action> {
         let app = &self.app;
         match action {
-            Action::LookupCache(key) => {
-                let found = app.cache.get(&key).map(|hit| hit.body.to_vec());
-                self.events.push(Event::Cached(found));
-            }
             Action::Settle(actual) => {
                 if let Some((quota, id)) = self.reserved.take() {
                     let now = crate::clock::now_ms();
@@ -198,13 +199,18 @@ impl Run {
                     app.quota.release(&quota.key, &quota.limits, &id, now);
                 }
             }
-            Action::Store(store) => app.cache.put(
-                store.key,
-                CachedResponse {
-                    body: Bytes::from(store.body),
-                },
-                Duration::from_secs(store.ttl_seconds),
-            ),
+            Action::Store(store) => {
+                let body = Bytes::from(store.body);
+                let lead = self.leading.take_if(|l| l.key() == store.key);
+                app.cache.put(
+                    store.key,
+                    CachedResponse { body: body.clone() },
+                    Duration::from_secs(store.ttl_seconds),
+                );
+                if let Some(lead) = lead {
+                    lead.publish(&body);
+                }
+            }
             Action::Observe(o) => {
                 if let Some(label) = &o.failure {
                     app.metrics.upstream_failure(&o.region, label);
@@ -229,6 +235,7 @@ impl Run {
                 self.in_flight = None;
             }
             Action::Reserve(_)
+            | Action::LookupCache(_)
             | Action::Send(_)
             | Action::ReadBody(_)
             | Action::ReadChunk(_)
@@ -236,6 +243,30 @@ impl Run {
             | Action::Write(_) => return Some(action),
         }
         None
+    }
+
+    /// The cached answer; on a miss, an identical request's answer when one
+    /// is in flight (waited for up to `coalesce_ms`), or this request leads.
+    async fn look_up(&mut self, lookup: guest::Lookup) -> Event {
+        if let Some(hit) = self.app.cache.get(&lookup.key) {
+            return Event::Cached(Some(hit.body.to_vec()));
+        }
+        if lookup.coalesce_ms == 0 {
+            return Event::Cached(None);
+        }
+        match self.app.coalescing.join(&lookup.key) {
+            Turn::Lead(lead) => {
+                self.leading = Some(lead);
+                Event::Cached(None)
+            }
+            Turn::Follow(answer) => {
+                let wait = Duration::from_millis(lookup.coalesce_ms);
+                match tokio::time::timeout(wait, answer).await {
+                    Ok(Ok(Some(body))) => Event::Shared(body.to_vec()),
+                    _ => Event::Cached(None),
+                }
+            }
+        }
     }
 
     /// The streamed response's next bytes: what the exchange writes, after

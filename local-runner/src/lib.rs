@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod clock;
+pub mod coalescing;
 pub mod demo;
 pub mod exchange;
 pub mod health_monitor;
@@ -140,6 +141,7 @@ pub async fn serve(
         sandbox,
         quota,
         cache: response_cache::ResponseCache::new(args.cache_mb << 20),
+        coalescing: Arc::default(),
         health,
         loads: load_tracker::LoadTracker::new(&config),
         metrics,

@@ -81,6 +81,7 @@ impl Metrics {
             }
             let cache = match r.cache {
                 CacheStatus::Hit => "hit",
+                CacheStatus::Coalesced => "coalesced",
                 CacheStatus::Miss => "miss",
                 CacheStatus::Bypass => "bypass",
                 CacheStatus::Off => return,

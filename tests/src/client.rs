@@ -179,7 +179,12 @@ impl Call<'_> {
             .send()
             .await
             .map_err(|e| format!("{name}: request failed: {e}"))?;
-        request_id(response.headers())?;
+        if let Err(e) = request_id(response.headers()) {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            let text: String = text.chars().take(300).collect();
+            return Err(format!("{name}: HTTP {status}: {e}: {text}"));
+        }
         Ok(response)
     }
 

@@ -34,6 +34,7 @@ pub mod keys {
     pub const LLAMA_STREAM_METER: &str = "sk-conf-llama-stream-meter";
     pub const LIFECYCLE: &str = "sk-conf-lifecycle";
     pub const BALANCING: &str = "sk-conf-balancing";
+    pub const COALESCE: &str = "sk-conf-coalesce";
 }
 
 /// The HS256 issuer's secret, handed to each runner as the secret the config names.
@@ -268,6 +269,7 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
             tenant("llama-stream-meter-co", "meter", keys::LLAMA_STREAM_METER),
             tenant("lifecycle-co", "open", keys::LIFECYCLE),
             tenant("balancing-co", "open", keys::BALANCING),
+            tenant("coalesce-co", "open", keys::COALESCE),
         ],
         "jwt_issuers": [
             {"issuer": HS256_ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"],

@@ -248,6 +248,30 @@ impl Target {
             .collect()
     }
 
+    /// The request's one usage record: it shows up (the Worker writes it
+    /// after responding), and no second one follows.
+    pub async fn the_record(&self, request_id: &str) -> Result<serde_json::Value, String> {
+        const RECORD_WITHIN: Duration = Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + RECORD_WITHIN;
+        while self.usage_records(request_id).is_empty() {
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "no usage record for {request_id} within {RECORD_WITHIN:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut records = self.usage_records(request_id);
+        if records.len() != 1 {
+            return Err(format!(
+                "{} usage records for {request_id}: {records:?}",
+                records.len()
+            ));
+        }
+        Ok(records.remove(0))
+    }
+
     /// The runner's last output lines, for a failure report.
     pub fn output_tail(&self) -> String {
         self.output.tail()

@@ -22,6 +22,7 @@ const POLICY: CachePolicy = CachePolicy {
     enabled: true,
     ttl_seconds: 60,
     scope: CacheScope::Tenant,
+    coalesce: true,
 };
 
 #[test]

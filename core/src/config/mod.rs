@@ -160,6 +160,9 @@ pub struct CachePolicy {
     pub enabled: bool,
     pub ttl_seconds: u64,
     pub scope: CacheScope,
+    /// A miss arriving while an identical request is in flight waits for
+    /// its answer instead of calling the backend again.
+    pub coalesce: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +193,7 @@ impl Default for RouteSettings {
                 enabled: false,
                 ttl_seconds: 300,
                 scope: CacheScope::Tenant,
+                coalesce: true,
             },
             safety: SafetyPolicy {
                 injection: InjectionMode::Off,
@@ -741,6 +745,9 @@ fn validate_settings(
     }
     if let Some(c) = cache {
         s.cache.enabled = c.enabled.unwrap_or(true);
+        if let Some(coalesce) = c.coalesce {
+            s.cache.coalesce = coalesce;
+        }
         if let Some(ttl) = c.ttl_seconds {
             s.cache.ttl_seconds = positive(&format!("{path}.cache.ttl_seconds"), ttl)?;
         }

@@ -181,6 +181,7 @@ pub struct RawCache {
     pub ttl_seconds: Option<u64>,
     /// "tenant" (default) or "global".
     pub scope: Option<String>,
+    pub coalesce: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

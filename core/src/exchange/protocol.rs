@@ -20,8 +20,13 @@ pub enum Action {
     /// Reserve in the quota store; answer with [`Event::Reserved`].
     Reserve { quota: QuotaRequest, id: String },
     /// Look the answer up in the response cache; answer with [`Event::Cached`].
-    /// Comes with `Reserve`, and may run at the same time.
-    LookupCache { key: String },
+    /// Comes with `Reserve`, and may run at the same time. On a miss with
+    /// `coalesce_ms` > 0: if an identical request (the same key) is in
+    /// flight, wait up to `coalesce_ms` for its answer and answer with
+    /// [`Event::Shared`] (or `Cached(None)` if it ended without one);
+    /// otherwise this request leads, and its `Store` of the key, or its
+    /// end, answers those that wait.
+    LookupCache { key: String, coalesce_ms: u64 },
     /// Send [`Exchange::upstream_request`]`(attempt)`, dropping any earlier
     /// attempt's connection; answer with [`Event::Head`] or [`Event::Failed`]
     /// (`Connect` if not connected within `connect_ms`, `Timeout` if no
@@ -114,6 +119,8 @@ pub enum Event {
     Reserved(Result<ReserveOutcome, GatewayError>),
     /// The cached answer, or `None` on a miss.
     Cached(Option<Vec<u8>>),
+    /// The answer of an identical request this one waited for.
+    Shared(Vec<u8>),
     /// The attempt's response head.
     Head {
         status: u16,

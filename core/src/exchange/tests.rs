@@ -697,3 +697,30 @@ fn the_time_to_first_token_is_observed_once_per_answering_attempt() {
     let second = ex.plan().expect("plan").attempts[1].region.clone();
     assert_eq!(first_tokens(&log), [(second.as_str(), 3)]);
 }
+
+#[test]
+fn an_identical_requests_answer_is_served_as_coalesced_without_a_send() {
+    let g = gateway();
+    // The lookup may wait for an identical request for the route's total time.
+    let mut ex = chat(&g, &chat_body("cached"));
+    let total_ms = ex.plan().expect("plan").timeouts.total_ms;
+    assert!(matches!(ex.poll(), Some(Action::Reserve { .. })));
+    assert!(matches!(
+        ex.poll(),
+        Some(Action::LookupCache { coalesce_ms, .. }) if coalesce_ms == total_ms
+    ));
+    let mut ex = chat(&g, &chat_body("cached"));
+    let log = drive(
+        &g,
+        &mut ex,
+        vec![admitted(), Event::Shared(ANSWER.as_bytes().to_vec())],
+    );
+    assert!(sends(&log).is_empty(), "{log:#?}");
+    let head = the_response(&log);
+    assert_eq!(header(head, "x-edgegate-cache"), Some("COALESCED"));
+    assert!(log.contains(&Action::Settle {
+        actual: Settlement::cache_hit().actual
+    }));
+    let r = record(&log);
+    assert_eq!((r.cache, r.attempts), (CacheStatus::Coalesced, 0));
+}

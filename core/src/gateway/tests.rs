@@ -399,7 +399,10 @@ fn only_the_primary_versions_answers_are_cached() {
         &post("/v1/chat/completions", h, &chat_body("cache me")),
         &at(40.7, -74.0),
     );
-    let CacheDecision::Lookup { key, ttl_seconds } = &plan.cache else {
+    let CacheDecision::Lookup {
+        key, ttl_seconds, ..
+    } = &plan.cache
+    else {
         panic!("{:?}", plan.cache);
     };
     let labels: Vec<String> = plan.attempts.iter().map(Attempt::version_label).collect();

@@ -71,6 +71,7 @@ pub fn event(e: wit::Event) -> Event {
             message: format!("quota store: {message}"),
         })),
         wit::Event::Cached(found) => Event::Cached(found),
+        wit::Event::Shared(answer) => Event::Shared(answer),
         wit::Event::Head(h) => Event::Head {
             status: h.status,
             content_type: h.content_type,
@@ -121,7 +122,9 @@ fn snapshot(s: wit::QuotaSnapshot) -> QuotaSnapshot {
 fn action_to_wit(exchange: &Exchange, action: Action) -> wit::Action {
     match action {
         Action::Reserve { quota, id } => wit::Action::Reserve(quota_request(quota, id)),
-        Action::LookupCache { key } => wit::Action::LookupCache(key),
+        Action::LookupCache { key, coalesce_ms } => {
+            wit::Action::LookupCache(wit::Lookup { key, coalesce_ms })
+        }
         Action::Send {
             attempt,
             connect_ms,
@@ -251,6 +254,7 @@ fn usage_record(r: UsageRecord) -> wit::UsageRecord {
         stream: r.stream,
         cache: match r.cache {
             CacheStatus::Hit => wit::CacheStatus::Hit,
+            CacheStatus::Coalesced => wit::CacheStatus::Coalesced,
             CacheStatus::Miss => wit::CacheStatus::Miss,
             CacheStatus::Bypass => wit::CacheStatus::Bypass,
             CacheStatus::Off => wit::CacheStatus::Off,

@@ -162,6 +162,7 @@ pub fn usage_record(r: guest::UsageRecord) -> UsageRecord {
         stream: r.stream,
         cache: match r.cache {
             guest::CacheStatus::Hit => CacheStatus::Hit,
+            guest::CacheStatus::Coalesced => CacheStatus::Coalesced,
             guest::CacheStatus::Miss => CacheStatus::Miss,
             guest::CacheStatus::Bypass => CacheStatus::Bypass,
             guest::CacheStatus::Off => CacheStatus::Off,

@@ -1,7 +1,8 @@
 //! The response cache: MISS then HIT for a deterministic request (without
 //! calling a backend), BYPASS for a sampled one, no hit across tenants
 //! when the route caches per tenant, and a fallback's answer never served
-//! from the cache for the primary model.
+//! from the cache for the primary model; identical requests in flight
+//! share one backend call (coalescing).
 
 use crate::client::{chat_body, content_of};
 use crate::gateway::keys;
@@ -161,4 +162,66 @@ pub async fn fallback_answer_not_cached_for_primary(t: &Target) -> Outcome {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+pub async fn identical_requests_in_flight_share_one_backend_call(t: &Target) -> Outcome {
+    let us_east = t.backend("us-east");
+    // Long enough that all of them arrive while the first is in flight.
+    us_east.set_latency(800, 0);
+    let body = deterministic("coalesce me");
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let seen = us_east.requests_received();
+    // 50 at once, one of them streamed.
+    let calls = (0..50).map(|i| t.chat(keys::COALESCE, if i == 7 { &streamed } else { &body }));
+    let replies = futures_util::future::join_all(calls).await;
+    ensure_eq!(
+        us_east.requests_received() - seen,
+        1,
+        "backend calls for 50 identical requests"
+    );
+    let mut answers = std::collections::BTreeSet::new();
+    let mut labels: std::collections::BTreeMap<String, usize> = Default::default();
+    for (i, reply) in replies.into_iter().enumerate() {
+        let reply = reply?;
+        let label = reply.header("x-edgegate-cache").unwrap_or("-").to_owned();
+        if i == 7 {
+            ensure!(
+                reply.status == 200 && reply.text.ends_with("data: [DONE]\n\n"),
+                "the streamed one: {} {}",
+                reply.status,
+                reply.text
+            );
+        } else {
+            answers.insert(content_of(&reply.expect(200)?).to_owned());
+        }
+        // Each record check waits for the record to settle: two are enough.
+        if label == "COALESCED" && labels.get("COALESCED").copied().unwrap_or(0) < 2 {
+            let record = t.the_record(&reply.request_id()).await?;
+            ensure_eq!(record["cache"], "coalesced", "request {i}'s usage record");
+        }
+        *labels.entry(label).or_default() += 1;
+    }
+    ensure_eq!(answers.len(), 1, "distinct answers: {answers:?}");
+    ensure_eq!(labels.get("MISS"), Some(&1), "x-edgegate-cache: {labels:?}");
+    ensure!(
+        labels.get("COALESCED").copied().unwrap_or(0) >= 40,
+        "x-edgegate-cache: {labels:?}"
+    );
+    // 50 different ones are 50 calls.
+    let seen = us_east.requests_received();
+    let bodies: Vec<Value> = (0..50)
+        .map(|i| deterministic(&format!("distinct {i}")))
+        .collect();
+    let replies =
+        futures_util::future::join_all(bodies.iter().map(|b| t.chat(keys::COALESCE, b))).await;
+    for reply in replies {
+        reply?.expect(200)?;
+    }
+    ensure_eq!(
+        us_east.requests_received() - seen,
+        50,
+        "backend calls for 50 different requests"
+    );
+    Ok(())
 }

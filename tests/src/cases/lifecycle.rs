@@ -23,22 +23,6 @@ fn streamed(content: &str) -> Value {
     body
 }
 
-/// The request's one usage record: it shows up, and no second one follows.
-async fn the_record(t: &Target, request_id: &str) -> Result<Value, String> {
-    let deadline = Instant::now() + RECORD_WITHIN;
-    while t.usage_records(request_id).is_empty() {
-        ensure!(
-            Instant::now() < deadline,
-            "no usage record for {request_id} within {RECORD_WITHIN:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut records = t.usage_records(request_id);
-    ensure_eq!(records.len(), 1, "usage records for {request_id}");
-    Ok(records.remove(0))
-}
-
 pub async fn a_break_before_content_fails_over_invisibly(t: &Target) -> Outcome {
     // The role-only opening chunk, then the connection drops.
     t.backend("us-east").break_after_chunks(Some(1));
@@ -70,7 +54,7 @@ pub async fn a_break_before_content_fails_over_invisibly(t: &Target) -> Outcome 
         region_of(&content)
     );
     let id = reply.request_id()?;
-    let record = the_record(t, &id).await?;
+    let record = t.the_record(&id).await?;
     ensure_eq!(record["status"], json!(200), "record status");
     ensure_eq!(record["attempts"], json!(2), "record attempts");
     Ok(())
@@ -106,7 +90,7 @@ pub async fn a_break_after_content_is_an_error_event_and_a_502_record(t: &Target
     );
     ensure_eq!(us_east.requests_received(), 1, "attempts after content");
     let id = reply.request_id()?;
-    let record = the_record(t, &id).await?;
+    let record = t.the_record(&id).await?;
     ensure_eq!(record["status"], json!(502), "record status");
     ensure_eq!(
         record["error"],
@@ -141,7 +125,7 @@ pub async fn attempts_stop_at_the_routes_total_time(t: &Target) -> Outcome {
         .map(|r| t.backend(r).requests_received())
         .sum();
     ensure_eq!(tried, 2, "attempts within the total time");
-    let record = the_record(t, &reply.request_id()).await?;
+    let record = t.the_record(&reply.request_id()).await?;
     ensure_eq!(record["attempts"], json!(2), "record attempts");
     ensure_eq!(record["status"], json!(504), "record status");
     Ok(())
@@ -196,7 +180,7 @@ pub async fn one_record_per_request_on_every_path(t: &Target) -> Outcome {
         ensure!(Instant::now() < deadline, "no HIT within {RECORD_WITHIN:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let record = the_record(t, &hit.request_id()).await?;
+    let record = t.the_record(&hit.request_id()).await?;
     ensure_eq!(record["cache"], json!("hit"), "a hit's record");
 
     // A 429 (the tight tier allows two a minute).
@@ -209,7 +193,7 @@ pub async fn one_record_per_request_on_every_path(t: &Target) -> Outcome {
         }
     }
     let limited = limited.ok_or("no 429 from the tight tier")?;
-    let record = the_record(t, &limited.request_id()).await?;
+    let record = t.the_record(&limited.request_id()).await?;
     ensure_eq!(record["status"], json!(429), "a 429's record");
 
     // A stream.
@@ -220,7 +204,7 @@ pub async fn one_record_per_request_on_every_path(t: &Target) -> Outcome {
         .stream()
         .await?;
     let id = reply.request_id()?;
-    let record = the_record(t, &id).await?;
+    let record = t.the_record(&id).await?;
     ensure_eq!(record["status"], json!(200), "a stream's record");
 
     // A client that leaves mid-stream (slow wherever it is served).
@@ -242,7 +226,7 @@ pub async fn one_record_per_request_on_every_path(t: &Target) -> Outcome {
     let mut body = response.bytes_stream();
     let _ = body.next().await;
     drop(body);
-    let record = the_record(t, &id).await?;
+    let record = t.the_record(&id).await?;
     ensure_eq!(record["status"], json!(499), "a client that left");
     Ok(())
 }
@@ -304,7 +288,7 @@ pub async fn an_endless_event_ends_the_stream_at_its_cap(t: &Target) -> Outcome 
         "the last event"
     );
     let id = reply.request_id()?;
-    let record = the_record(t, &id).await?;
+    let record = t.the_record(&id).await?;
     ensure_eq!(record["status"], json!(502), "record status");
     Ok(())
 }
@@ -334,7 +318,7 @@ pub async fn a_stream_ends_at_the_routes_total_time(t: &Target) -> Outcome {
         "ended after {took:?}: the route's total is {total:?}"
     );
     let id = reply.request_id()?;
-    let record = the_record(t, &id).await?;
+    let record = t.the_record(&id).await?;
     ensure_eq!(record["status"], json!(504), "record status");
     Ok(())
 }
@@ -351,7 +335,7 @@ pub async fn an_answer_past_the_cap_is_refused(t: &Target) -> Outcome {
         .send()
         .await?;
     reply.expect_error(502, "upstream_error", "upstream_invalid_response")?;
-    let record = the_record(t, &reply.request_id()).await?;
+    let record = t.the_record(&reply.request_id()).await?;
     ensure_eq!(record["status"], json!(502), "record status");
     ensure_eq!(record["attempts"], json!(1), "a cap is not retried");
     Ok(())

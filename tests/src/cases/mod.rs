@@ -209,6 +209,10 @@ pub const ALL: &[Case] = &[
         interop::broken_stream_is_charged_what_was_relayed
     ),
     case!(
+        "cache: identical requests in flight share one backend call",
+        cache::identical_requests_in_flight_share_one_backend_call
+    ),
+    case!(
         "balancing: a replica 4x slower gets at most a quarter of the traffic",
         balancing::a_slow_replica_gets_a_quarter_or_less
     ),
