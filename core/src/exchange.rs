@@ -381,6 +381,14 @@ impl Exchange {
             return;
         }
         self.first_byte_us = Some(latency_us);
+        let degraded = self
+            .plan_ref()
+            .attempts
+            .get(self.attempt)
+            .and_then(|a| a.degraded.clone());
+        if let Some(reason) = degraded {
+            merge(&mut self.headers, [("x-edgegate-degraded".into(), reason)]);
+        }
         let latency_ms = u32::try_from(latency_us / 1000).unwrap_or(u32::MAX);
         self.observe(AttemptOutcome::Answered { latency_ms });
         let is_sse = content_type.is_some_and(|c| c.trim_start().starts_with("text/event-stream"));

@@ -9,11 +9,10 @@
 //! `settle`: the backend's real usage → what to charge.
 
 use crate::auth::{self, ApiKeyRecord, AuthMethod, Principal};
-use crate::balance;
 use crate::cache::{self, CacheDecision};
-use crate::config::{Config, ConfigError, Route, Secrets, Timeouts, VersionRef};
+use crate::config::{Config, ConfigError, Secrets, Timeouts};
 use crate::error::GatewayError;
-use crate::geo::{self, ClientGeo, RegionStatus};
+use crate::geo::{ClientGeo, RegionStatus};
 use crate::load::TargetLoad;
 use crate::quota::{Amounts, QuotaLimits, QuotaSnapshot, ReserveOutcome};
 use crate::request::{self, Endpoint, HttpRequest, ParsedBody};
@@ -129,6 +128,10 @@ pub struct Attempt {
     pub version: String,
     /// Index into `ForwardPlan::bodies`.
     pub body: usize,
+    /// Why this attempt answers in place of the route's model (its
+    /// degradation policy), if it does: `x-edgegate-degraded`.
+    #[serde(default)]
+    pub degraded: Option<String>,
 }
 
 impl Attempt {
@@ -336,9 +339,7 @@ impl Gateway {
             routing::choose_version(config, &route, &req.headers, &principal.tenant_id, user)?;
         let chain = routing::version_chain(&route, chosen);
         let residency = tenant.and_then(|t| t.residency.as_deref());
-        let base = serde_json::to_string(&WithoutModel(&parsed.body)).unwrap_or_default();
-        let (attempts, bodies) =
-            self.plan_attempts(&route, &chain, &parsed, ctx, residency, &base)?;
+        let (attempts, bodies) = self.plan_attempts(&route, &chain, &parsed, ctx, residency)?;
 
         let primary = &attempts[0];
         let cache = cache::decide(
@@ -460,90 +461,6 @@ impl Gateway {
         Ok(requested * n)
     }
 
-    /// Orders (version, region) tries: each version's regions by geo and
-    /// health; reachable ones before regions known to be down; at most
-    /// `max_attempts`.
-    fn plan_attempts(
-        &self,
-        route: &Route,
-        chain: &[VersionRef],
-        parsed: &ParsedBody,
-        ctx: &RequestContext,
-        residency: Option<&str>,
-        base: &str,
-    ) -> Result<(Vec<Attempt>, Vec<String>), GatewayError> {
-        let config = &self.config;
-        let client = ctx.client_geo.as_ref().and_then(ClientGeo::point);
-        let mut up = Vec::new();
-        let mut down = Vec::new();
-        // Computed once, when a region has replicas to choose among.
-        let mut affinity: Option<Option<u64>> = None;
-        for v in chain {
-            let serving = (0..config.regions.len()).filter(|&r| config.regions[r].serves(*v));
-            for r in geo::rank_regions(
-                config,
-                serving,
-                client,
-                &ctx.regions,
-                residency,
-                &ctx.request_id,
-            ) {
-                let region = &config.regions[r];
-                let order = if region.replicas.len() == 1 {
-                    vec![0]
-                } else {
-                    let key = *affinity.get_or_insert_with(|| {
-                        balance::conversation_key(&config.models[route.model].name, &parsed.body)
-                    });
-                    balance::order_replicas(
-                        region,
-                        &ctx.regions,
-                        &ctx.loads,
-                        key,
-                        &ctx.request_id,
-                        &config.balancing,
-                    )
-                };
-                for replica in order {
-                    let target = &region.replicas[replica].target;
-                    let is_down = geo::target_health(&ctx.regions, target) == geo::Health::Down;
-                    if is_down { &mut down } else { &mut up }.push((*v, r, replica));
-                }
-            }
-        }
-        let mut attempts = Vec::new();
-        let mut bodies = Vec::new();
-        let mut body_of: Vec<VersionRef> = Vec::new();
-        for (v, r, replica) in up
-            .into_iter()
-            .chain(down)
-            .take(route.settings.max_attempts as usize)
-        {
-            let body = match body_of.iter().position(|b| *b == v) {
-                Some(i) => i,
-                None => {
-                    bodies.push(with_model(&self.config.version(v).upstream_model, base));
-                    body_of.push(v);
-                    bodies.len() - 1
-                }
-            };
-            let replica = &config.regions[r].replicas[replica];
-            attempts.push(Attempt {
-                region: replica.target.clone(),
-                url: format!("{}{}", replica.base_url, parsed.endpoint.path()),
-                model: config.models[v.model].name.clone(),
-                version: config.version(v).name.clone(),
-                body,
-            });
-        }
-        if attempts.is_empty() {
-            return Err(GatewayError::NoUpstream {
-                model: config.models[route.model].name.clone(),
-            });
-        }
-        Ok((attempts, bodies))
-    }
-
     /// What every backend gets besides its model name: an explicit output
     /// cap (so the reservation is an upper bound) and usage in streams.
     fn normalise_for_upstream(parsed: &mut ParsedBody, max_output_tokens: u64) {
@@ -623,27 +540,6 @@ impl Gateway {
     }
 }
 
-/// A request body without its `model`, serialised once for every version.
-struct WithoutModel<'a>(&'a serde_json::Map<String, Value>);
-
-impl Serialize for WithoutModel<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = s.serialize_map(None)?;
-        for (k, v) in self.0.iter().filter(|(k, _)| *k != "model") {
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
-    }
-}
-
-/// `base` (a JSON object without `model`) with the backend's model name first.
-fn with_model(upstream_model: &str, base: &str) -> String {
-    let name = Value::from(upstream_model).to_string();
-    let rest = base.strip_prefix('{').unwrap_or("}");
-    let sep = if rest == "}" { "" } else { "," };
-    format!("{{\"model\":{name}{sep}{rest}")
-}
-
+mod attempts;
 #[cfg(test)]
 mod tests;

@@ -134,7 +134,7 @@ impl LoadBoard {
         self.targets.get_mut(target).expect("inserted above")
     }
 
-    /// The counters of the targets in `wanted` (the others are not asked about).
+    /// The counters of the targets in `wanted` (zero for one not seen yet).
     pub fn loads<'a>(
         &self,
         wanted: impl IntoIterator<Item = &'a str>,
@@ -142,14 +142,14 @@ impl LoadBoard {
     ) -> Vec<TargetLoad> {
         wanted
             .into_iter()
-            .filter_map(|t| {
-                let c = self.targets.get(t)?;
-                Some(TargetLoad {
+            .map(|t| {
+                let c = self.targets.get(t).cloned().unwrap_or_default();
+                TargetLoad {
                     target: t.to_owned(),
                     in_flight: c.in_flight,
                     latency_ms: c.latency_ms,
                     latency_age_ms: now_ms.saturating_sub(c.sampled_ms),
-                })
+                }
             })
             .collect()
     }
@@ -203,10 +203,11 @@ mod tests {
         b.sample("a", 100, 10);
         b.sample("a", 200, 20);
         let loads = b.loads(["a", "b", "c"], 25);
-        assert_eq!(loads.len(), 2);
+        assert_eq!(loads.len(), 3);
         assert_eq!(loads[0].in_flight, 1);
         assert_eq!(loads[0].latency_ms, Some(130.0));
         assert_eq!(loads[0].latency_age_ms, 5);
         assert_eq!((loads[1].in_flight, loads[1].latency_ms), (0, None));
+        assert_eq!((loads[2].target.as_str(), loads[2].in_flight), ("c", 0));
     }
 }

@@ -102,6 +102,9 @@ pub struct UsageRecord {
     pub cost_usd: f64,
     /// Where the token counts come from; none when nothing was settled.
     pub usage: Option<UsageSource>,
+    /// Why a degraded answer was given (`x-edgegate-degraded`), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
     pub latency: Latency,
 }
 
@@ -133,6 +136,7 @@ impl UsageRecord {
             output_tokens: 0,
             cost_usd: 0.0,
             usage: None,
+            degraded: None,
             latency,
         }
     }
@@ -166,6 +170,9 @@ impl UsageRecord {
             output_tokens: settlement.map_or(0, |s| s.output_tokens),
             cost_usd: settlement.map_or(0.0, |s| s.actual.cost_micros as f64 / 1e6),
             usage: settlement.map(|s| s.usage),
+            degraded: tried
+                .filter(|_| settlement.is_some())
+                .and_then(|a| a.degraded.clone()),
             latency,
         }
     }

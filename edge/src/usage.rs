@@ -37,6 +37,7 @@ pub fn emit(env: &Env, record: &UsageRecord) {
             text(&record.endpoint),
             text(&record.error),
             record.request_id.clone(),
+            text(&record.degraded),
         ])
         .doubles([
             record.input_tokens as f64,

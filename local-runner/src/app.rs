@@ -117,7 +117,13 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => return plain("application/json", r#"{"status":"ok"}"#),
         (&Method::GET, "/metrics") => {
-            return plain("text/plain; version=0.0.4", app.metrics.render());
+            let mut text = app.metrics.render();
+            let replicas = app.loads.loads();
+            text.push_str(&crate::metrics::render_replicas(
+                &replicas,
+                &app.health.statuses(),
+            ));
+            return plain("text/plain; version=0.0.4", text);
         }
         _ => {}
     }

@@ -3,6 +3,7 @@
 //! the core's error labels; never tenants' keys or request data.
 
 use edgegate_core::geo::{Health, RegionStatus};
+use edgegate_core::load::{BackendLoad, TargetLoad};
 use edgegate_core::telemetry::{CacheStatus, UsageRecord};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -42,6 +43,7 @@ struct Inner {
     cost_usd: BTreeMap<String, f64>,
     cache: BTreeMap<&'static str, u64>,
     upstream_failures: BTreeMap<(String, String), u64>,
+    degraded: BTreeMap<String, u64>,
     region_health: BTreeMap<String, u8>,
     sandbox_traps: u64,
 }
@@ -63,6 +65,9 @@ impl Metrics {
             *m.requests.entry((endpoint.clone(), class)).or_default() += 1;
             if let Some(e) = &r.error {
                 *m.errors.entry(e.clone()).or_default() += 1;
+            }
+            if let Some(reason) = &r.degraded {
+                *m.degraded.entry(reason.clone()).or_default() += 1;
             }
             m.latency
                 .entry(endpoint)
@@ -197,6 +202,16 @@ impl Metrics {
         flush(&mut out, &mut lines);
         let n = family(
             &mut out,
+            "edgegate_degraded_total",
+            "counter",
+            "Answers given by a route's degradation policy, by reason.",
+        );
+        for (reason, v) in &m.degraded {
+            lines.push(format!("{n}{{reason=\"{reason}\"}} {v}"));
+        }
+        flush(&mut out, &mut lines);
+        let n = family(
+            &mut out,
             "edgegate_region_circuit_state",
             "gauge",
             "Region health: 0 up (closed), 1 degraded (half-open or slow), 2 down (open).",
@@ -215,6 +230,63 @@ impl Metrics {
         flush(&mut out, &mut lines);
         out
     }
+}
+
+/// The replicas' load as the balancing sees it: this runner's requests in
+/// flight and time-to-first-token estimate per replica, and what each
+/// replica's metrics last reported (regions with several replicas only).
+pub fn render_replicas(loads: &[TargetLoad], statuses: &[RegionStatus]) -> String {
+    let mut out = String::new();
+    if loads.is_empty() {
+        return out;
+    }
+    let mut lines = Vec::new();
+    let n = family(
+        &mut out,
+        "edgegate_replica_in_flight",
+        "gauge",
+        "This runner's attempts in flight, by replica.",
+    );
+    for l in loads {
+        lines.push(format!("{n}{{target=\"{}\"}} {}", l.target, l.in_flight));
+    }
+    flush(&mut out, &mut lines);
+    let n = family(
+        &mut out,
+        "edgegate_replica_first_token_seconds",
+        "gauge",
+        "Moving average of the time to first token, by replica.",
+    );
+    for l in loads {
+        if let Some(ms) = l.latency_ms {
+            lines.push(format!("{n}{{target=\"{}\"}} {}", l.target, ms / 1e3));
+        }
+    }
+    flush(&mut out, &mut lines);
+    let backends: Vec<(&str, BackendLoad)> = statuses
+        .iter()
+        .filter(|s| loads.iter().any(|l| l.target == s.region))
+        .filter_map(|s| Some((s.region.as_str(), s.backend?)))
+        .collect();
+    for (name, help, value) in [
+        (
+            "edgegate_replica_reported_running",
+            "Sequences running, as the replica's metrics last said.",
+            (|b: &BackendLoad| b.running) as fn(&BackendLoad) -> u32,
+        ),
+        (
+            "edgegate_replica_reported_waiting",
+            "Requests waiting, as the replica's metrics last said.",
+            |b: &BackendLoad| b.waiting,
+        ),
+    ] {
+        let n = family(&mut out, name, "gauge", help);
+        for (target, b) in &backends {
+            lines.push(format!("{n}{{target=\"{target}\"}} {}", value(b)));
+        }
+        flush(&mut out, &mut lines);
+    }
+    out
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) -> String {

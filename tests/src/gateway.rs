@@ -66,6 +66,8 @@ pub const STREAM_IDLE_MS: u64 = 1_000;
 pub const TINY_FIRST_BYTE_MS: u64 = 1_500;
 pub const TINY_TOTAL_MS: u64 = 2_000;
 pub const PIN_HEADER: &str = "x-edgegate-version";
+/// The `lead` route's degraded answers are capped at this many tokens.
+pub const DEGRADED_MAX_TOKENS: u64 = 5;
 
 /// A simulated region: name, latitude, longitude, residency, models served.
 pub struct Region {
@@ -85,7 +87,8 @@ pub const LLAMA_BACKUP_REGION: &str = "llama-backup";
 
 /// Three continents for the geo cases; `sa-east` is the nearest region of a
 /// client in São Paulo and is taken down by the failover case; `solo-east`
-/// alone serves `solo`, whose route falls back to `chat@v1`;
+/// alone serves `solo`, whose route falls back to `chat@v1`, and `lead` and
+/// `lone` (one with a degradation policy, one without);
 /// `llama-backup`, farther than the llama.cpp region, is its failover.
 pub const REGIONS: [Region; 6] = [
     Region {
@@ -121,7 +124,7 @@ pub const REGIONS: [Region; 6] = [
         latitude: 40.7,
         longitude: -74.0,
         residency: "us",
-        models: &["solo"],
+        models: &["solo", "lead", "lone"],
     },
     Region {
         name: LLAMA_BACKUP_REGION,
@@ -218,6 +221,14 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
          "timeouts": {"connect_ms": 1000, "first_byte_ms": 30000, "stream_idle_ms": 30000,
                       "total_ms": 60000}}),
     ];
+    // Served only by solo-east: `lead` degrades to `tiny`, `lone` has no policy.
+    for name in ["lead", "lone"] {
+        models.push(json!({"name": name, "context_window": 8192,
+            "input_usd_per_million": 1.0, "output_usd_per_million": 2.0}));
+    }
+    routes.push(json!({"model": "lead", "max_attempts": 2,
+        "degrade": {"model": "tiny", "max_tokens": DEGRADED_MAX_TOKENS}}));
+    routes.push(json!({"model": "lone", "max_attempts": 2}));
     for pool in POOLS {
         models.push(json!({"name": pool, "context_window": 8192,
             "input_usd_per_million": 1.0, "output_usd_per_million": 2.0}));

@@ -212,7 +212,16 @@ pub struct Route {
     pub split: Vec<(usize, f64)>,
     pub pin_header: Option<String>,
     pub fallback: Vec<VersionRef>,
+    /// What answers, marked, when the primary and its fallbacks cannot.
+    pub degrade: Option<Degrade>,
     pub settings: RouteSettings,
+}
+
+/// A route's degradation policy: a smaller model, and a cap on its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Degrade {
+    pub version: VersionRef,
+    pub max_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -291,6 +300,7 @@ impl Config {
                     split: vec![(0, 1.0)],
                     pin_header: None,
                     fallback: Vec::new(),
+                    degrade: None,
                     settings: self.defaults,
                 })
             })
@@ -830,12 +840,31 @@ fn validate_route(
         })
         .collect::<Result<Vec<_>>>()?;
     let pin_header = r.pin_header.as_ref().map(|h| h.to_ascii_lowercase());
+    let degrade = match &r.degrade {
+        None => None,
+        Some(d) => {
+            let p = format!("{path}.degrade");
+            let (model, version) = lookup.model_spec(&format!("{p}.model"), &d.model)?;
+            let max_tokens = d
+                .max_tokens
+                .map(|n| positive(&format!("{p}.max_tokens"), n))
+                .transpose()?;
+            Some(Degrade {
+                version: VersionRef {
+                    model,
+                    version: version.unwrap_or(0),
+                },
+                max_tokens,
+            })
+        }
+    };
     Ok(Route {
         model,
         endpoints,
         split,
         pin_header,
         fallback,
+        degrade,
         settings: validate_settings(
             path,
             defaults,

@@ -147,6 +147,15 @@ pub struct RawRoute {
     pub cache: Option<RawCache>,
     pub safety: Option<RawSafety>,
     pub max_attempts: Option<u64>,
+    pub degrade: Option<RawDegrade>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDegrade {
+    /// "model" or "model@version".
+    pub model: String,
+    pub max_tokens: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -98,6 +98,17 @@ fn semantic_errors_name_their_field() {
             "routes[0].model",
         ),
         (
+            Box::new(|v| v["routes"][0]["degrade"] = json!({"model": "ghost"})),
+            "routes[0].degrade.model",
+        ),
+        (
+            Box::new(|v| {
+                let model = v["models"][1]["name"].clone();
+                v["routes"][0]["degrade"] = json!({"model": model, "max_tokens": 0});
+            }),
+            "routes[0].degrade.max_tokens",
+        ),
+        (
             Box::new(|v| v["routes"][0]["cache"]["scope"] = json!("world")),
             "routes[0].cache.scope",
         ),

@@ -583,8 +583,11 @@ fn plans_and_contexts_survive_serialisation() {
 
 #[test]
 fn upstream_bodies_put_the_backends_model_into_the_shared_body() {
-    assert_eq!(super::with_model("m/1", "{}"), r#"{"model":"m/1"}"#);
-    let body = super::with_model("a\"b", r#"{"x":1}"#);
+    assert_eq!(
+        super::attempts::with_model("m/1", "{}"),
+        r#"{"model":"m/1"}"#
+    );
+    let body = super::attempts::with_model("a\"b", r#"{"x":1}"#);
     let v: Value = serde_json::from_str(&body).expect("valid JSON");
     assert_eq!(v, json!({"model": "a\"b", "x": 1}));
 }
@@ -634,4 +637,31 @@ fn a_region_with_replicas_tries_each_before_the_next_region() {
         seen.insert(first_two[0].to_owned());
     }
     assert_eq!(seen.len(), 2, "both replicas come first for some requests");
+}
+
+#[test]
+fn a_degradation_policy_comes_after_every_primary_attempt_capped_and_marked() {
+    let mut v = crate::testing::config_value();
+    v["routes"][0]["degrade"] = json!({"model": "small", "max_tokens": 16});
+    let g = Gateway::from_json(&v.to_string(), &secrets()).expect("valid");
+    let mut body = chat_body("Hello there");
+    body["max_tokens"] = json!(64);
+    let plan = forward(&g, &chat("sk-acme-test-key-1", &body), &ctx());
+    let first_degraded = plan
+        .attempts
+        .iter()
+        .position(|a| a.degraded.is_some())
+        .expect("degraded attempts");
+    assert_eq!(first_degraded, 4, "after the route's max_attempts");
+    for a in &plan.attempts[first_degraded..] {
+        assert_eq!(a.model, "small");
+        assert_eq!(a.degraded.as_deref(), Some("primary_unavailable"));
+        let sent: Value = serde_json::from_str(&plan.bodies[a.body]).expect("json");
+        assert_eq!(sent["max_tokens"], 16, "capped");
+    }
+    let primary: Value = serde_json::from_str(&plan.bodies[plan.attempts[0].body]).expect("json");
+    assert_eq!(primary["max_tokens"], 64, "the primary is not capped");
+    // Without a policy: no degraded attempt.
+    let plan = forward(&gateway(), &chat("sk-acme-test-key-1", &body), &ctx());
+    assert!(plan.attempts.iter().all(|a| a.degraded.is_none()));
 }

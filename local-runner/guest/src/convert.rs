@@ -268,6 +268,7 @@ fn usage_record(r: UsageRecord) -> wit::UsageRecord {
             UsageSource::Estimated => wit::UsageSource::Estimated,
             UsageSource::Reserved => wit::UsageSource::Reserved,
         }),
+        degraded: r.degraded,
         latency: wit::Latency {
             gateway_us: r.latency.gateway_us,
             queue_us: r.latency.queue_us,

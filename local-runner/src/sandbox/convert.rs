@@ -176,6 +176,7 @@ pub fn usage_record(r: guest::UsageRecord) -> UsageRecord {
             guest::UsageSource::Estimated => UsageSource::Estimated,
             guest::UsageSource::Reserved => UsageSource::Reserved,
         }),
+        degraded: r.degraded,
         latency: Latency {
             gateway_us: r.latency.gateway_us,
             queue_us: r.latency.queue_us,

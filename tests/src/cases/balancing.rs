@@ -122,6 +122,24 @@ pub async fn a_queued_replica_gets_no_traffic_until_it_drains(t: &Target) -> Out
     let held = load_directly(t, "pool-queue/b", 6).await?;
     ensure_eq!(b.batch(), (1, 5), "pool-queue/b: running, waiting");
     let_probes_land(t).await?;
+    if t.runner == Runner::LocalRunner {
+        // What the balancing saw, in the runner's own metrics.
+        let metrics = t
+            .http
+            .get(t.url("/metrics"))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| format!("GET /metrics: {e}"))?
+            .text()
+            .await
+            .map_err(|e| format!("GET /metrics: {e}"))?;
+        let line = "edgegate_replica_reported_waiting{target=\"pool-queue/b\"} 5";
+        ensure!(
+            metrics.contains(line),
+            "no `{line}` in /metrics:\n{metrics}"
+        );
+    }
     for i in 0..20 {
         let replica = replica_for(t, "pool-queue", ask(&format!("while queued {i}"))).await?;
         ensure_eq!(replica, "pool-queue/a", "request {i} while b queues 5");

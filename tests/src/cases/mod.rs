@@ -96,6 +96,10 @@ pub const ALL: &[Case] = &[
         routing::fallback_when_version_is_down
     ),
     case!(
+        "routing: a degraded answer, marked, when the primary cannot serve",
+        routing::a_degraded_answer_when_the_primary_cannot_serve
+    ),
+    case!(
         "geo: clients on three continents reach their nearest region",
         geo::nearest_region_on_three_continents
     ),

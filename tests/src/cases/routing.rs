@@ -1,9 +1,10 @@
 //! Routing: the canary split, stickiness per user, the pin header, and the
-//! fallback chain when a version's only region is down. The simulated
+//! fallback chain when a version's only region is down; a degraded answer,
+//! marked, when a route's model cannot serve and its policy says so. The simulated
 //! backends answer with the upstream model name, so `model` shows the version.
 
 use crate::client::{CHAT, chat_body, content_of, region_of};
-use crate::gateway::{PIN_HEADER, keys};
+use crate::gateway::{DEGRADED_MAX_TOKENS, PIN_HEADER, keys};
 use crate::suite::Outcome;
 use crate::target::Target;
 use crate::{ensure, ensure_eq};
@@ -109,5 +110,48 @@ pub async fn fallback_when_version_is_down(t: &Target) -> Outcome {
         ("chat-v1".to_owned(), "us-east".to_owned()),
         "(model, region) while solo-east is down"
     );
+    Ok(())
+}
+
+pub async fn a_degraded_answer_when_the_primary_cannot_serve(t: &Target) -> Outcome {
+    let body = |model: &str| {
+        json!({
+            "model": model,
+            "messages": [{"role": "user", "content": "degrade me"}],
+            "max_tokens": 50,
+        })
+    };
+    let up = t.chat(keys::ROUTING, &body("lead")).await?;
+    up.expect(200)?;
+    ensure_eq!(
+        up.header("x-edgegate-degraded"),
+        None,
+        "while solo-east is up"
+    );
+    t.backend("solo-east").set_down(true);
+    // `lead` degrades to `tiny`, capped; `lone` has no policy.
+    let degraded = t.chat(keys::ROUTING, &body("lead")).await?;
+    let answer = degraded.expect(200)?;
+    ensure_eq!(
+        degraded.header("x-edgegate-degraded"),
+        Some("primary_unavailable"),
+        "x-edgegate-degraded"
+    );
+    ensure_eq!(answer["model"], "tiny", "the degraded answer's model");
+    ensure!(
+        answer["usage"]["completion_tokens"].as_u64() <= Some(DEGRADED_MAX_TOKENS),
+        "a degraded answer past the cap: {}",
+        answer["usage"]
+    );
+    let record = t.the_record(&degraded.request_id()).await?;
+    ensure_eq!(
+        record["degraded"],
+        "primary_unavailable",
+        "the usage record"
+    );
+    ensure_eq!(record["model"], "lead", "the usage record's model");
+    let lone = t.chat(keys::ROUTING, &body("lone")).await?;
+    lone.expect_error(502, "upstream_error", "upstream_error")?;
+    ensure_eq!(lone.header("x-edgegate-degraded"), None, "without a policy");
     Ok(())
 }

@@ -1,0 +1,195 @@
+//! The attempts of a plan: each version of the chain at its regions (geo,
+//! health, residency) and, within a region with several, its replicas
+//! (load, affinity); reachable ones before those known to be down; at most
+//! `max_attempts`. Then, when the route has a degradation policy, the same
+//! for its smaller model, with its answer capped and marked.
+
+use super::{Attempt, Gateway, RequestContext};
+use crate::balance;
+use crate::config::{Degrade, Route, VersionRef};
+use crate::error::GatewayError;
+use crate::geo::{self, ClientGeo, GeoPoint};
+use crate::request::ParsedBody;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+/// Why a degraded attempt answers: the route's model could not.
+pub const PRIMARY_UNAVAILABLE: &str = "primary_unavailable";
+
+/// (version, region, replica) tries, reachable ones and those known down.
+type Targets = (
+    Vec<(VersionRef, usize, usize)>,
+    Vec<(VersionRef, usize, usize)>,
+);
+
+struct Placer<'a> {
+    gateway: &'a Gateway,
+    route: &'a Route,
+    parsed: &'a ParsedBody,
+    ctx: &'a RequestContext,
+    residency: Option<&'a str>,
+    client: Option<GeoPoint>,
+    /// Computed once, when a region has replicas to choose among.
+    affinity: Option<Option<u64>>,
+}
+
+impl Placer<'_> {
+    fn targets(&mut self, chain: &[VersionRef]) -> Targets {
+        let config = self.gateway.config();
+        let (mut up, mut down) = (Vec::new(), Vec::new());
+        for v in chain {
+            let serving = (0..config.regions.len()).filter(|&r| config.regions[r].serves(*v));
+            let ctx = self.ctx;
+            for r in geo::rank_regions(
+                config,
+                serving,
+                self.client,
+                &ctx.regions,
+                self.residency,
+                &ctx.request_id,
+            ) {
+                let region = &config.regions[r];
+                let order = if region.replicas.len() == 1 {
+                    vec![0]
+                } else {
+                    let (model, body) = (&config.models[self.route.model].name, &self.parsed.body);
+                    let key = *self
+                        .affinity
+                        .get_or_insert_with(|| balance::conversation_key(model, body));
+                    balance::order_replicas(
+                        region,
+                        &ctx.regions,
+                        &ctx.loads,
+                        key,
+                        &ctx.request_id,
+                        &config.balancing,
+                    )
+                };
+                for replica in order {
+                    let target = &region.replicas[replica].target;
+                    let is_down = geo::target_health(&ctx.regions, target) == geo::Health::Down;
+                    if is_down { &mut down } else { &mut up }.push((*v, r, replica));
+                }
+            }
+        }
+        (up, down)
+    }
+}
+
+/// The attempts and their bodies, one body per (version, degraded).
+#[derive(Default)]
+struct Planned {
+    attempts: Vec<Attempt>,
+    bodies: Vec<String>,
+    body_of: Vec<(VersionRef, bool)>,
+}
+
+impl Planned {
+    fn add(
+        &mut self,
+        gateway: &Gateway,
+        parsed: &ParsedBody,
+        targets: Targets,
+        max: usize,
+        base: &str,
+        degraded: Option<&str>,
+    ) {
+        let config = gateway.config();
+        let (up, down) = targets;
+        for (v, r, replica) in up.into_iter().chain(down).take(max) {
+            let key = (v, degraded.is_some());
+            let body = match self.body_of.iter().position(|b| *b == key) {
+                Some(i) => i,
+                None => {
+                    self.bodies
+                        .push(with_model(&config.version(v).upstream_model, base));
+                    self.body_of.push(key);
+                    self.bodies.len() - 1
+                }
+            };
+            let replica = &config.regions[r].replicas[replica];
+            self.attempts.push(Attempt {
+                region: replica.target.clone(),
+                url: format!("{}{}", replica.base_url, parsed.endpoint.path()),
+                model: config.models[v.model].name.clone(),
+                version: config.version(v).name.clone(),
+                body,
+                degraded: degraded.map(str::to_owned),
+            });
+        }
+    }
+}
+
+impl Gateway {
+    pub(super) fn plan_attempts(
+        &self,
+        route: &Route,
+        chain: &[VersionRef],
+        parsed: &ParsedBody,
+        ctx: &RequestContext,
+        residency: Option<&str>,
+    ) -> Result<(Vec<Attempt>, Vec<String>), GatewayError> {
+        let mut placer = Placer {
+            gateway: self,
+            route,
+            parsed,
+            ctx,
+            residency,
+            client: ctx.client_geo.as_ref().and_then(ClientGeo::point),
+            affinity: None,
+        };
+        let max = route.settings.max_attempts as usize;
+        let mut planned = Planned::default();
+        let base = serde_json::to_string(&WithoutModel(&parsed.body)).unwrap_or_default();
+        planned.add(self, parsed, placer.targets(chain), max, &base, None);
+        if let Some(degrade) = route.degrade {
+            let targets = placer.targets(&[degrade.version]);
+            let capped = capped(&parsed.body, degrade);
+            let base = serde_json::to_string(&WithoutModel(&capped)).unwrap_or_default();
+            let reason = Some(PRIMARY_UNAVAILABLE);
+            planned.add(self, parsed, targets, max, &base, reason);
+        }
+        if planned.attempts.is_empty() {
+            return Err(GatewayError::NoUpstream {
+                model: self.config().models[route.model].name.clone(),
+            });
+        }
+        Ok((planned.attempts, planned.bodies))
+    }
+}
+
+/// The body with its answer capped at the policy's `max_tokens` (never raised).
+fn capped(body: &Map<String, Value>, degrade: Degrade) -> Map<String, Value> {
+    let mut body = body.clone();
+    if let Some(cap) = degrade.max_tokens {
+        for field in ["max_tokens", "max_completion_tokens"] {
+            if let Some(v) = body.get_mut(field) {
+                let n = v.as_u64().map_or(cap, |n| n.min(cap));
+                *v = json!(n);
+            }
+        }
+    }
+    body
+}
+
+/// A request body without its `model`, serialised once for every version.
+struct WithoutModel<'a>(&'a Map<String, Value>);
+
+impl Serialize for WithoutModel<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.0.iter().filter(|(k, _)| *k != "model") {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// `base` (a JSON object without `model`) with the backend's model name first.
+pub(super) fn with_model(upstream_model: &str, base: &str) -> String {
+    let name = Value::from(upstream_model).to_string();
+    let rest = base.strip_prefix('{').unwrap_or("}");
+    let sep = if rest == "}" { "" } else { "," };
+    format!("{{\"model\":{name}{sep}{rest}")
+}
