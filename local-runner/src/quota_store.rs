@@ -8,9 +8,8 @@
 //! queued up in one transaction (group commit). `reserve` returns only after
 //! the transaction holding its reservation committed, so a request is
 //! forwarded only once `kill -9` can no longer lose its charge; settling
-//! does not wait, and rides in the next reservation's transaction (within
-//! 5 ms; a settle lost to a crash leaves the reservation charged in full,
-//! never less). On start-up the state is rebuilt from the tables.
+//! does not wait (a settle lost to a crash leaves the reservation charged in
+//! full, never less). On start-up the state is rebuilt from the tables.
 //! WAL with `synchronous = NORMAL`: durable across process crashes, not
 //! power loss. Checkpoints (copying the WAL into the database, with its
 //! fsync) run on their own thread and connection, never inside a commit
@@ -314,29 +313,11 @@ fn write_rows(
     Ok(())
 }
 
-/// How long settlements (nobody waits for them) may wait for the next
-/// reservation's transaction to ride in, before they are committed alone.
-const SETTLE_LINGER: Duration = Duration::from_millis(5);
-
 /// Commits whatever has queued up in one transaction, then answers everyone
-/// who waits on it. A batch of settlements alone waits up to
-/// `SETTLE_LINGER` for a reservation to share its transaction: under load
-/// a request costs one commit, not two. Ends when the store is dropped
-/// (committing what it holds).
+/// who waits on it. Ends when the store is dropped.
 fn write_loop(conn: Connection, rx: mpsc::Receiver<Write>) {
     while let Ok(first) = rx.recv() {
-        let mut batch: Vec<Write> = std::iter::once(first).chain(rx.try_iter()).collect();
-        let deadline = std::time::Instant::now() + SETTLE_LINGER;
-        while batch.iter().all(|w| w.committed.is_none()) {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(w) => {
-                    batch.push(w);
-                    batch.extend(rx.try_iter());
-                }
-                Err(_) => break,
-            }
-        }
+        let batch: Vec<Write> = std::iter::once(first).chain(rx.try_iter()).collect();
         let result = commit(&conn, &batch).map_err(|e| e.to_string());
         if let Err(e) = &result {
             eprintln!(
