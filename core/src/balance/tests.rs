@@ -246,3 +246,50 @@ fn affinity_holds_within_the_band_and_spills_past_it() {
     let at_home = |id: &str| order_replicas(&c.regions[0], &waiting, &[], Some(key), id, &b)[0];
     assert!((0..20).all(|i| at_home(&format!("r{i}")) != h));
 }
+
+proptest::proptest! {
+    /// Whatever the loads, metrics and health: every replica appears once,
+    /// and one that is down never comes before one that is up.
+    #[test]
+    fn the_order_is_a_permutation_healthiest_first(
+        in_flight in proptest::collection::vec(0u32..50, 3),
+        latency in proptest::collection::vec(proptest::option::of(1u32..2_000), 3),
+        waiting in proptest::collection::vec(proptest::option::of(0u32..40), 3),
+        health in proptest::collection::vec(0u8..3, 3),
+        affinity in proptest::option::of(proptest::prelude::any::<u64>()),
+        id in "[a-z0-9]{1,12}",
+    ) {
+        let c = config(&["a", "b", "c"]);
+        let targets = targets(&c);
+        let mut board = LoadBoard::default();
+        for (i, t) in targets.iter().enumerate() {
+            for _ in 0..in_flight[i] {
+                board.started(t);
+            }
+            if let Some(ms) = latency[i] {
+                board.sample(t, ms, 0);
+            }
+        }
+        let statuses: Vec<RegionStatus> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let h = [Health::Up, Health::Degraded, Health::Down][usize::from(health[i])];
+                let backend = waiting[i].map(|w| BackendLoad {
+                    running: 1,
+                    waiting: w,
+                    kv_cache_usage: None,
+                });
+                status(t, h, backend)
+            })
+            .collect();
+        let loads = board.loads(targets.iter().map(String::as_str), 1_000);
+        let order =
+            order_replicas(&c.regions[0], &statuses, &loads, affinity, &id, &Balancing::default());
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        proptest::prop_assert_eq!(sorted, vec![0, 1, 2]);
+        let ranks: Vec<u8> = order.iter().map(|&i| health[i]).collect();
+        proptest::prop_assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{:?}", ranks);
+    }
+}
