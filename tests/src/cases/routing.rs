@@ -153,5 +153,17 @@ pub async fn a_degraded_answer_when_the_primary_cannot_serve(t: &Target) -> Outc
     let lone = t.chat(keys::ROUTING, &body("lone")).await?;
     lone.expect_error(502, "upstream_error", "upstream_error")?;
     ensure_eq!(lone.header("x-edgegate-degraded"), None, "without a policy");
+    // Back up: the primary answers again, undegraded (and the answer resets
+    // the breaker the failures above pushed towards open, which on the
+    // Worker no probe would reset before later cases).
+    t.backend("solo-east").set_down(false);
+    let back = t.chat(keys::ROUTING, &body("lead")).await?;
+    let answer = back.expect(200)?;
+    ensure_eq!(
+        back.header("x-edgegate-degraded"),
+        None,
+        "once solo-east is back"
+    );
+    ensure_eq!(answer["model"], "lead", "the primary's answer");
     Ok(())
 }
