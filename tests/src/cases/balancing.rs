@@ -65,27 +65,35 @@ async fn load_directly(t: &Target, replica: &str, count: usize) -> Result<JoinSe
             std::future::pending::<()>().await;
         });
     }
-    let controls = t.backend(replica);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while controls.batch().0 + controls.batch().1 < count {
-        ensure!(
-            Instant::now() < deadline,
-            "{replica} holds {:?} of {count} direct requests after 10 s",
-            controls.batch()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let held_all = |(running, waiting): (usize, usize)| running + waiting >= count;
+    batch_becomes(t, replica, held_all, "holds all direct requests").await?;
     Ok(held)
 }
 
 /// Waits until `replica` runs and queues nothing.
 async fn drained(t: &Target, replica: &str) -> Outcome {
+    batch_becomes(
+        t,
+        replica,
+        |batch| batch == (0, 0),
+        "runs and queues nothing",
+    )
+    .await
+}
+
+/// Waits up to 10 s until `replica`'s (running, waiting) satisfies `done`.
+async fn batch_becomes(
+    t: &Target,
+    replica: &str,
+    done: impl Fn((usize, usize)) -> bool,
+    what: &str,
+) -> Outcome {
     let controls = t.backend(replica);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while controls.batch() != (0, 0) {
+    while !done(controls.batch()) {
         ensure!(
             Instant::now() < deadline,
-            "{replica} still runs and queues {:?}",
+            "{replica} never {what} in 10 s (running, waiting: {:?})",
             controls.batch()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
