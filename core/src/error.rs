@@ -75,6 +75,9 @@ pub enum GatewayError {
         limit: LimitKind,
         retry_after_ms: Option<u64>,
     },
+    /// Every replica that could serve the request was full for as long as
+    /// it could wait (429, with `Retry-After`).
+    Saturated { retry_after_ms: u64 },
     /// No region can serve the request (503).
     NoUpstream { model: String },
     /// The upstream did not answer in time (504).
@@ -113,7 +116,7 @@ impl GatewayError {
             PermissionDenied { .. } => 403,
             ModelNotFound { .. } | UnknownEndpoint { .. } => 404,
             MethodNotAllowed { .. } => 405,
-            RateLimited { .. } => 429,
+            RateLimited { .. } | Saturated { .. } => 429,
             NoUpstream { .. } => 503,
             UpstreamTimeout { .. } => 504,
             UpstreamStatus { status, .. } if (400..500).contains(status) && *status != 429 => {
@@ -144,7 +147,7 @@ impl GatewayError {
                 limit: LimitKind::Cost,
                 ..
             } => "insufficient_quota",
-            RateLimited { .. } => "rate_limit_error",
+            RateLimited { .. } | Saturated { .. } => "rate_limit_error",
             NoUpstream { .. }
             | UpstreamTimeout { .. }
             | UpstreamStatus { .. }
@@ -173,6 +176,7 @@ impl GatewayError {
                 ..
             } => "insufficient_quota",
             RateLimited { .. } => "rate_limit_exceeded",
+            Saturated { .. } => "capacity_exceeded",
             NoUpstream { .. } => "no_upstream_available",
             UpstreamTimeout { .. } => "upstream_timeout",
             UpstreamStatus { .. } => "upstream_error",
@@ -198,6 +202,7 @@ impl GatewayError {
         match self {
             RateLimited { retry_after_ms, .. } => retry_after_ms.is_some(),
             NoUpstream { .. }
+            | Saturated { .. }
             | UpstreamTimeout { .. }
             | UpstreamUnavailable { .. }
             | UpstreamInvalidResponse { .. }
@@ -211,6 +216,7 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             NoUpstream { .. }
+            | Saturated { .. }
             | UpstreamTimeout { .. }
             | UpstreamStatus { .. }
             | UpstreamUnavailable { .. }
@@ -241,6 +247,7 @@ impl GatewayError {
                 LimitKind::Cost => "rate_limited_cost",
                 LimitKind::Concurrency => "rate_limited_concurrency",
             },
+            Saturated { .. } => "saturated",
             NoUpstream { .. } => "no_upstream",
             UpstreamTimeout { .. } => "upstream_timeout",
             UpstreamStatus { .. } => "upstream_status",
@@ -256,7 +263,8 @@ impl GatewayError {
             GatewayError::RateLimited {
                 retry_after_ms: Some(ms),
                 ..
-            } => Some(ms.div_ceil(1000).max(1)),
+            }
+            | GatewayError::Saturated { retry_after_ms: ms } => Some(ms.div_ceil(1000).max(1)),
             _ => None,
         }
     }
@@ -299,6 +307,10 @@ impl GatewayError {
             } => format!(
                 "Request too large for {}: it can never fit the limit.",
                 limit.describe()
+            ),
+            Saturated { retry_after_ms } => format!(
+                "Every backend for this model is at capacity. Please try again in {}.",
+                crate::quota::format_duration_ms(*retry_after_ms)
             ),
             NoUpstream { model } => format!("No healthy backend can serve `{model}` right now."),
             UpstreamTimeout { phase } => format!("The upstream backend timed out ({phase})."),

@@ -24,8 +24,10 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
+use crate::admission::{Ask, Candidate};
 use crate::cache::CacheDecision;
 use crate::error::GatewayError;
+use crate::gateway::SATURATED;
 use crate::gateway::{Decision, ForwardPlan, Gateway, LocalResponse, QuotaRequest, Settlement};
 use crate::health::AttemptFailure;
 use crate::quota::{Amounts, ReserveOutcome, rate_limit_headers};
@@ -39,6 +41,11 @@ use stream::{Relay, RelayStep};
 enum Step {
     /// Waiting for the reservation (and the cache lookup, when there is one).
     Admitting,
+    /// Waiting for a permit at a gated attempt's region; `end` is the
+    /// first attempt after those asked for.
+    Queued {
+        end: usize,
+    },
     AwaitingHead,
     ReadingError {
         status: u16,
@@ -74,6 +81,19 @@ pub struct Exchange {
     cached: Option<Option<Vec<u8>>>,
     /// The answer came from an identical request in flight.
     shared: bool,
+    /// Looking for a permit, from this attempt on.
+    scan: Option<Scan>,
+    /// The longest `Retry-After` a full gate gave.
+    retry_after_ms: u64,
+}
+
+/// How the exchange looks for a permit among gated attempts: first at every
+/// region of the attempts' class (primary, or degraded) without waiting,
+/// nearest first; then, for the primary, waiting at the nearest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Scan {
+    from: usize,
+    waiting: bool,
 }
 
 impl Exchange {
@@ -99,6 +119,8 @@ impl Exchange {
             reserved: None,
             cached: None,
             shared: false,
+            scan: None,
+            retry_after_ms: 0,
         };
         match decision {
             Err(error) => {
@@ -192,6 +214,15 @@ impl Exchange {
                 self.cached = Some(Some(answer));
                 self.shared = true;
                 self.admitted(now_us);
+            }
+            (Step::Queued { .. }, Event::Granted { attempt }) => {
+                self.scan = None;
+                self.attempt = attempt;
+                self.send_now(now_us);
+            }
+            (Step::Queued { end }, Event::Full { retry_after_ms }) => {
+                self.retry_after_ms = self.retry_after_ms.max(retry_after_ms);
+                self.gate_full(end, now_us);
             }
             (
                 Step::AwaitingHead,
@@ -323,12 +354,134 @@ impl Exchange {
         self.send(now_us);
     }
 
-    /// Sends `self.attempt`, within the route's first-byte timeout and what
-    /// is left of its total time.
+    /// Sends `self.attempt` (with a permit first, when it is gated), within
+    /// the route's first-byte timeout and what is left of its total time.
     fn send(&mut self, now_us: u64) {
+        if let Some(a) = self.plan_ref().attempts.get(self.attempt)
+            && a.gate.is_some()
+            && self.left_ms(now_us) > 0
+        {
+            let from = self.attempt;
+            let scan = *self.scan.get_or_insert(Scan {
+                from,
+                waiting: false,
+            });
+            return self.acquire(scan.waiting, now_us);
+        }
+        self.scan = None;
+        self.send_now(now_us);
+    }
+
+    fn left_ms(&self, now_us: u64) -> u64 {
+        self.total_deadline_us().saturating_sub(now_us) / 1000
+    }
+
+    /// Asks the gate of `self.attempt`'s region for a permit at it or the
+    /// attempts after it at the same region, of the same class.
+    fn acquire(&mut self, wait: bool, now_us: u64) {
+        let left_ms = self.left_ms(now_us);
+        let plan = self.plan_ref();
+        let first = &plan.attempts[self.attempt];
+        let Some(region) = first.gate.as_ref().map(|g| g.region.clone()) else {
+            return self.send_now(now_us);
+        };
+        let degraded = first.degraded.is_some();
+        let group: Vec<(usize, &crate::gateway::AttemptGate)> = plan.attempts[self.attempt..]
+            .iter()
+            .enumerate()
+            .map_while(|(i, a)| {
+                let g = a.gate.as_ref()?;
+                (g.region == region && a.degraded.is_some() == degraded)
+                    .then_some((self.attempt + i, g))
+            })
+            .collect();
+        let end = group.last().map_or(self.attempt, |(i, _)| i + 1);
+        let service_ms = group.iter().map(|(_, g)| g.service_ms).max().unwrap_or(0);
+        let candidates = group
+            .iter()
+            .map(|(i, g)| Candidate {
+                attempt: *i as u32,
+                target: plan.attempts[*i].region.clone(),
+                capacity: g.capacity,
+            })
+            .collect();
+        let wait_ms = if wait {
+            plan.max_wait_ms.min(left_ms)
+        } else {
+            0
+        };
+        let ask = Ask {
+            id: plan.request_id.clone(),
+            priority: plan.priority,
+            candidates,
+            wait_ms,
+            lease_ms: left_ms,
+            service_ms,
+        };
+        self.step = Step::Queued { end };
+        self.actions.push_back(Action::Acquire { region, ask });
+    }
+
+    /// The gate was full for the attempts before `end`: the next region of
+    /// the class without waiting, then waiting at the nearest (the primary
+    /// only), then the degraded attempts, then a 429.
+    fn gate_full(&mut self, end: usize, now_us: u64) {
+        let Some(scan) = self.scan else {
+            return self.saturated(now_us);
+        };
+        let plan = self.plan_ref();
+        let degraded = plan.attempts[scan.from].degraded.is_some();
+        let same_class = plan
+            .attempts
+            .get(end)
+            .is_some_and(|a| a.degraded.is_some() == degraded);
+        if !scan.waiting && same_class {
+            self.attempt = end;
+            return self.send(now_us);
+        }
+        if !scan.waiting && !degraded && plan.max_wait_ms > 0 {
+            self.scan = Some(Scan {
+                from: scan.from,
+                waiting: true,
+            });
+            self.attempt = scan.from;
+            return self.acquire(true, now_us);
+        }
+        self.saturated(now_us)
+    }
+
+    /// No permit in time: the degraded attempts, if the primary's were
+    /// full and there are any, else a 429 with the gates' `Retry-After`.
+    fn saturated(&mut self, now_us: u64) {
+        self.scan = None;
+        let from = self.attempt;
+        let plan = self
+            .plan
+            .as_deref_mut()
+            .expect("a forwarded exchange has a plan");
+        let primary = plan
+            .attempts
+            .get(from)
+            .is_some_and(|a| a.degraded.is_none());
+        let degrade_from = plan.attempts.iter().position(|a| a.degraded.is_some());
+        if let (true, Some(d)) = (primary, degrade_from) {
+            for a in &mut plan.attempts[d..] {
+                a.degraded = Some(SATURATED.to_owned());
+            }
+            self.attempt = d;
+            return self.send(now_us);
+        }
+        let error = GatewayError::Saturated {
+            retry_after_ms: self.retry_after_ms.max(1000),
+        };
+        self.fail(error, now_us);
+    }
+
+    /// Sends `self.attempt` now.
+    fn send_now(&mut self, now_us: u64) {
         let plan = self.plan_ref();
         let t = plan.timeouts;
-        let left_ms = self.total_deadline_us().saturating_sub(now_us) / 1000;
+        let left_ms = self.left_ms(now_us);
         let head_ms = t.first_byte_ms.min(left_ms);
         if self.attempt >= plan.attempts.len() || head_ms == 0 {
             let fallback = match head_ms {

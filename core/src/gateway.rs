@@ -8,6 +8,7 @@
 //! quota reservation to make.
 //! `settle`: the backend's real usage → what to charge.
 
+use crate::admission::Priority;
 use crate::auth::{self, ApiKeyRecord, AuthMethod, Principal};
 use crate::cache::{self, CacheDecision};
 use crate::config::{Config, ConfigError, Secrets, Timeouts};
@@ -75,7 +76,8 @@ impl LocalResponse {
         if let GatewayError::RateLimited {
             retry_after_ms: Some(ms),
             ..
-        } = err
+        }
+        | GatewayError::Saturated { retry_after_ms: ms } = err
         {
             r.headers.push(("retry-after-ms".into(), ms.to_string()));
         }
@@ -132,6 +134,22 @@ pub struct Attempt {
     /// degradation policy), if it does: `x-edgegate-degraded`.
     #[serde(default)]
     pub degraded: Option<String>,
+    /// When its replica has a capacity: it is sent only with a permit from
+    /// its region's gate ([`crate::admission`]).
+    #[serde(default)]
+    pub gate: Option<AttemptGate>,
+}
+
+/// What an attempt's region gate needs to know about its replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptGate {
+    /// The gate: the replica's region.
+    pub region: String,
+    /// Its configured capacity, less the queue its metrics last reported
+    /// (at least 1).
+    pub capacity: u32,
+    /// How long a request to it takes (its latency estimate, else 1 s).
+    pub service_ms: u64,
 }
 
 impl Attempt {
@@ -168,6 +186,11 @@ pub struct ForwardPlan {
     /// Upstream JSON bodies, one per model version in `attempts`.
     pub bodies: Vec<String>,
     pub timeouts: Timeouts,
+    /// The tier's priority at replica gates, and how long it may wait there.
+    #[serde(default)]
+    pub priority: Priority,
+    #[serde(default)]
+    pub max_wait_ms: u64,
     pub safety: SafetyReport,
     /// Headers to add to the client's response.
     pub response_headers: Vec<(String, String)>,
@@ -393,6 +416,8 @@ impl Gateway {
             attempts,
             bodies,
             timeouts: route.settings.timeouts,
+            priority: tier.priority,
+            max_wait_ms: config.admission.max_wait_ms(tier.priority),
             safety,
             response_headers,
         })))
@@ -541,5 +566,6 @@ impl Gateway {
 }
 
 mod attempts;
+pub use attempts::{PRIMARY_UNAVAILABLE, SATURATED};
 #[cfg(test)]
 mod tests;

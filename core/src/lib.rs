@@ -4,6 +4,7 @@
 //!
 //! Start at [`gateway`]: it reads as the request's path.
 
+pub mod admission;
 pub mod auth;
 pub mod balance;
 pub mod cache;

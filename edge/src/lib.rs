@@ -10,9 +10,11 @@
 mod clock;
 mod coalescing;
 mod config;
+mod gate_object;
 mod health_cron;
 mod incoming;
 mod kv_store;
+mod object_call;
 mod pipeline;
 mod quota_object;
 mod region_health;
@@ -20,6 +22,7 @@ mod respond;
 mod upstream;
 mod usage;
 
+pub use gate_object::GateObject;
 pub use quota_object::QuotaObject;
 
 use worker::{Context, Env, Request, Response, ScheduleContext, ScheduledEvent, event};

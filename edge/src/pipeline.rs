@@ -9,10 +9,12 @@
 //! record.
 
 use crate::clock::now_ms;
+use crate::gate_object::GateStore;
 use crate::kv_store::EdgeKv;
 use crate::quota_object::QuotaStore;
 use crate::upstream::Upstream;
 use crate::{coalescing, config, incoming, region_health, respond, usage};
+use edgegate_core::admission::Answer;
 use edgegate_core::auth::{self, ApiKeyRecord};
 use edgegate_core::exchange::{Action, Event, Exchange, ResponseBody, Transport};
 use edgegate_core::request::Headers as CoreHeaders;
@@ -38,6 +40,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: Context) -> Response {
         env,
         upstream: None,
         in_flight: None,
+        permit: None,
         leading: None,
         deferred: None,
     };
@@ -50,6 +53,8 @@ struct Io {
     kv: EdgeKv,
     /// Bound at the first reservation (a missing binding fails that).
     quotas: Option<QuotaStore>,
+    /// Bound at the first permit asked for.
+    gates: Option<GateStore>,
 }
 
 struct Admitted {
@@ -78,12 +83,12 @@ async fn decide(
         provisioned_key,
     };
     let decision = gateway.admit(&http, &ctx)?;
-    let quotas = None;
     Ok(Admitted {
         io: Io {
             gateway,
             kv,
-            quotas,
+            quotas: None,
+            gates: None,
         },
         decision,
     })
@@ -110,6 +115,9 @@ struct Driver {
     upstream: Option<Upstream>,
     /// The current attempt, counted in its replica's load.
     in_flight: Option<region_health::InFlight>,
+    /// The gate's permit for the attempt: its region, its number, and
+    /// whether its `Send` is still to come.
+    permit: Option<(String, u64, bool)>,
     /// Identical requests in this isolate wait for this one's answer.
     leading: Option<coalescing::Lead>,
     /// An action taken from the exchange but not yet carried out.
@@ -165,6 +173,17 @@ impl Driver {
         }
         while let Some(action) = self.next_action() {
             self.run(action).await;
+        }
+        self.release_permit().await;
+    }
+
+    /// Gives the attempt's permit back to its gate.
+    async fn release_permit(&mut self) {
+        let (Some((region, permit, _)), Some(io)) = (self.permit.take(), self.io.as_mut()) else {
+            return;
+        };
+        if let Some(gates) = gate_store(&mut io.gates, &self.env) {
+            gates.release(&region, permit).await;
         }
     }
 
@@ -223,12 +242,36 @@ impl Driver {
             Action::LookupCache { key, coalesce_ms } => {
                 look_up(&io.kv, &key, coalesce_ms, &mut self.leading).await
             }
+            Action::Acquire { region, ask } => {
+                self.release_permit().await;
+                let Some(io) = self.io.as_mut() else { return };
+                let queue_limit = io.gateway.config().admission.queue_limit;
+                let attempt = ask.candidates.first().map_or(0, |c| c.attempt);
+                let answer = match gate_store(&mut io.gates, &self.env) {
+                    Some(gates) => gates.acquire(&region, ask, queue_limit).await,
+                    // Without the binding, the capacity is not enforced.
+                    None => Answer::Granted { attempt, permit: 0 },
+                };
+                if let Answer::Granted { permit, .. } = answer {
+                    self.permit = Some((region, permit, true));
+                }
+                match Event::of_gate(answer) {
+                    Some(event) => event,
+                    None => return,
+                }
+            }
             Action::Send {
                 attempt,
                 head_ms,
                 read,
                 ..
             } => {
+                // The permit is for the send right after it was granted.
+                match self.permit.as_mut() {
+                    Some((_, _, fresh @ true)) => *fresh = false,
+                    _ => self.release_permit().await,
+                }
+                let Some(io) = self.io.as_mut() else { return };
                 self.upstream = None;
                 let Some(request) = self.exchange.upstream_request(attempt) else {
                     return self.handle(Event::Failed(Transport::Connect));
@@ -335,6 +378,14 @@ async fn look_up(
         Err(Some(answer)) => Event::Shared(answer),
         Err(None) => Event::Cached(None),
     }
+}
+
+/// The gate objects' binding, bound at first use.
+fn gate_store<'a>(gates: &'a mut Option<GateStore>, env: &Env) -> Option<&'a GateStore> {
+    if gates.is_none() {
+        *gates = GateStore::new(env);
+    }
+    gates.as_ref()
 }
 
 /// The quota objects' binding, bound at first use.

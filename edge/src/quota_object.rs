@@ -20,8 +20,8 @@ use std::cell::{Cell, RefCell};
 use worker::js_sys;
 use worker::wasm_bindgen::JsValue;
 use worker::{
-    DurableObject, Env, Method, ObjectNamespace, Request, RequestInit, Response, Result,
-    ScheduledTime, SqlStorage, SqlStorageValue, State, console_warn, durable_object,
+    DurableObject, Env, ObjectNamespace, Request, Response, Result, ScheduledTime, SqlStorage,
+    SqlStorageValue, State, console_warn, durable_object,
 };
 
 const BINDING: &str = "QUOTA";
@@ -132,24 +132,9 @@ impl QuotaStore {
         key: &str,
         command: &Command,
     ) -> std::result::Result<T, GatewayError> {
-        let send = async {
-            let stub = self.0.get_by_name(key)?;
-            let body = serde_json::to_string(command)?;
-            let mut init = RequestInit::new();
-            init.with_method(Method::Post)
-                .with_body(Some(JsValue::from_str(&body)));
-            let request = Request::new_with_init("https://quota.internal/", &init)?;
-            let mut response = stub.fetch_with_request(request).await?;
-            if response.status_code() != 200 {
-                let text = response.text().await.unwrap_or_default();
-                return Err(worker::Error::RustError(format!(
-                    "quota object answered {}: {text}",
-                    response.status_code()
-                )));
-            }
-            response.json::<T>().await
-        };
-        send.await.map_err(|e| store_error(e.to_string()))
+        crate::object_call::call(&self.0, key, "https://quota.internal/", command)
+            .await
+            .map_err(|e| store_error(e.to_string()))
     }
 }
 

@@ -17,7 +17,10 @@ export function workerOptions({ bindings, persist, onLog, extra = {} }) {
     ],
     compatibilityDate: "2026-11-01",
     kvNamespaces: { EDGEGATE_KV: "edgegate-kv" },
-    durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true } },
+    durableObjects: {
+      QUOTA: { className: "QuotaObject", useSQLite: true },
+      GATE: { className: "GateObject", useSQLite: true },
+    },
     analyticsEngineDatasets: { USAGE: { dataset: "edgegate_usage" } },
     bindings,
     resourcePersistencePath: persist,

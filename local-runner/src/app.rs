@@ -4,6 +4,7 @@
 //! core admits and serves it. Also `/healthz` and `/metrics`.
 
 use crate::coalescing::Coalescing;
+use crate::gates::Gates;
 use crate::health_monitor::HealthMonitor;
 use crate::load_tracker::LoadTracker;
 use crate::metrics::Metrics;
@@ -33,6 +34,8 @@ pub struct App {
     pub cache: ResponseCache,
     /// Cache misses waiting for an identical request in flight.
     pub coalescing: Arc<Coalescing>,
+    /// Priority admission to replicas with a capacity.
+    pub gates: Arc<Gates>,
     pub health: Arc<HealthMonitor>,
     pub loads: Arc<LoadTracker>,
     pub metrics: Arc<Metrics>,

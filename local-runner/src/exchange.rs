@@ -8,6 +8,7 @@
 
 use crate::app::{App, Body, full, response, stream_response};
 use crate::coalescing::{Lead, Turn};
+use crate::gates::Permit;
 use crate::load_tracker::InFlight;
 use crate::response_cache::CachedResponse;
 use crate::sandbox::guest::{self, Action, Event};
@@ -43,6 +44,7 @@ pub async fn serve(
             reserved: None,
             body: None,
             in_flight: None,
+            permit: None,
             leading: None,
             responded: false,
             finished: false,
@@ -111,6 +113,9 @@ struct Run {
     body: Option<UpstreamBody>,
     /// The current attempt, counted in its replica's load.
     in_flight: Option<InFlight>,
+    /// The gate's permit for the attempt, and whether its `Send` is still
+    /// to come.
+    permit: Option<(Permit, bool)>,
     /// Identical requests wait for this one's answer.
     leading: Option<Lead>,
     responded: bool,
@@ -150,7 +155,19 @@ impl Run {
                     Err(error) => Event::ReserveFailed(error.to_string()),
                 }
             }
+            Action::Acquire(ask) => {
+                self.permit = None;
+                let (region, ask) = convert::gate_ask(ask);
+                let (answer, permit) = self.app.gates.acquire(&region, ask).await;
+                self.permit = permit.map(|p| (p, true));
+                convert::gate_answer(answer)
+            }
             Action::Send(send) => {
+                // The permit is for the send right after it was granted.
+                match self.permit.as_mut() {
+                    Some((_, fresh @ true)) => *fresh = false,
+                    _ => self.permit = None,
+                }
                 self.body = None;
                 self.in_flight = self.app.loads.start(&send.target);
                 let read = convert::body_reads(send.read);
@@ -233,8 +250,10 @@ impl Run {
             Action::EndStream => {
                 self.body = None;
                 self.in_flight = None;
+                self.permit = None;
             }
             Action::Reserve(_)
+            | Action::Acquire(_)
             | Action::LookupCache(_)
             | Action::Send(_)
             | Action::ReadBody(_)

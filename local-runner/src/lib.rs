@@ -6,6 +6,7 @@ pub mod clock;
 pub mod coalescing;
 pub mod demo;
 pub mod exchange;
+pub mod gates;
 pub mod health_monitor;
 pub mod load_tracker;
 pub mod metrics;
@@ -142,6 +143,7 @@ pub async fn serve(
         quota,
         cache: response_cache::ResponseCache::new(args.cache_mb << 20),
         coalescing: Arc::default(),
+        gates: gates::Gates::new(config.admission.queue_limit),
         health,
         loads: load_tracker::LoadTracker::new(&config),
         metrics,

@@ -35,6 +35,10 @@ pub mod keys {
     pub const LIFECYCLE: &str = "sk-conf-lifecycle";
     pub const BALANCING: &str = "sk-conf-balancing";
     pub const COALESCE: &str = "sk-conf-coalesce";
+    /// Tenants of priority high, normal and low at the gated replica.
+    pub const GATED_HIGH: &str = "sk-conf-gated-high";
+    pub const GATED_NORMAL: &str = "sk-conf-gated-normal";
+    pub const GATED_LOW: &str = "sk-conf-gated-low";
 }
 
 /// The HS256 issuer's secret, handed to each runner as the secret the config names.
@@ -148,6 +152,13 @@ pub const POOL_REPLICAS: [&str; 6] = [
     "pool-affinity/b",
 ];
 
+/// A region of one replica that serves one request at a time for the
+/// gateway (`capacity: 1`), alone serving `gated` (which degrades to
+/// `tiny`) and `gated-strict` (which does not).
+pub const GATED: &str = "gated";
+/// How long a low-priority request waits for the gated replica.
+pub const LOW_WAIT_MS: u64 = 300;
+
 pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
@@ -177,6 +188,10 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
         "name": LLAMA_REGION, "base_url": url_of(LLAMA_REGION), "latitude": 40.7,
         "longitude": -74.0, "residency": "us", "models": [crate::llama::MODEL],
         "health_path": "/openapi.json",
+    }));
+    regions.push(json!({
+        "name": GATED, "base_url": url_of(GATED), "capacity": 1, "latitude": 40.7,
+        "longitude": -74.0, "residency": "us", "models": ["gated", "gated-strict"],
     }));
     for pool in POOLS {
         let replicas: Vec<Value> = ["a", "b"]
@@ -229,6 +244,15 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
     routes.push(json!({"model": "lead", "max_attempts": 2,
         "degrade": {"model": "tiny", "max_tokens": DEGRADED_MAX_TOKENS}}));
     routes.push(json!({"model": "lone", "max_attempts": 2}));
+    for name in ["gated", "gated-strict"] {
+        models.push(json!({"name": name, "context_window": 8192,
+            "input_usd_per_million": 1.0, "output_usd_per_million": 2.0}));
+    }
+    routes.push(
+        json!({"model": "gated", "max_attempts": 2, "cache": {"enabled": false},
+        "degrade": {"model": "tiny", "max_tokens": DEGRADED_MAX_TOKENS}}),
+    );
+    routes.push(json!({"model": "gated-strict", "max_attempts": 2, "cache": {"enabled": false}}));
     for pool in POOLS {
         models.push(json!({"name": pool, "context_window": 8192,
             "input_usd_per_million": 1.0, "output_usd_per_million": 2.0}));
@@ -249,7 +273,10 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
             "meter": {"requests_per_minute": 100_000, "tokens_per_minute": 60, "token_burst": METER_BURST},
             // One request, then one more every two seconds: the SDK's retry waits.
             "sdk-limited": {"requests_per_minute": 30, "request_burst": 1, "tokens_per_minute": 10_000_000},
+            "urgent": {"requests_per_minute": 1_000_000, "tokens_per_minute": 1_000_000_000u64, "priority": "high"},
+            "bulk": {"requests_per_minute": 1_000_000, "tokens_per_minute": 1_000_000_000u64, "priority": "low"},
         },
+        "admission": {"queue_limit": 64, "max_wait_ms": {"low": LOW_WAIT_MS, "normal": 5_000, "high": 10_000}},
         "tenants": [
             tenant("auth-co", "open", keys::AUTH),
             // Reached with tokens only.
@@ -281,6 +308,9 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
             tenant("lifecycle-co", "open", keys::LIFECYCLE),
             tenant("balancing-co", "open", keys::BALANCING),
             tenant("coalesce-co", "open", keys::COALESCE),
+            tenant("gated-high-co", "urgent", keys::GATED_HIGH),
+            tenant("gated-normal-co", "open", keys::GATED_NORMAL),
+            tenant("gated-low-co", "bulk", keys::GATED_LOW),
         ],
         "jwt_issuers": [
             {"issuer": HS256_ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"],

@@ -3,7 +3,9 @@
 //! them. The cases see only its base URL, its backends' controls and the
 //! runner's name.
 
-use crate::gateway::{self, HS256_SECRET, HS256_SECRET_NAME, LLAMA_REGION, POOL_REPLICAS, REGIONS};
+use crate::gateway::{
+    self, GATED, HS256_SECRET, HS256_SECRET_NAME, LLAMA_REGION, POOL_REPLICAS, REGIONS,
+};
 use crate::llama::Llama;
 use edgegate_sim::{Backend, BackendConfig, Controls};
 use serde_json::json;
@@ -62,7 +64,12 @@ impl Target {
     /// Starts `runner` in front of fresh backends, one per region of the suite.
     pub async fn start(runner: Runner) -> Result<Target, String> {
         let mut backends = BTreeMap::new();
-        for name in REGIONS.iter().map(|r| r.name).chain(POOL_REPLICAS) {
+        for name in REGIONS
+            .iter()
+            .map(|r| r.name)
+            .chain(POOL_REPLICAS)
+            .chain([GATED])
+        {
             let backend = Backend::start(
                 BackendConfig::new(name),
                 "127.0.0.1:0".parse().expect("a loopback address"),

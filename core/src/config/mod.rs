@@ -6,14 +6,15 @@ pub(crate) mod raw;
 mod region;
 mod route;
 
+use crate::admission::Priority;
 use crate::auth::jwt::JwtIssuer;
 use crate::geo::GeoPoint;
 use crate::net::Cidr;
 use crate::quota::QuotaLimits;
 use crate::request::Endpoint;
 use raw::*;
-pub use region::{Balancing, Region, Replica};
-use region::{validate_balancing, validate_location, validate_region};
+pub use region::{Admission, Balancing, Region, Replica};
+use region::{validate_admission, validate_balancing, validate_location, validate_region};
 pub use route::{CachePolicy, CacheScope, Degrade, Route, RouteSettings, SafetyPolicy, Timeouts};
 use route::{validate_route, validate_settings};
 use std::collections::{BTreeMap, HashMap};
@@ -91,6 +92,7 @@ pub struct Tier {
     pub name: String,
     pub limits: QuotaLimits,
     pub max_tokens_cap: Option<u32>,
+    pub priority: Priority,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +156,7 @@ pub struct Config {
     pub default_location: Option<GeoPoint>,
     pub defaults: RouteSettings,
     pub balancing: Balancing,
+    pub admission: Admission,
     tier_index: HashMap<String, usize>,
     tenant_index: HashMap<String, usize>,
     key_index: HashMap<[u8; 32], usize>,
@@ -358,6 +361,7 @@ impl Config {
             default_location,
             defaults,
             balancing: validate_balancing(raw.balancing.as_ref())?,
+            admission: validate_admission(raw.admission.as_ref())?,
             tier_index,
             tenant_index,
             key_index,
@@ -512,6 +516,15 @@ fn validate_tier(path: &str, name: &str, t: &RawTier) -> Result<Tier> {
             max_concurrent: opt("max_concurrent", t.max_concurrent)?,
         },
         max_tokens_cap,
+        priority: match &t.priority {
+            None => Priority::default(),
+            Some(p) => Priority::parse(p).ok_or_else(|| {
+                ConfigError::new(
+                    format!("{path}.priority"),
+                    "must be \"high\", \"normal\" or \"low\"",
+                )
+            })?,
+        },
     })
 }
 

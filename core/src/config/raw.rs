@@ -28,6 +28,23 @@ pub struct RawConfig {
     pub defaults: RawRouteDefaults,
     #[serde(default)]
     pub balancing: Option<RawBalancing>,
+    #[serde(default)]
+    pub admission: Option<RawAdmission>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmission {
+    pub queue_limit: Option<u64>,
+    pub max_wait_ms: Option<RawWaits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWaits {
+    pub high: Option<u64>,
+    pub normal: Option<u64>,
+    pub low: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -54,6 +71,9 @@ pub struct RawTier {
     pub cost_per_day_usd: Option<f64>,
     pub max_concurrent: Option<u64>,
     pub max_tokens_cap: Option<u64>,
+    /// "high", "normal" (default) or "low": who is served first when
+    /// replicas are full.
+    pub priority: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +233,8 @@ pub struct RawRegion {
     pub longitude: f64,
     pub residency: Option<String>,
     pub capacity_weight: Option<f64>,
+    /// Requests its one endpoint serves at once (with `base_url`).
+    pub capacity: Option<u32>,
     /// "model" (every version) or "model@version".
     pub models: Vec<String>,
     pub health_path: Option<String>,
@@ -223,6 +245,8 @@ pub struct RawRegion {
 pub struct RawReplica {
     pub name: String,
     pub base_url: String,
+    /// Requests it serves at once; absent: no limit.
+    pub capacity: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

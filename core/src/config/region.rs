@@ -1,7 +1,8 @@
 //! Regions and their replicas, and how load is balanced among replicas.
 
-use super::raw::{RawBalancing, RawRegion};
+use super::raw::{RawAdmission, RawBalancing, RawRegion};
 use super::{ConfigError, Lookup, Result, VersionRef};
+use crate::admission::Priority;
 use crate::geo::GeoPoint;
 
 /// One endpoint serving a region's models (a vLLM or SGLang server, say).
@@ -15,6 +16,8 @@ pub struct Replica {
     /// usage records: the region's name for a region given by `base_url`
     /// alone, `region/replica` otherwise.
     pub target: String,
+    /// Requests it serves at once; `None`: no limit (not gated).
+    pub capacity: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +42,70 @@ impl Region {
             .iter()
             .any(|&(m, ver)| m == v.model && ver.is_none_or(|ver| ver == v.version))
     }
+}
+
+/// Priority admission to replicas with a `capacity` (`admission` in config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// Requests that may wait in one region's queue.
+    pub queue_limit: usize,
+    /// How long a request of each priority may wait for a replica: low,
+    /// normal, high.
+    pub max_wait_ms: [u64; 3],
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            queue_limit: 1024,
+            max_wait_ms: [250, 2_000, 10_000],
+        }
+    }
+}
+
+impl Admission {
+    pub fn max_wait_ms(&self, p: Priority) -> u64 {
+        self.max_wait_ms[p as usize]
+    }
+}
+
+pub(crate) fn validate_admission(raw: Option<&RawAdmission>) -> Result<Admission> {
+    let d = Admission::default();
+    let Some(raw) = raw else {
+        return Ok(d);
+    };
+    let queue_limit = match raw.queue_limit {
+        None => d.queue_limit,
+        Some(n @ 1..=100_000) => n as usize,
+        Some(_) => {
+            return Err(ConfigError::new(
+                "admission.queue_limit",
+                "must be between 1 and 100000",
+            ));
+        }
+    };
+    let mut max_wait_ms = d.max_wait_ms;
+    if let Some(w) = &raw.max_wait_ms {
+        for (i, (name, v)) in [("low", w.low), ("normal", w.normal), ("high", w.high)]
+            .into_iter()
+            .enumerate()
+        {
+            match v {
+                None => {}
+                Some(ms @ 0..=600_000) => max_wait_ms[i] = ms,
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        format!("admission.max_wait_ms.{name}"),
+                        "must be at most 600000 (ten minutes)",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(Admission {
+        queue_limit,
+        max_wait_ms,
+    })
 }
 
 /// Load balancing among a region's replicas (`balancing` in config).
@@ -142,12 +209,26 @@ fn validate_path(path: &str, value: &str) -> Result<()> {
     }
 }
 
+fn validate_capacity(path: &str, capacity: Option<u32>) -> Result<Option<u32>> {
+    match capacity {
+        Some(0) => Err(ConfigError::new(path, "must be at least 1")),
+        c => Ok(c),
+    }
+}
+
 fn validate_replicas(path: &str, r: &RawRegion) -> Result<Vec<Replica>> {
+    if r.replicas.is_some() && r.capacity.is_some() {
+        return Err(ConfigError::new(
+            format!("{path}.capacity"),
+            "with `replicas`, give each replica its `capacity`",
+        ));
+    }
     match (&r.base_url, &r.replicas) {
         (Some(url), None) => Ok(vec![Replica {
             name: r.name.clone(),
             base_url: validate_base_url(&format!("{path}.base_url"), url)?,
             target: r.name.clone(),
+            capacity: validate_capacity(&format!("{path}.capacity"), r.capacity)?,
         }]),
         (None, Some(raw)) if !raw.is_empty() => {
             let mut replicas: Vec<Replica> = Vec::new();
@@ -174,6 +255,7 @@ fn validate_replicas(path: &str, r: &RawRegion) -> Result<Vec<Replica>> {
                     name: rep.name.clone(),
                     base_url: validate_base_url(&format!("{p}.base_url"), &rep.base_url)?,
                     target: format!("{}/{}", r.name, rep.name),
+                    capacity: validate_capacity(&format!("{p}.capacity"), rep.capacity)?,
                 });
             }
             Ok(replicas)
@@ -182,6 +264,7 @@ fn validate_replicas(path: &str, r: &RawRegion) -> Result<Vec<Replica>> {
             format!("{path}.replicas"),
             "must list at least one replica",
         )),
+
         (Some(_), Some(_)) => Err(ConfigError::new(
             format!("{path}.replicas"),
             "give `base_url` or `replicas`, not both",

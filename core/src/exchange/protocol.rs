@@ -1,6 +1,7 @@
 //! What an exchange and its host say to each other: the actions it asks
 //! for, the events it is told, and the values they carry.
 
+use crate::admission::{Answer, Ask};
 use crate::error::GatewayError;
 use crate::gateway::QuotaRequest;
 use crate::health::{AttemptFailure, Observation};
@@ -27,6 +28,13 @@ pub enum Action {
     /// otherwise this request leads, and its `Store` of the key, or its
     /// end, answers those that wait.
     LookupCache { key: String, coalesce_ms: u64 },
+    /// Ask `region`'s gate for a permit at one of `ask`'s replicas
+    /// ([`crate::admission::Gate::acquire`]), waiting up to `ask.wait_ms`;
+    /// answer with [`Event::Granted`] or [`Event::Full`]. Drop any permit
+    /// held first. The host holds a granted permit until the attempt's
+    /// connection is dropped (the next `Acquire` or `Send`, `EndStream`,
+    /// or the end of the exchange) and then gives it back.
+    Acquire { region: String, ask: Ask },
     /// Send [`Exchange::upstream_request`]`(attempt)`, dropping any earlier
     /// attempt's connection; answer with [`Event::Head`] or [`Event::Failed`]
     /// (`Connect` if not connected within `connect_ms`, `Timeout` if no
@@ -121,6 +129,14 @@ pub enum Event {
     Cached(Option<Vec<u8>>),
     /// The answer of an identical request this one waited for.
     Shared(Vec<u8>),
+    /// The gate's permit, for this attempt.
+    Granted {
+        attempt: usize,
+    },
+    /// The gate had no permit in time.
+    Full {
+        retry_after_ms: u64,
+    },
     /// The attempt's response head.
     Head {
         status: u16,
@@ -242,6 +258,17 @@ impl BodyCollector {
 }
 
 impl Event {
+    /// The gate's answer, as the exchange hears it (`Queued` is no answer).
+    pub fn of_gate(answer: Answer) -> Option<Event> {
+        match answer {
+            Answer::Granted { attempt, .. } => Some(Event::Granted {
+                attempt: attempt as usize,
+            }),
+            Answer::Full { retry_after_ms } => Some(Event::Full { retry_after_ms }),
+            Answer::Queued => None,
+        }
+    }
+
     /// How a body read ended, as the exchange hears it.
     pub fn of_body(read: Result<Vec<u8>, Transport>) -> Event {
         read.map_or_else(Event::Failed, Event::Body)

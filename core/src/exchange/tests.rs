@@ -105,6 +105,7 @@ fn drive(g: &Gateway, ex: &mut Exchange, script: Vec<Event>) -> Vec<Action> {
         let asks = matches!(
             action,
             Action::Reserve { .. }
+                | Action::Acquire { .. }
                 | Action::LookupCache { .. }
                 | Action::Send { .. }
                 | Action::ReadBody { .. }
@@ -723,4 +724,153 @@ fn an_identical_requests_answer_is_served_as_coalesced_without_a_send() {
     }));
     let r = record(&log);
     assert_eq!((r.cache, r.attempts), (CacheStatus::Coalesced, 0));
+}
+
+/// The fixture with a capacity at every region (and, optionally, the
+/// first route's degradation policy).
+fn gated(degrade: bool) -> Gateway {
+    let mut v = crate::testing::config_value();
+    for r in v["regions"].as_array_mut().expect("regions") {
+        r["capacity"] = json!(4);
+    }
+    if degrade {
+        v["routes"][0]["degrade"] = json!({"model": "small", "max_tokens": 16});
+    }
+    v["routes"][0]["cache"] = json!({"enabled": false});
+    Gateway::from_json(&v.to_string(), &crate::testing::secrets()).expect("valid")
+}
+
+fn acquires(log: &[Action]) -> Vec<(&str, u64, Vec<usize>)> {
+    log.iter()
+        .filter_map(|a| match a {
+            Action::Acquire { region, ask } => Some((
+                region.as_str(),
+                ask.wait_ms,
+                ask.candidates.iter().map(|c| c.attempt as usize).collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_gated_attempt_is_sent_with_the_permit_its_gate_granted() {
+    let g = gated(false);
+    let mut ex = chat(&g, &chat_body("hello"));
+    let log = drive(
+        &g,
+        &mut ex,
+        vec![
+            admitted(),
+            Event::Granted { attempt: 0 },
+            json_head(),
+            answer(),
+        ],
+    );
+    let asked = acquires(&log);
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].0, "us-east");
+    assert_eq!(asked[0].1, 0, "the first pass does not wait");
+    assert_eq!(sends(&log), [0]);
+    assert!(
+        position(&log, |a| matches!(a, Action::Acquire { .. }))
+            < position(&log, |a| matches!(a, Action::Send { .. }))
+    );
+    assert_eq!(the_response(&log).status, 200);
+    assert_eq!(header(the_response(&log), "x-edgegate-degraded"), None);
+}
+
+#[test]
+fn full_gates_are_tried_region_by_region_then_waited_at_then_429() {
+    let g = gated(false);
+    let mut ex = chat(&g, &chat_body("hello"));
+    let attempts = ex.plan().expect("plan").attempts.len();
+    let full = || Event::Full {
+        retry_after_ms: 3_500,
+    };
+    let mut script = vec![admitted()];
+    script.extend((0..attempts + 1).map(|_| full()));
+    // More scripted answers than asked for are left over; count first.
+    let mut probe = chat(&g, &chat_body("hello"));
+    let asked = acquires(&drive_lenient(&g, &mut probe, script.clone())).len();
+    script.truncate(1 + asked);
+    let log = drive(&g, &mut ex, script);
+    let asked = acquires(&log);
+    // Every attempt once without waiting, then the nearest, waiting.
+    let (last, spill) = asked.split_last().expect("asked");
+    let covered: Vec<usize> = spill.iter().flat_map(|a| a.2.clone()).collect();
+    assert_eq!(covered, (0..attempts).collect::<Vec<_>>());
+    assert!(spill.iter().all(|a| a.1 == 0));
+    assert_eq!(
+        (last.0, last.1),
+        ("us-east", 2_000),
+        "normal priority waits 2 s"
+    );
+    assert_eq!(last.2, spill[0].2);
+    assert!(sends(&log).is_empty());
+    let head = the_response(&log);
+    assert_eq!(head.status, 429);
+    assert_eq!(header(head, "retry-after"), Some("4"));
+    assert!(!log.iter().any(|a| matches!(a, Action::Settle { .. })));
+    assert!(
+        log.iter().any(|a| matches!(a, Action::Release)),
+        "the reservation goes back"
+    );
+    assert_eq!(record(&log).error.as_deref(), Some("saturated"));
+}
+
+#[test]
+fn a_saturated_primary_degrades_marked_saturated() {
+    let g = gated(true);
+    let mut ex = chat(&g, &chat_body("hello"));
+    let plan = ex.plan().expect("plan");
+    let degraded_from = plan
+        .attempts
+        .iter()
+        .position(|a| a.degraded.is_some())
+        .expect("degraded");
+    let mut probe = chat(&g, &chat_body("hello"));
+    let mut script = vec![admitted()];
+    script.extend((0..64).map(|_| Event::Full {
+        retry_after_ms: 1_000,
+    }));
+    let primary_asks = acquires(&drive_lenient(&g, &mut probe, script))
+        .iter()
+        .filter(|a| a.2[0] < degraded_from)
+        .count();
+    let mut script = vec![admitted()];
+    script.extend((0..primary_asks).map(|_| Event::Full {
+        retry_after_ms: 1_000,
+    }));
+    script.extend([
+        Event::Granted {
+            attempt: degraded_from,
+        },
+        json_head(),
+        answer(),
+    ]);
+    let log = drive(&g, &mut ex, script);
+    assert_eq!(sends(&log), [degraded_from]);
+    let degraded_ask = acquires(&log).pop().expect("asked");
+    assert_eq!(degraded_ask.1, 0, "a degraded attempt does not wait");
+    let head = the_response(&log);
+    assert_eq!(head.status, 200);
+    assert_eq!(header(head, "x-edgegate-degraded"), Some("saturated"));
+    assert_eq!(record(&log).degraded.as_deref(), Some("saturated"));
+}
+
+/// [`drive`] without its checks, for counting what a script leads to.
+fn drive_lenient(g: &Gateway, ex: &mut Exchange, script: Vec<Event>) -> Vec<Action> {
+    let mut script = script.into_iter();
+    let mut now = T0;
+    let mut log = Vec::new();
+    while let Some(action) = ex.poll() {
+        let asks = matches!(action, Action::Reserve { .. } | Action::Acquire { .. });
+        log.push(action);
+        if asks && let Some(event) = script.next() {
+            now += 1_000;
+            ex.handle(g, event, now);
+        }
+    }
+    log
 }

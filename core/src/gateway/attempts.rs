@@ -4,9 +4,9 @@
 //! `max_attempts`. Then, when the route has a degradation policy, the same
 //! for its smaller model, with its answer capped and marked.
 
-use super::{Attempt, Gateway, RequestContext};
+use super::{Attempt, AttemptGate, Gateway, RequestContext};
 use crate::balance;
-use crate::config::{Degrade, Route, VersionRef};
+use crate::config::{Degrade, Region, Replica, Route, VersionRef};
 use crate::error::GatewayError;
 use crate::geo::{self, ClientGeo, GeoPoint};
 use crate::request::ParsedBody;
@@ -15,6 +15,8 @@ use serde_json::{Map, Value, json};
 
 /// Why a degraded attempt answers: the route's model could not.
 pub const PRIMARY_UNAVAILABLE: &str = "primary_unavailable";
+/// Or its replicas were full for longer than the request could wait.
+pub const SATURATED: &str = "saturated";
 
 /// (version, region, replica) tries, reachable ones and those known down.
 type Targets = (
@@ -87,14 +89,14 @@ struct Planned {
 impl Planned {
     fn add(
         &mut self,
-        gateway: &Gateway,
-        parsed: &ParsedBody,
+        placer: &Placer,
         targets: Targets,
         max: usize,
         base: &str,
         degraded: Option<&str>,
     ) {
-        let config = gateway.config();
+        let (parsed, ctx) = (placer.parsed, placer.ctx);
+        let config = placer.gateway.config();
         let (up, down) = targets;
         for (v, r, replica) in up.into_iter().chain(down).take(max) {
             let key = (v, degraded.is_some());
@@ -107,7 +109,11 @@ impl Planned {
                     self.bodies.len() - 1
                 }
             };
-            let replica = &config.regions[r].replicas[replica];
+            let region = &config.regions[r];
+            let replica = &region.replicas[replica];
+            let gate = replica
+                .capacity
+                .map(|capacity| gate(ctx, region, replica, capacity));
             self.attempts.push(Attempt {
                 region: replica.target.clone(),
                 url: format!("{}{}", replica.base_url, parsed.endpoint.path()),
@@ -115,6 +121,7 @@ impl Planned {
                 version: config.version(v).name.clone(),
                 body,
                 degraded: degraded.map(str::to_owned),
+                gate,
             });
         }
     }
@@ -141,13 +148,14 @@ impl Gateway {
         let max = route.settings.max_attempts as usize;
         let mut planned = Planned::default();
         let base = serde_json::to_string(&WithoutModel(&parsed.body)).unwrap_or_default();
-        planned.add(self, parsed, placer.targets(chain), max, &base, None);
+        let targets = placer.targets(chain);
+        planned.add(&placer, targets, max, &base, None);
         if let Some(degrade) = route.degrade {
             let targets = placer.targets(&[degrade.version]);
             let capped = capped(&parsed.body, degrade);
             let base = serde_json::to_string(&WithoutModel(&capped)).unwrap_or_default();
             let reason = Some(PRIMARY_UNAVAILABLE);
-            planned.add(self, parsed, targets, max, &base, reason);
+            planned.add(&placer, targets, max, &base, reason);
         }
         if planned.attempts.is_empty() {
             return Err(GatewayError::NoUpstream {
@@ -155,6 +163,28 @@ impl Gateway {
             });
         }
         Ok((planned.attempts, planned.bodies))
+    }
+}
+
+/// A replica's gate: its capacity lowered by the queue its metrics report
+/// (work it already cannot start), and its latency estimate.
+fn gate(ctx: &RequestContext, region: &Region, replica: &Replica, capacity: u32) -> AttemptGate {
+    let waiting = ctx
+        .regions
+        .iter()
+        .find(|s| s.region == replica.target)
+        .and_then(|s| s.backend)
+        .map_or(0, |b| b.waiting);
+    let service_ms = ctx
+        .loads
+        .iter()
+        .find(|l| l.target == replica.target)
+        .and_then(|l| l.latency_ms)
+        .map_or(1_000, |ms| ms.clamp(1.0, 600_000.0) as u64);
+    AttemptGate {
+        region: region.name.clone(),
+        capacity: capacity.saturating_sub(waiting).max(1),
+        service_ms,
     }
 }
 

@@ -2,6 +2,7 @@
 
 use crate::bindings::exports::edgegate::gateway::core as wit;
 use edgegate_core::GatewayError;
+use edgegate_core::admission::Priority;
 use edgegate_core::error::LimitKind;
 use edgegate_core::exchange::{Action, BodyLimit, Event, Exchange, Head, ResponseBody, Transport};
 use edgegate_core::gateway::{QuotaRequest, RequestContext, UsageSource};
@@ -70,6 +71,10 @@ pub fn event(e: wit::Event) -> Event {
         wit::Event::ReserveFailed(message) => Event::Reserved(Err(GatewayError::Internal {
             message: format!("quota store: {message}"),
         })),
+        wit::Event::Granted(attempt) => Event::Granted {
+            attempt: attempt as usize,
+        },
+        wit::Event::Full(retry_after_ms) => Event::Full { retry_after_ms },
         wit::Event::Cached(found) => Event::Cached(found),
         wit::Event::Shared(answer) => Event::Shared(answer),
         wit::Event::Head(h) => Event::Head {
@@ -122,6 +127,27 @@ fn snapshot(s: wit::QuotaSnapshot) -> QuotaSnapshot {
 fn action_to_wit(exchange: &Exchange, action: Action) -> wit::Action {
     match action {
         Action::Reserve { quota, id } => wit::Action::Reserve(quota_request(quota, id)),
+        Action::Acquire { region, ask } => wit::Action::Acquire(wit::GateAsk {
+            region,
+            id: ask.id,
+            priority: match ask.priority {
+                Priority::Low => wit::Priority::Low,
+                Priority::Normal => wit::Priority::Normal,
+                Priority::High => wit::Priority::High,
+            },
+            candidates: ask
+                .candidates
+                .into_iter()
+                .map(|c| wit::Candidate {
+                    attempt: c.attempt,
+                    target: c.target,
+                    capacity: c.capacity,
+                })
+                .collect(),
+            wait_ms: ask.wait_ms,
+            lease_ms: ask.lease_ms,
+            service_ms: ask.service_ms,
+        }),
         Action::LookupCache { key, coalesce_ms } => {
             wit::Action::LookupCache(wit::Lookup { key, coalesce_ms })
         }

@@ -3,6 +3,7 @@
 //! out of it (a reservation to make, a usage record), field by field.
 
 use super::guest;
+use edgegate_core::admission::{Answer, Ask, Candidate, Priority};
 use edgegate_core::error::LimitKind;
 use edgegate_core::exchange::{BodyLimit, BodyRead, Transport};
 use edgegate_core::gateway::{QuotaRequest, RequestContext, UsageSource};
@@ -183,5 +184,40 @@ pub fn usage_record(r: guest::UsageRecord) -> UsageRecord {
             upstream_first_byte_us: r.latency.upstream_first_byte_us,
             total_us: r.latency.total_us,
         },
+    }
+}
+
+/// A permit request, as the host's gate takes it.
+pub fn gate_ask(a: guest::GateAsk) -> (String, Ask) {
+    let ask = Ask {
+        id: a.id,
+        priority: match a.priority {
+            guest::Priority::Low => Priority::Low,
+            guest::Priority::Normal => Priority::Normal,
+            guest::Priority::High => Priority::High,
+        },
+        candidates: a
+            .candidates
+            .into_iter()
+            .map(|c| Candidate {
+                attempt: c.attempt,
+                target: c.target,
+                capacity: c.capacity,
+            })
+            .collect(),
+        wait_ms: a.wait_ms,
+        lease_ms: a.lease_ms,
+        service_ms: a.service_ms,
+    };
+    (a.region, ask)
+}
+
+/// The gate's answer, as the exchange takes it.
+pub fn gate_answer(a: Answer) -> guest::Event {
+    match a {
+        Answer::Granted { attempt, .. } => guest::Event::Granted(attempt),
+        Answer::Full { retry_after_ms } => guest::Event::Full(retry_after_ms),
+        // The host answers only once the gate has decided.
+        Answer::Queued => guest::Event::Full(1000),
     }
 }

@@ -1,6 +1,7 @@
 //! Every case, in one table. Each runs against every runner; a case that
 //! passes on one and fails on the other is a bug in the shared code.
 
+mod admission;
 mod auth;
 mod balancing;
 mod cache;
@@ -227,6 +228,14 @@ pub const ALL: &[Case] = &[
     case!(
         "balancing: conversations stay on their replica, and spill when it is full",
         balancing::conversations_stay_on_their_replica_and_spill_when_it_is_full
+    ),
+    case!(
+        "admission: a full replica serves its waiting requests in priority order",
+        admission::waiting_requests_are_served_in_priority_order
+    ),
+    case!(
+        "admission: what cannot wait is degraded, or refused with 429 and Retry-After",
+        admission::what_cannot_wait_is_degraded_or_refused_with_retry_after
     ),
     case!(
         "llama: a chat completion settles the model's real usage",

@@ -3,7 +3,7 @@
 //! marked, when a route's model cannot serve and its policy says so. The simulated
 //! backends answer with the upstream model name, so `model` shows the version.
 
-use crate::client::{CHAT, chat_body, content_of, region_of};
+use crate::client::{CHAT, Reply, chat_body, content_of, region_of};
 use crate::gateway::{DEGRADED_MAX_TOKENS, PIN_HEADER, keys};
 use crate::suite::Outcome;
 use crate::target::Target;
@@ -113,6 +113,26 @@ pub async fn fallback_when_version_is_down(t: &Target) -> Outcome {
     Ok(())
 }
 
+/// Checks that `reply` is the `tiny` model's answer, capped, marked with
+/// `reason` in its header and its usage record; the record.
+pub async fn is_degraded(t: &Target, reply: &Reply, reason: &str) -> Result<Value, String> {
+    let answer = reply.expect(200)?;
+    ensure_eq!(
+        reply.header("x-edgegate-degraded"),
+        Some(reason),
+        "x-edgegate-degraded"
+    );
+    ensure_eq!(answer["model"], "tiny", "the degraded answer's model");
+    ensure!(
+        answer["usage"]["completion_tokens"].as_u64() <= Some(DEGRADED_MAX_TOKENS),
+        "a degraded answer past the cap: {}",
+        answer["usage"]
+    );
+    let record = t.the_record(&reply.request_id()).await?;
+    ensure_eq!(record["degraded"], reason, "the usage record");
+    Ok(record)
+}
+
 pub async fn a_degraded_answer_when_the_primary_cannot_serve(t: &Target) -> Outcome {
     let body = |model: &str| {
         json!({
@@ -131,24 +151,7 @@ pub async fn a_degraded_answer_when_the_primary_cannot_serve(t: &Target) -> Outc
     t.backend("solo-east").set_down(true);
     // `lead` degrades to `tiny`, capped; `lone` has no policy.
     let degraded = t.chat(keys::ROUTING, &body("lead")).await?;
-    let answer = degraded.expect(200)?;
-    ensure_eq!(
-        degraded.header("x-edgegate-degraded"),
-        Some("primary_unavailable"),
-        "x-edgegate-degraded"
-    );
-    ensure_eq!(answer["model"], "tiny", "the degraded answer's model");
-    ensure!(
-        answer["usage"]["completion_tokens"].as_u64() <= Some(DEGRADED_MAX_TOKENS),
-        "a degraded answer past the cap: {}",
-        answer["usage"]
-    );
-    let record = t.the_record(&degraded.request_id()).await?;
-    ensure_eq!(
-        record["degraded"],
-        "primary_unavailable",
-        "the usage record"
-    );
+    let record = is_degraded(t, &degraded, "primary_unavailable").await?;
     ensure_eq!(record["model"], "lead", "the usage record's model");
     let lone = t.chat(keys::ROUTING, &body("lone")).await?;
     lone.expect_error(502, "upstream_error", "upstream_error")?;
