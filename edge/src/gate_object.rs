@@ -1,9 +1,9 @@
 //! Priority admission at the edge: one Durable Object per region (binding
 //! `GATE`) holding the core's `admission::Gate` in memory, so every isolate
 //! in the world counts against one capacity per replica. A request that
-//! must wait stays inside the object's `fetch`, looking for its answer every
-//! few ms until the gate decides or its deadline passes (a future woken from
-//! another request's handler would break workerd's I/O-context rule).
+//! must wait stays inside the object's `fetch` until the gate decides for
+//! it or its deadline passes: the requests of one object share its I/O
+//! context, so the request that frees a permit wakes the one it lets in.
 //!
 //! The state is soft: an evicted object starts from zero, and a permit
 //! whose release never comes (an isolate that died mid-stream) is taken
@@ -11,6 +11,8 @@
 
 use crate::clock::{now_ms, sleep_ms};
 use edgegate_core::admission::{Answer, Ask, Gate};
+use futures_channel::oneshot;
+use futures_util::future::{Either, select};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,10 +22,8 @@ use worker::{
 };
 
 const BINDING: &str = "GATE";
-/// How often a waiting request looks for its answer.
-const POLL_MS: u64 = 5;
-/// A decided answer older than this has nobody waiting for it.
-const UNCLAIMED_MS: u64 = 5_000;
+/// How long past its deadline a waiter gives the gate to answer it.
+const DEADLINE_SLACK_MS: u64 = 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -90,15 +90,15 @@ struct Released {
 #[durable_object]
 pub struct GateObject {
     gate: RefCell<Option<Gate>>,
-    /// Answers decided for waiters that have not looked yet, and when.
-    decided: RefCell<HashMap<String, (Answer, u64)>>,
+    /// Where the answers of queued requests go.
+    waiters: RefCell<HashMap<String, oneshot::Sender<Answer>>>,
 }
 
 impl DurableObject for GateObject {
     fn new(_state: State, _env: Env) -> Self {
         GateObject {
             gate: RefCell::new(None),
-            decided: RefCell::new(HashMap::new()),
+            waiters: RefCell::new(HashMap::new()),
         }
     }
 
@@ -114,30 +114,42 @@ impl DurableObject for GateObject {
             }
             Command::Acquire { ask, queue_limit } => {
                 let id = ask.id.clone();
-                let deadline = now_ms().saturating_add(ask.wait_ms);
-                let mut answer = None;
+                let wait_ms = ask.wait_ms;
+                let (tx, mut rx) = oneshot::channel();
+                // Registered first: the gate may decide for it at once.
+                self.waiters.borrow_mut().insert(id.clone(), tx);
+                let mut answer = Answer::Full {
+                    retry_after_ms: 1000,
+                };
                 self.with_gate(Some(queue_limit), |gate, now| {
                     let (a, decided) = gate.acquire(ask, now);
-                    answer = Some(a);
+                    answer = a;
                     decided
                 });
-                let mut answer = answer.unwrap_or(Answer::Full {
-                    retry_after_ms: 1000,
-                });
-                while answer == Answer::Queued {
-                    sleep_ms(POLL_MS).await;
-                    self.with_gate(None, |gate, now| gate.expire(now));
-                    let found = self.decided.borrow_mut().remove(&id);
-                    if let Some((a, _)) = found {
-                        answer = a;
-                    } else if now_ms() > deadline.saturating_add(100) {
-                        // The gate's own deadline should have answered.
-                        let cancelled = self.gate.borrow_mut().as_mut().and_then(|g| g.cancel(&id));
-                        answer = cancelled.unwrap_or(Answer::Full {
-                            retry_after_ms: 1000,
-                        });
-                    }
+                if answer != Answer::Queued {
+                    self.waiters.borrow_mut().remove(&id);
+                    return Response::from_json(&answer);
                 }
+                // Answered by whoever frees a permit (one actor: a promise
+                // another request resolves wakes this one), or at the deadline.
+                let deadline = sleep_ms(wait_ms.saturating_add(DEADLINE_SLACK_MS));
+                let answer = match select(&mut rx, deadline).await {
+                    Either::Left((Ok(answer), _)) => answer,
+                    _ => {
+                        self.with_gate(None, |gate, now| gate.expire(now));
+                        match rx.try_recv() {
+                            Ok(Some(answer)) => answer,
+                            _ => {
+                                self.waiters.borrow_mut().remove(&id);
+                                let cancelled =
+                                    self.gate.borrow_mut().as_mut().and_then(|g| g.cancel(&id));
+                                cancelled.unwrap_or(Answer::Full {
+                                    retry_after_ms: 1000,
+                                })
+                            }
+                        }
+                    }
+                };
                 Response::from_json(&answer)
             }
         }
@@ -146,10 +158,9 @@ impl DurableObject for GateObject {
 
 impl GateObject {
     /// Runs `f` on the gate (made with `create`'s queue limit on first use;
-    /// without it, nothing is there to change) and keeps the answers it
-    /// decided for their waiters. An answer nobody came for within
-    /// [`UNCLAIMED_MS`] (its request was cancelled) is dropped, and its
-    /// permit given back.
+    /// without it, nothing is there to change) and hands the answers it
+    /// decided to their waiters. A permit granted to a waiter that is gone
+    /// (its request was cancelled) is given back at once.
     fn with_gate(
         &self,
         create: Option<usize>,
@@ -163,17 +174,14 @@ impl GateObject {
             (None, None) => return,
         };
         let mut decided = f(gate, now);
-        let mut kept = self.decided.borrow_mut();
-        let unclaimed: Vec<String> = kept
-            .iter()
-            .filter(|(_, (_, at))| now.saturating_sub(*at) > UNCLAIMED_MS)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in unclaimed {
-            if let Some((Answer::Granted { permit, .. }, _)) = kept.remove(&id) {
+        let mut waiters = self.waiters.borrow_mut();
+        while let Some((id, answer)) = decided.pop() {
+            let delivered = waiters
+                .remove(&id)
+                .is_some_and(|tx| tx.send(answer).is_ok());
+            if let (false, Answer::Granted { permit, .. }) = (delivered, answer) {
                 decided.extend(gate.release(permit, now));
             }
         }
-        kept.extend(decided.into_iter().map(|(id, a)| (id, (a, now))));
     }
 }
