@@ -402,7 +402,8 @@ impl Exchange {
             .map(|(i, g)| Candidate {
                 attempt: *i as u32,
                 target: plan.attempts[*i].region.clone(),
-                capacity: g.capacity,
+                // The headroom above its priority's fill is for others.
+                capacity: (u64::from(g.capacity) * plan.fill_percent / 100).max(1) as u32,
             })
             .collect();
         let wait_ms = if wait {

@@ -191,9 +191,16 @@ pub struct ForwardPlan {
     pub priority: Priority,
     #[serde(default)]
     pub max_wait_ms: u64,
+    /// How full a replica may be for it to be let in, in % of its capacity.
+    #[serde(default = "full_fill")]
+    pub fill_percent: u64,
     pub safety: SafetyReport,
     /// Headers to add to the client's response.
     pub response_headers: Vec<(String, String)>,
+}
+
+fn full_fill() -> u64 {
+    100
 }
 
 /// What settling needs to know about a plan answered by one attempt.
@@ -418,6 +425,7 @@ impl Gateway {
             timeouts: route.settings.timeouts,
             priority: tier.priority,
             max_wait_ms: config.admission.max_wait_ms(tier.priority),
+            fill_percent: config.admission.fill_percent(tier.priority),
             safety,
             response_headers,
         })))

@@ -36,12 +36,13 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmission {
     pub queue_limit: Option<u64>,
-    pub max_wait_ms: Option<RawWaits>,
+    pub max_wait_ms: Option<RawPerPriority>,
+    pub fill_percent: Option<RawPerPriority>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawWaits {
+pub struct RawPerPriority {
     pub high: Option<u64>,
     pub normal: Option<u64>,
     pub low: Option<u64>,

@@ -1,6 +1,6 @@
 //! Regions and their replicas, and how load is balanced among replicas.
 
-use super::raw::{RawAdmission, RawBalancing, RawRegion};
+use super::raw::{RawAdmission, RawBalancing, RawPerPriority, RawRegion};
 use super::{ConfigError, Lookup, Result, VersionRef};
 use crate::admission::Priority;
 use crate::geo::GeoPoint;
@@ -52,6 +52,10 @@ pub struct Admission {
     /// How long a request of each priority may wait for a replica: low,
     /// normal, high.
     pub max_wait_ms: [u64; 3],
+    /// How full (in % of its capacity) a replica may be for a request of
+    /// each priority to be let in: the rest is headroom kept for the more
+    /// important ones.
+    pub fill_percent: [u64; 3],
 }
 
 impl Default for Admission {
@@ -59,6 +63,7 @@ impl Default for Admission {
         Admission {
             queue_limit: 1024,
             max_wait_ms: [250, 2_000, 10_000],
+            fill_percent: [70, 90, 100],
         }
     }
 }
@@ -67,6 +72,38 @@ impl Admission {
     pub fn max_wait_ms(&self, p: Priority) -> u64 {
         self.max_wait_ms[p as usize]
     }
+
+    pub fn fill_percent(&self, p: Priority) -> u64 {
+        self.fill_percent[p as usize]
+    }
+}
+
+/// Fills `values` (low, normal, high) from `raw`, each within `range`.
+fn per_priority(
+    path: &str,
+    raw: Option<&RawPerPriority>,
+    values: &mut [u64; 3],
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<()> {
+    let Some(w) = raw else {
+        return Ok(());
+    };
+    for (i, (name, v)) in [("low", w.low), ("normal", w.normal), ("high", w.high)]
+        .into_iter()
+        .enumerate()
+    {
+        match v {
+            None => {}
+            Some(v) if range.contains(&v) => values[i] = v,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    format!("{path}.{name}"),
+                    format!("must be from {} to {}", range.start(), range.end()),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn validate_admission(raw: Option<&RawAdmission>) -> Result<Admission> {
@@ -85,26 +122,20 @@ pub(crate) fn validate_admission(raw: Option<&RawAdmission>) -> Result<Admission
         }
     };
     let mut max_wait_ms = d.max_wait_ms;
-    if let Some(w) = &raw.max_wait_ms {
-        for (i, (name, v)) in [("low", w.low), ("normal", w.normal), ("high", w.high)]
-            .into_iter()
-            .enumerate()
-        {
-            match v {
-                None => {}
-                Some(ms @ 0..=600_000) => max_wait_ms[i] = ms,
-                Some(_) => {
-                    return Err(ConfigError::new(
-                        format!("admission.max_wait_ms.{name}"),
-                        "must be at most 600000 (ten minutes)",
-                    ));
-                }
-            }
-        }
-    }
+    let waits = raw.max_wait_ms.as_ref();
+    per_priority(
+        "admission.max_wait_ms",
+        waits,
+        &mut max_wait_ms,
+        0..=600_000,
+    )?;
+    let mut fill_percent = d.fill_percent;
+    let fills = raw.fill_percent.as_ref();
+    per_priority("admission.fill_percent", fills, &mut fill_percent, 1..=100)?;
     Ok(Admission {
         queue_limit,
         max_wait_ms,
+        fill_percent,
     })
 }
 

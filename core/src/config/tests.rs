@@ -193,6 +193,26 @@ fn semantic_errors_name_their_field() {
             "regions[3].capacity_weight",
         ),
         (
+            Box::new(|v| v["regions"][3]["capacity"] = json!(0)),
+            "regions[3].capacity",
+        ),
+        (
+            Box::new(|v| v["tiers"]["free"]["priority"] = json!("urgent")),
+            "tiers.free.priority",
+        ),
+        (
+            Box::new(|v| v["admission"] = json!({"fill_percent": {"low": 0}})),
+            "admission.fill_percent.low",
+        ),
+        (
+            Box::new(|v| v["admission"] = json!({"max_wait_ms": {"high": 700_000}})),
+            "admission.max_wait_ms.high",
+        ),
+        (
+            Box::new(|v| v["admission"] = json!({"queue_limit": 0})),
+            "admission.queue_limit",
+        ),
+        (
             Box::new(|v| v["regions"][1]["models"][0] = json!("llama-3.1-8b@v7")),
             "regions[1].models[0]",
         ),

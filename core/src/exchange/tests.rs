@@ -771,6 +771,11 @@ fn a_gated_attempt_is_sent_with_the_permit_its_gate_granted() {
     assert_eq!(asked.len(), 1);
     assert_eq!(asked[0].0, "us-east");
     assert_eq!(asked[0].1, 0, "the first pass does not wait");
+    let capacity = log.iter().find_map(|a| match a {
+        Action::Acquire { ask, .. } => Some(ask.candidates[0].capacity),
+        _ => None,
+    });
+    assert_eq!(capacity, Some(3), "a normal request may fill 90% of 4");
     assert_eq!(sends(&log), [0]);
     assert!(
         position(&log, |a| matches!(a, Action::Acquire { .. }))
