@@ -59,6 +59,10 @@ fi
 echo "edgegate benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -m); load generator, backend and gateway share the machine"
 echo
 target/release/edgegate-bench "${args[@]}" --peers "$venv/bin" --worker --extra-rows "$extra"
+echo
+echo "### Overload: priority admission at replicas of capacity 8"
+echo
+target/release/edgegate-bench --overload "$([ "$quick" = 0 ] && echo 20 || echo 3)" --worker
 if [ -f "$perf_data" ]; then
   echo
   echo "### Where the runner's CPU goes (perf, 32 connections, instant backend)"

@@ -20,7 +20,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn request(&self, body: Bytes) -> Result<Request<Full<Bytes>>> {
+    pub(crate) fn request(&self, body: Bytes) -> Result<Request<Full<Bytes>>> {
         let mut b = Request::post(self.path.as_str())
             .header("host", self.addr.to_string())
             .header("content-type", "application/json");
@@ -31,7 +31,7 @@ impl Target {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
+pub(crate) async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("connect {addr}"))?;
@@ -161,7 +161,7 @@ pub async fn time_to_first_token(target: &Target, n: usize, body: Bytes) -> Resu
 }
 
 /// Whether compact SSE JSON holds a non-empty `"content"` string.
-fn carries_content(sse: &[u8]) -> bool {
+pub(crate) fn carries_content(sse: &[u8]) -> bool {
     const KEY: &[u8] = b"\"content\":\"";
     sse.windows(KEY.len() + 1)
         .any(|w| w.starts_with(KEY) && w[KEY.len()] != b'"')

@@ -4,6 +4,7 @@
 
 mod load;
 mod matrix;
+mod overload;
 mod peers;
 mod proc_stats;
 mod real_model;
@@ -66,6 +67,10 @@ struct Args {
     /// Profile 1,000 streams from a backend that answers in 500 ms instead.
     #[arg(long)]
     perf_streams: bool,
+    /// Run only the overload scenario (priority admission), for this many
+    /// seconds of load, on the local runner and, with `--worker`, the Worker.
+    #[arg(long)]
+    overload: Option<u64>,
 }
 
 fn main() -> Result<()> {
@@ -198,12 +203,12 @@ impl Drop for Worker {
 }
 
 /// The built Worker in workerd, through the conformance suite's launcher.
-fn start_worker(backend: &str) -> Result<Worker> {
+fn start_worker(gateway: serde_json::Value) -> Result<Worker> {
     let dir = tempfile::tempdir()?;
     let settings = dir.path().join("settings.json");
     std::fs::write(
         &settings,
-        json!({"gateway": gateway_config(backend), "secrets": {}, "vars": {},
+        json!({"gateway": gateway, "secrets": {}, "vars": {},
                "persist": dir.path().join("state")})
         .to_string(),
     )?;
@@ -325,7 +330,31 @@ fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1e3)
 }
 
+/// The overload scenario on the local runner (and the Worker).
+async fn overload(args: &Args, seconds: u64) -> Result<()> {
+    let fleet = overload::Fleet::start().await?;
+    let at = |addr| Target {
+        addr,
+        path: "/v1/chat/completions".into(),
+        headers: Vec::new(),
+    };
+    let runner = start_runner(&args.runner, fleet.gateway_config())?;
+    let lines = overload::run("local-runner", &fleet, at(runner.addr), seconds).await?;
+    println!("{}", lines.join("\n"));
+    drop(runner);
+    if args.worker {
+        let worker = start_worker(fleet.gateway_config())?;
+        let lines =
+            overload::run("Worker in local workerd", &fleet, at(worker.addr), seconds).await?;
+        println!("{}", lines.join("\n"));
+    }
+    Ok(())
+}
+
 async fn run(args: Args) -> Result<()> {
+    if let Some(seconds) = args.overload {
+        return overload(&args, seconds).await;
+    }
     let seconds = Duration::from_secs(args.seconds);
     let backend = Backend::start(BackendConfig::new("local"), "127.0.0.1:0".parse()?).await?;
     let runner = start_runner(&args.runner, gateway_config(&backend.base_url()))?;
@@ -473,7 +502,7 @@ async fn run(args: Args) -> Result<()> {
     drop(runner);
     if args.worker {
         backend.controls().set_latency(0, 0);
-        let worker = start_worker(&backend.base_url())?;
+        let worker = start_worker(gateway_config(&backend.base_url()))?;
         let worker_target = Target {
             addr: worker.addr,
             ..gateway.clone()
