@@ -63,6 +63,34 @@ struct Candidate {
     cost: f64,
 }
 
+/// A replica's queue: this host's requests in flight to it, or what its
+/// metrics report running if more, plus its reported waiting queue.
+fn queue_of(target: &str, statuses: &[RegionStatus], loads: &[TargetLoad]) -> u32 {
+    let in_flight = loads
+        .iter()
+        .find(|l| l.target == target)
+        .map_or(0, |l| l.in_flight);
+    let backend = statuses
+        .iter()
+        .find(|s| s.region == target)
+        .and_then(|s| s.backend);
+    match backend {
+        Some(bk) => in_flight.max(bk.running).saturating_add(bk.waiting),
+        None => in_flight,
+    }
+}
+
+/// A region's load for sharing traffic with equally near regions: its
+/// replicas' mean queue.
+pub fn region_queue(region: &Region, statuses: &[RegionStatus], loads: &[TargetLoad]) -> f64 {
+    let total: u64 = region
+        .replicas
+        .iter()
+        .map(|r| u64::from(queue_of(&r.target, statuses, loads)))
+        .sum();
+    total as f64 / region.replicas.len().max(1) as f64
+}
+
 /// Orders a region's replicas for one request: the chosen one first, then
 /// the others as failover (healthier, then cheaper, first).
 pub fn order_replicas(
@@ -92,11 +120,7 @@ pub fn order_replicas(
                 .iter()
                 .find(|s| s.region == r.target)
                 .and_then(|s| s.backend);
-            let in_flight = load.map_or(0, |l| l.in_flight);
-            let queue = match backend {
-                Some(bk) => in_flight.max(bk.running).saturating_add(bk.waiting),
-                None => in_flight,
-            };
+            let queue = queue_of(&r.target, statuses, loads);
             let latency = match (load.and_then(|l| l.latency_ms.map(|ms| (ms, l))), fastest) {
                 (Some((ms, l)), Some(best)) => {
                     // Unrefreshed estimates drift back to the fastest.

@@ -38,7 +38,7 @@ pub struct RequestContext {
     /// for regions with several; see [`crate::config::Replica::target`]).
     #[serde(default)]
     pub regions: Vec<RegionStatus>,
-    /// The host's load counters of the replicas of regions with several
+    /// The host's load counters of every replica when there is a choice
     /// ([`Config::balanced_targets`]).
     #[serde(default)]
     pub loads: Vec<TargetLoad>,

@@ -3,6 +3,7 @@
 //! a hard filter, never a preference.
 
 use crate::config::{Config, Region};
+use crate::load::TargetLoad;
 use crate::routing::stable_hash;
 use serde::{Deserialize, Serialize};
 
@@ -156,6 +157,7 @@ pub fn rank_regions(
     candidates: impl IntoIterator<Item = usize>,
     client: Option<GeoPoint>,
     statuses: &[RegionStatus],
+    loads: &[TargetLoad],
     residency: Option<&str>,
     spread_key: &str,
 ) -> Vec<usize> {
@@ -169,8 +171,10 @@ pub fn rank_regions(
             let distance = origin.map_or(0.0, |o| o.distance_km(&region.location));
             let band = (distance / DISTANCE_BAND_KM) as u64;
             let u = (stable_hash(&[spread_key, &region.name]) >> 11) as f64 / (1u64 << 53) as f64;
-            // -ln(u)/w: the smallest wins with probability w / Σw.
-            let spread = -(u.max(f64::MIN_POSITIVE)).ln() / region.capacity_weight;
+            // -ln(u)/w: the smallest wins with probability w / Σw, where w
+            // is the capacity weight over one plus the region's queue.
+            let queue = crate::balance::region_queue(region, statuses, loads);
+            let spread = -(u.max(f64::MIN_POSITIVE)).ln() * (1.0 + queue) / region.capacity_weight;
             (health_rank, band, spread, i)
         })
         .collect();
@@ -232,7 +236,7 @@ mod tests {
     }
 
     #[test]
-    fn equally_near_regions_share_traffic_by_capacity_weight() {
+    fn equally_near_regions_share_traffic_by_capacity_weight_and_load() {
         let mut v = crate::testing::config_value();
         // Two regions a few km apart; the second has three times the capacity.
         v["regions"][0]["latitude"] = serde_json::json!(50.0);
@@ -248,7 +252,7 @@ mod tests {
         });
         let firsts = (0..4000)
             .filter(|i| {
-                rank_regions(&config, [0, 1], client, &[], None, &format!("req-{i}"))[0] == 1
+                rank_regions(&config, [0, 1], client, &[], &[], None, &format!("req-{i}"))[0] == 1
             })
             .count();
         let share = firsts as f64 / 4000.0;
@@ -257,7 +261,37 @@ mod tests {
             "share of the 3x region: {share}"
         );
         // The same request id always gets the same order.
-        let a = rank_regions(&config, [0, 1], client, &[], None, "req-x");
-        assert_eq!(a, rank_regions(&config, [0, 1], client, &[], None, "req-x"));
+        let a = rank_regions(&config, [0, 1], client, &[], &[], None, "req-x");
+        assert_eq!(
+            a,
+            rank_regions(&config, [0, 1], client, &[], &[], None, "req-x")
+        );
+        // The 3x region with 11 requests in flight and the other idle: the
+        // shares are 1 : 3/12, so the idle one gets four fifths.
+        let loads = [TargetLoad {
+            target: config.regions[1].name.clone(),
+            in_flight: 11,
+            latency_ms: None,
+            latency_age_ms: 0,
+        }];
+        let firsts = (0..4000)
+            .filter(|i| {
+                let order = rank_regions(
+                    &config,
+                    [0, 1],
+                    client,
+                    &[],
+                    &loads,
+                    None,
+                    &format!("req-{i}"),
+                );
+                order[0] == 0
+            })
+            .count();
+        let share = firsts as f64 / 4000.0;
+        assert!(
+            (0.77..=0.83).contains(&share),
+            "share of the idle region: {share}"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! This isolate's view of region health: what its own requests observed,
 //! merged with the cron's probe results from KV (re-read every few seconds),
 //! which carry each replica's metrics too; and this isolate's load counters
-//! of the replicas of regions with several (requests in flight, time to
-//! first token). Isolates do not share counters: each balances what it sends.
+//! of every replica when the config offers a choice (requests in flight,
+//! time to first token). Isolates do not share counters: each balances what it sends.
 
 use crate::kv_store::EdgeKv;
 use edgegate_core::Config;

@@ -1,8 +1,9 @@
 //! The runner's load counters per replica (the core's `LoadBoard`, linked
 //! natively: these are the host's own, trusted observations): requests in
 //! flight, counted from an attempt's send to its end, and each replica's
-//! time to first token. Only the replicas of regions with several are
-//! tracked; for other configs this costs nothing per request.
+//! time to first token. Every replica is tracked when the config offers a
+//! choice (`Config::balanced_targets`); with one region of one replica,
+//! this costs nothing per request.
 
 use edgegate_core::Config;
 use edgegate_core::load::{LoadBoard, TargetLoad};

@@ -165,11 +165,13 @@ pub struct Config {
 
 impl Config {
     /// The targets whose load the host reports in
-    /// `RequestContext::loads`: the replicas of regions with several.
+    /// `RequestContext::loads`: every replica, when there is a choice (more
+    /// than one region or replica); none otherwise.
     pub fn balanced_targets(&self) -> impl Iterator<Item = &str> {
+        let choice = self.regions.len() > 1 || self.regions.iter().any(|r| r.replicas.len() > 1);
         self.regions
             .iter()
-            .filter(|r| r.replicas.len() > 1)
+            .filter(move |_| choice)
             .flat_map(|r| r.replicas.iter().map(|x| x.target.as_str()))
     }
 

@@ -47,6 +47,7 @@ impl Placer<'_> {
                 serving,
                 self.client,
                 &ctx.regions,
+                &ctx.loads,
                 self.residency,
                 &ctx.request_id,
             ) {
