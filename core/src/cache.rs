@@ -30,7 +30,27 @@ pub enum CacheDecision {
         ttl_seconds: u64,
         #[serde(default)]
         coalesce: bool,
+        /// How long past `ttl_seconds` an answer is kept to serve when the
+        /// backends fail (stale-if-error); 0: not at all.
+        #[serde(default)]
+        stale_seconds: u64,
     },
+}
+
+/// An answer as the host keeps it: when it was stored (wall clock, ms) on
+/// its own line, then the body; the core judges its age, so a host that
+/// keeps entries longer than asked (KV's 60 s minimum) changes nothing.
+pub fn wrap_stored(stored_ms: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{stored_ms}\n").into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// When a kept answer was stored, and its body; `None` for anything else.
+pub fn unwrap_stored(kept: &[u8]) -> Option<(u64, &[u8])> {
+    let newline = kept.iter().take(21).position(|&b| b == b'\n')?;
+    let stored_ms = std::str::from_utf8(&kept[..newline]).ok()?.parse().ok()?;
+    Some((stored_ms, &kept[newline + 1..]))
 }
 
 /// The client opted out with `x-edgegate-cache: bypass` or `Cache-Control: no-store/no-cache`.
@@ -77,6 +97,7 @@ pub fn decide(
         key: cache_key(scope, parsed.endpoint, version_label, &parsed.body),
         ttl_seconds: policy.ttl_seconds,
         coalesce: policy.coalesce,
+        stale_seconds: policy.stale_if_error_seconds,
     }
 }
 

@@ -19,20 +19,22 @@
 //! Time is the host's monotonic clock in microseconds, passed with every
 //! event; deadlines go out as durations the host arms as timers.
 
+mod gating;
 mod protocol;
 mod stream;
 #[cfg(test)]
 mod tests;
 
-use crate::admission::{Ask, Candidate};
 use crate::cache::CacheDecision;
+use crate::error::ErrorSource;
 use crate::error::GatewayError;
-use crate::gateway::SATURATED;
+use crate::gateway::STALE;
 use crate::gateway::{Decision, ForwardPlan, Gateway, LocalResponse, QuotaRequest, Settlement};
 use crate::health::AttemptFailure;
 use crate::quota::{Amounts, ReserveOutcome, rate_limit_headers};
 use crate::response::{self, Metered};
 use crate::telemetry::{CacheStatus, Latency, PlanOutcome, UsageRecord};
+use gating::Scan;
 pub use protocol::*;
 use std::collections::VecDeque;
 use stream::{Relay, RelayStep};
@@ -83,17 +85,12 @@ pub struct Exchange {
     shared: bool,
     /// Looking for a permit, from this attempt on.
     scan: Option<Scan>,
+    /// A kept answer past its TTL, within the stale-if-error window.
+    stale: Option<Vec<u8>>,
+    /// Why the answer is degraded when no attempt says so (a stale one).
+    degraded_as: Option<&'static str>,
     /// The longest `Retry-After` a full gate gave.
     retry_after_ms: u64,
-}
-
-/// How the exchange looks for a permit among gated attempts: first at every
-/// region of the attempts' class (primary, or degraded) without waiting,
-/// nearest first; then, for the primary, waiting at the nearest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Scan {
-    from: usize,
-    waiting: bool,
 }
 
 impl Exchange {
@@ -120,6 +117,8 @@ impl Exchange {
             cached: None,
             shared: false,
             scan: None,
+            stale: None,
+            degraded_as: None,
             retry_after_ms: 0,
         };
         match decision {
@@ -312,33 +311,74 @@ impl Exchange {
         }
     }
 
+    /// A kept answer younger than the TTL (or shared by the identical
+    /// request it waited for) answers; one past it but within the
+    /// stale-if-error window is held in case every attempt fails.
     fn looked_up(&mut self, found: Option<Vec<u8>>, now_us: u64) {
         let plan = self.plan_ref();
-        // A cached answer that cannot be replayed as a stream counts as a miss.
-        let hit = found.and_then(|body| {
-            if !plan.stream {
-                return Some(body);
+        let (ttl_ms, stale_ms) = match &plan.cache {
+            CacheDecision::Lookup {
+                ttl_seconds,
+                stale_seconds,
+                ..
+            } => (ttl_seconds * 1000, stale_seconds * 1000),
+            _ => (0, 0),
+        };
+        let kept = found.as_deref().and_then(crate::cache::unwrap_stored);
+        let kept =
+            kept.map(|(stored_ms, body)| (plan.now_ms.saturating_sub(stored_ms), body.to_vec()));
+        match kept {
+            Some((age_ms, body)) if self.shared || age_ms < ttl_ms => {
+                let status = if self.shared {
+                    CacheStatus::Coalesced
+                } else {
+                    CacheStatus::Hit
+                };
+                if self.serve_cached(body, status, now_us) {
+                    return;
+                }
             }
-            let value = serde_json::from_slice(&body).ok()?;
-            response::replay_as_sse(plan.response_kind(), &value, plan.client_wants_usage).ok()
-        });
-        let Some(body) = hit else {
-            return self.forward(now_us);
-        };
-        self.cache = if self.shared {
-            CacheStatus::Coalesced
+            Some((age_ms, body)) if age_ms < ttl_ms.saturating_add(stale_ms) => {
+                self.stale = Some(body);
+            }
+            _ => {}
+        }
+        self.forward(now_us)
+    }
+
+    /// Answers from the cache (a whole answer, replayed as SSE for a
+    /// stream), charged as a hit; false when it cannot be replayed.
+    fn serve_cached(&mut self, body: Vec<u8>, status: CacheStatus, now_us: u64) -> bool {
+        let plan = self.plan_ref();
+        let body = if plan.stream {
+            let replayed = serde_json::from_slice(&body).ok().and_then(|value| {
+                response::replay_as_sse(plan.response_kind(), &value, plan.client_wants_usage).ok()
+            });
+            match replayed {
+                Some(sse) => sse,
+                None => return false,
+            }
         } else {
-            CacheStatus::Hit
+            body
         };
-        let value = self.cache.header_value().unwrap_or("HIT");
+        self.cache = status;
+        let value = status.header_value().unwrap_or("HIT");
         merge(
             &mut self.headers,
             [("x-edgegate-cache".into(), value.into())],
         );
+        if status == CacheStatus::Stale {
+            self.degraded_as = Some(STALE);
+            merge(
+                &mut self.headers,
+                [("x-edgegate-degraded".into(), STALE.into())],
+            );
+        }
         let settlement = Settlement::cache_hit();
         self.respond_full(body);
         self.settle(settlement.actual);
         self.record(Some(&settlement), 200, None, now_us);
+        true
     }
 
     /// Starts the attempts, after the quota (and the cache) said go.
@@ -374,108 +414,6 @@ impl Exchange {
 
     fn left_ms(&self, now_us: u64) -> u64 {
         self.total_deadline_us().saturating_sub(now_us) / 1000
-    }
-
-    /// Asks the gate of `self.attempt`'s region for a permit at it or the
-    /// attempts after it at the same region, of the same class.
-    fn acquire(&mut self, wait: bool, now_us: u64) {
-        let left_ms = self.left_ms(now_us);
-        let plan = self.plan_ref();
-        let first = &plan.attempts[self.attempt];
-        let Some(region) = first.gate.as_ref().map(|g| g.region.clone()) else {
-            return self.send_now(now_us);
-        };
-        let degraded = first.degraded.is_some();
-        let group: Vec<(usize, &crate::gateway::AttemptGate)> = plan.attempts[self.attempt..]
-            .iter()
-            .enumerate()
-            .map_while(|(i, a)| {
-                let g = a.gate.as_ref()?;
-                (g.region == region && a.degraded.is_some() == degraded)
-                    .then_some((self.attempt + i, g))
-            })
-            .collect();
-        let end = group.last().map_or(self.attempt, |(i, _)| i + 1);
-        let service_ms = group.iter().map(|(_, g)| g.service_ms).max().unwrap_or(0);
-        let candidates = group
-            .iter()
-            .map(|(i, g)| Candidate {
-                attempt: *i as u32,
-                target: plan.attempts[*i].region.clone(),
-                // The headroom above its priority's fill is for others.
-                capacity: (u64::from(g.capacity) * plan.fill_percent / 100).max(1) as u32,
-            })
-            .collect();
-        let wait_ms = if wait {
-            plan.max_wait_ms.min(left_ms)
-        } else {
-            0
-        };
-        let ask = Ask {
-            id: plan.request_id.clone(),
-            priority: plan.priority,
-            candidates,
-            wait_ms,
-            lease_ms: left_ms,
-            service_ms,
-        };
-        self.step = Step::Queued { end };
-        self.actions.push_back(Action::Acquire { region, ask });
-    }
-
-    /// The gate was full for the attempts before `end`: the next region of
-    /// the class without waiting, then waiting at the nearest (the primary
-    /// only), then the degraded attempts, then a 429.
-    fn gate_full(&mut self, end: usize, now_us: u64) {
-        let Some(scan) = self.scan else {
-            return self.saturated(now_us);
-        };
-        let plan = self.plan_ref();
-        let degraded = plan.attempts[scan.from].degraded.is_some();
-        let same_class = plan
-            .attempts
-            .get(end)
-            .is_some_and(|a| a.degraded.is_some() == degraded);
-        if !scan.waiting && same_class {
-            self.attempt = end;
-            return self.send(now_us);
-        }
-        if !scan.waiting && !degraded && plan.max_wait_ms > 0 {
-            self.scan = Some(Scan {
-                from: scan.from,
-                waiting: true,
-            });
-            self.attempt = scan.from;
-            return self.acquire(true, now_us);
-        }
-        self.saturated(now_us)
-    }
-
-    /// No permit in time: the degraded attempts, if the primary's were
-    /// full and there are any, else a 429 with the gates' `Retry-After`.
-    fn saturated(&mut self, now_us: u64) {
-        self.scan = None;
-        let from = self.attempt;
-        let plan = self
-            .plan
-            .as_deref_mut()
-            .expect("a forwarded exchange has a plan");
-        let primary = plan
-            .attempts
-            .get(from)
-            .is_some_and(|a| a.degraded.is_none());
-        let degrade_from = plan.attempts.iter().position(|a| a.degraded.is_some());
-        if let (true, Some(d)) = (primary, degrade_from) {
-            for a in &mut plan.attempts[d..] {
-                a.degraded = Some(SATURATED.to_owned());
-            }
-            self.attempt = d;
-            return self.send(now_us);
-        }
-        let error = GatewayError::Saturated {
-            retry_after_ms: self.retry_after_ms.max(1000),
-        };
-        self.fail(error, now_us);
     }
 
     /// Sends `self.attempt` now.
@@ -609,7 +547,7 @@ impl Exchange {
             body.clone()
         };
         let settlement = gateway.settle(plan, self.attempt, metered);
-        let store = self.store_action(body);
+        let store = self.store_action(body, now_us);
         self.respond_full(client_body);
         self.settle(settlement.actual);
         self.actions.extend(store);
@@ -618,11 +556,13 @@ impl Exchange {
 
     /// Keeping `answer` under the request's key, if the attempt that
     /// answered is the one the key names.
-    fn store_action(&self, answer: Vec<u8>) -> Option<Action> {
-        let (key, ttl_seconds) = self.plan_ref().cache_store(self.attempt)?;
+    fn store_action(&self, answer: Vec<u8>, now_us: u64) -> Option<Action> {
+        let plan = self.plan_ref();
+        let (key, ttl_seconds) = plan.cache_store(self.attempt)?;
+        let stored_ms = plan.now_ms + now_us.saturating_sub(self.started_us) / 1000;
         Some(Action::Store {
             key: key.to_owned(),
-            body: answer,
+            body: crate::cache::wrap_stored(stored_ms, &answer),
             ttl_seconds,
         })
     }
@@ -713,7 +653,7 @@ impl Exchange {
         if error.is_none()
             && let Some(answer) = assembled
         {
-            let store = self.store_action(answer);
+            let store = self.store_action(answer, now_us);
             self.actions.extend(store);
         }
         let status = error.as_ref().map_or(200, GatewayError::status);
@@ -738,8 +678,15 @@ impl Exchange {
         self.record(Some(&settlement), 499, None, now_us);
     }
 
-    /// An error answer after admission; the reservation goes back.
+    /// An error answer after admission; the reservation goes back. When
+    /// the backends are at fault and a stale answer is held, it answers.
     fn fail(&mut self, error: GatewayError, now_us: u64) {
+        if error.source() == ErrorSource::Upstream
+            && let Some(body) = self.stale.take()
+            && self.serve_cached(body, CacheStatus::Stale, now_us)
+        {
+            return;
+        }
         if self.holds_quota {
             self.holds_quota = false;
             self.actions.push_back(Action::Release);
@@ -823,7 +770,10 @@ impl Exchange {
             cache: self.cache,
             latency: self.latency(now_us),
         };
-        let record = UsageRecord::planned(self.plan_ref(), &outcome);
+        let mut record = UsageRecord::planned(self.plan_ref(), &outcome);
+        if let Some(reason) = self.degraded_as {
+            record.degraded = Some(reason.to_owned());
+        }
         self.actions.push_back(Action::Record(Box::new(record)));
         self.step = Step::Done;
         self.relay = None;

@@ -162,6 +162,9 @@ impl Attempt {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ForwardPlan {
     pub request_id: String,
+    /// The host's wall clock at admission (ms): the age of cached answers.
+    #[serde(default)]
+    pub now_ms: u64,
     /// The same id as backends get it in `x-request-id` (a UUID; see
     /// [`crate::request_id`]).
     pub upstream_request_id: String,
@@ -229,16 +232,20 @@ impl ForwardPlan {
     /// Where to keep the answer of `attempt` in the response cache. The key
     /// names the primary version, so only its answers are stored: a
     /// fallback's answer served later for the primary would be wrong.
+    /// The TTL is the host's: the answer's own plus the stale-if-error window.
     pub fn cache_store(&self, attempt: usize) -> Option<(&str, u64)> {
         let CacheDecision::Lookup {
-            key, ttl_seconds, ..
+            key,
+            ttl_seconds,
+            stale_seconds,
+            ..
         } = &self.cache
         else {
             return None;
         };
         let (primary, answered) = (self.attempts.first()?, self.attempts.get(attempt)?);
         (answered.model == primary.model && answered.version == primary.version)
-            .then_some((key.as_str(), *ttl_seconds))
+            .then_some((key.as_str(), ttl_seconds.saturating_add(*stale_seconds)))
     }
 
     pub fn response_kind(&self) -> ResponseKind {
@@ -406,6 +413,7 @@ impl Gateway {
 
         Ok(Decision::Forward(Box::new(ForwardPlan {
             request_id: ctx.request_id.clone(),
+            now_ms: ctx.now_ms,
             upstream_request_id: crate::request_id::upstream_form(&ctx.request_id),
             tenant_id: principal.tenant_id.clone(),
             tier: tier.name.clone(),
@@ -574,6 +582,6 @@ impl Gateway {
 }
 
 mod attempts;
-pub use attempts::{PRIMARY_UNAVAILABLE, SATURATED};
+pub use attempts::{PRIMARY_UNAVAILABLE, SATURATED, STALE};
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,8 @@ pub enum CacheStatus {
     Hit,
     /// Answered by an identical request that was in flight (one backend call for both).
     Coalesced,
+    /// Every attempt failed; answered from the cache past its TTL (stale-if-error).
+    Stale,
     Miss,
     Bypass,
     /// Caching is off for the route, or the request never got that far.
@@ -34,6 +36,7 @@ impl CacheStatus {
         match self {
             CacheStatus::Hit => Some("HIT"),
             CacheStatus::Coalesced => Some("COALESCED"),
+            CacheStatus::Stale => Some("STALE"),
             CacheStatus::Miss => Some("MISS"),
             CacheStatus::Bypass => Some("BYPASS"),
             CacheStatus::Off => None,

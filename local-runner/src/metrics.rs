@@ -87,6 +87,7 @@ impl Metrics {
             let cache = match r.cache {
                 CacheStatus::Hit => "hit",
                 CacheStatus::Coalesced => "coalesced",
+                CacheStatus::Stale => "stale",
                 CacheStatus::Miss => "miss",
                 CacheStatus::Bypass => "bypass",
                 CacheStatus::Off => return,

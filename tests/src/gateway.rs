@@ -70,6 +70,8 @@ pub const STREAM_IDLE_MS: u64 = 1_000;
 pub const TINY_FIRST_BYTE_MS: u64 = 1_500;
 pub const TINY_TOTAL_MS: u64 = 2_000;
 pub const PIN_HEADER: &str = "x-edgegate-version";
+/// How long `lone`'s answers are fresh in the cache.
+pub const LONE_TTL_SECONDS: u64 = 1;
 /// The `lead` route's degraded answers are capped at this many tokens.
 pub const DEGRADED_MAX_TOKENS: u64 = 5;
 
@@ -243,7 +245,10 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
     }
     routes.push(json!({"model": "lead", "max_attempts": 2,
         "degrade": {"model": "tiny", "max_tokens": DEGRADED_MAX_TOKENS}}));
-    routes.push(json!({"model": "lone", "max_attempts": 2}));
+    // Deterministic answers of `lone` are kept 1 s, and 5 minutes more for
+    // when solo-east cannot answer.
+    routes.push(json!({"model": "lone", "max_attempts": 2,
+        "cache": {"enabled": true, "ttl_seconds": LONE_TTL_SECONDS, "stale_if_error_seconds": 300}}));
     for name in ["gated", "gated-strict"] {
         models.push(json!({"name": name, "context_window": 8192,
             "input_usd_per_million": 1.0, "output_usd_per_million": 2.0}));

@@ -23,6 +23,7 @@ const POLICY: CachePolicy = CachePolicy {
     ttl_seconds: 60,
     scope: CacheScope::Tenant,
     coalesce: true,
+    stale_if_error_seconds: 0,
 };
 
 #[test]
@@ -199,4 +200,17 @@ proptest! {
             cache_key("t", Endpoint::ChatCompletions, "m@v", &added)
         );
     }
+}
+
+#[test]
+fn a_kept_answer_carries_when_it_was_stored() {
+    let kept = wrap_stored(1_795_305_600_123, b"{\"id\":1}\n");
+    assert_eq!(
+        unwrap_stored(&kept),
+        Some((1_795_305_600_123, &b"{\"id\":1}\n"[..]))
+    );
+    // A body kept by an earlier version, or anything else, is no answer.
+    assert_eq!(unwrap_stored(b"{\"id\":1}"), None);
+    assert_eq!(unwrap_stored(b"12x\n{}"), None);
+    assert_eq!(unwrap_stored(b""), None);
 }

@@ -212,6 +212,7 @@ pub struct RawCache {
     /// "tenant" (default) or "global".
     pub scope: Option<String>,
     pub coalesce: Option<bool>,
+    pub stale_if_error_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,9 @@ use super::{ConfigError, Lookup, Result, VersionRef, parse_endpoints, positive, 
 use crate::request::Endpoint;
 use crate::safety::InjectionMode;
 
+/// `cache.stale_if_error_seconds` at most: a week.
+const MAX_STALE_SECONDS: u64 = 7 * 24 * 3600;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Timeouts {
     pub connect_ms: u64,
@@ -30,6 +33,9 @@ pub struct CachePolicy {
     /// A miss arriving while an identical request is in flight waits for
     /// its answer instead of calling the backend again.
     pub coalesce: bool,
+    /// How long past its TTL an answer may still be served when every
+    /// attempt failed (stale-if-error); 0: never.
+    pub stale_if_error_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +67,7 @@ impl Default for RouteSettings {
                 ttl_seconds: 300,
                 scope: CacheScope::Tenant,
                 coalesce: true,
+                stale_if_error_seconds: 0,
             },
             safety: SafetyPolicy {
                 injection: InjectionMode::Off,
@@ -119,6 +126,16 @@ pub(crate) fn validate_settings(
         s.cache.enabled = c.enabled.unwrap_or(true);
         if let Some(coalesce) = c.coalesce {
             s.cache.coalesce = coalesce;
+        }
+        match c.stale_if_error_seconds {
+            None => {}
+            Some(secs @ 0..=MAX_STALE_SECONDS) => s.cache.stale_if_error_seconds = secs,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    format!("{path}.cache.stale_if_error_seconds"),
+                    format!("must be at most {MAX_STALE_SECONDS} (a week)"),
+                ));
+            }
         }
         if let Some(ttl) = c.ttl_seconds {
             s.cache.ttl_seconds = positive(&format!("{path}.cache.ttl_seconds"), ttl)?;

@@ -68,6 +68,16 @@ fn sse_head() -> Event {
 
 const ANSWER: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hi there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":11,"completion_tokens":3,"total_tokens":14}}"#;
 
+/// `body` as the cache keeps it, stored `age_ms` before the request.
+fn kept(age_ms: u64, body: &str) -> Vec<u8> {
+    crate::cache::wrap_stored(crate::testing::NOW_MS - age_ms, body.as_bytes())
+}
+
+/// What a `Store` keeps, without its stored-at line.
+fn unkept(kept: &[u8]) -> &[u8] {
+    crate::cache::unwrap_stored(kept).expect("a kept answer").1
+}
+
 fn answer() -> Event {
     Event::Body(ANSWER.as_bytes().to_vec())
 }
@@ -214,7 +224,7 @@ fn a_cache_miss_is_answered_then_charged_stored_and_recorded() {
     assert!(responded < settled);
     assert!(
         log.iter()
-            .any(|a| matches!(a, Action::Store { body, .. } if body == ANSWER.as_bytes()))
+            .any(|a| matches!(a, Action::Store { body, .. } if unkept(body) == ANSWER.as_bytes()))
     );
     let r = record(&log);
     assert_eq!((r.status, r.attempts, r.cache), (200, 1, CacheStatus::Miss));
@@ -376,7 +386,7 @@ fn a_cache_hit_is_charged_as_one_request_and_replays_as_a_stream() {
     let log = drive(
         &g,
         &mut ex,
-        vec![admitted(), Event::Cached(Some(ANSWER.as_bytes().to_vec()))],
+        vec![admitted(), Event::Cached(Some(kept(0, ANSWER)))],
     );
     let head = the_response(&log);
     assert_eq!(header(head, "x-edgegate-cache"), Some("HIT"));
@@ -390,7 +400,7 @@ fn a_cache_hit_is_charged_as_one_request_and_replays_as_a_stream() {
     let log = drive(
         &g,
         &mut ex,
-        vec![admitted(), Event::Cached(Some(ANSWER.as_bytes().to_vec()))],
+        vec![admitted(), Event::Cached(Some(kept(0, ANSWER)))],
     );
     let head = the_response(&log);
     assert_eq!(header(head, "content-type"), Some("text/event-stream"));
@@ -445,7 +455,7 @@ fn a_break_before_any_content_fails_over_invisibly() {
     assert_eq!((r.status, r.attempts, r.output_tokens), (200, 2, 2));
     // A clean stream from the primary version is kept, as a whole answer.
     let stored = log.iter().find_map(|a| match a {
-        Action::Store { body, .. } => Some(body.clone()),
+        Action::Store { body, .. } => Some(unkept(body).to_vec()),
         _ => None,
     });
     let stored: Value = serde_json::from_slice(&stored.expect("stored")).expect("json");
@@ -576,7 +586,7 @@ fn a_stream_request_answered_with_json_is_replayed_as_sse() {
     // What is cached is the JSON answer, replayable either way.
     assert!(
         log.iter()
-            .any(|a| matches!(a, Action::Store { body, .. } if body == ANSWER.as_bytes()))
+            .any(|a| matches!(a, Action::Store { body, .. } if unkept(body) == ANSWER.as_bytes()))
     );
 }
 
@@ -714,7 +724,7 @@ fn an_identical_requests_answer_is_served_as_coalesced_without_a_send() {
     let log = drive(
         &g,
         &mut ex,
-        vec![admitted(), Event::Shared(ANSWER.as_bytes().to_vec())],
+        vec![admitted(), Event::Shared(kept(0, ANSWER))],
     );
     assert!(sends(&log).is_empty(), "{log:#?}");
     let head = the_response(&log);
@@ -878,4 +888,57 @@ fn drive_lenient(g: &Gateway, ex: &mut Exchange, script: Vec<Event>) -> Vec<Acti
         }
     }
     log
+}
+
+fn with_stale_window() -> Gateway {
+    let mut v = crate::testing::config_value();
+    v["routes"][0]["cache"] = json!({"ttl_seconds": 60, "stale_if_error_seconds": 600});
+    Gateway::from_json(&v.to_string(), &crate::testing::secrets()).expect("valid")
+}
+
+#[test]
+fn an_answer_past_its_ttl_answers_only_when_every_attempt_failed() {
+    let g = with_stale_window();
+    // Two minutes old: past the TTL, within the window. Every attempt fails.
+    let mut ex = chat(&g, &chat_body("hello"));
+    let attempts = ex.plan().expect("plan").attempts.len();
+    let mut script = vec![admitted(), Event::Cached(Some(kept(120_000, ANSWER)))];
+    script.extend((0..attempts).map(|_| Event::Failed(Transport::Connect)));
+    let log = drive(&g, &mut ex, script);
+    assert_eq!(sends(&log).len(), attempts, "the backends are tried first");
+    let head = the_response(&log);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.body, ResponseBody::Full(ANSWER.as_bytes().to_vec()));
+    assert_eq!(header(head, "x-edgegate-cache"), Some("STALE"));
+    assert_eq!(header(head, "x-edgegate-degraded"), Some("stale"));
+    let r = record(&log);
+    assert_eq!(
+        (r.cache, r.degraded.as_deref()),
+        (CacheStatus::Stale, Some("stale"))
+    );
+    assert!(!log.contains(&Action::Release), "charged as a hit");
+    // The same answer, when a backend answers: the fresh one, kept anew.
+    let mut ex = chat(&g, &chat_body("hello"));
+    let script = vec![
+        admitted(),
+        Event::Cached(Some(kept(120_000, ANSWER))),
+        json_head(),
+        answer(),
+    ];
+    let log = drive(&g, &mut ex, script);
+    assert_eq!(header(the_response(&log), "x-edgegate-cache"), Some("MISS"));
+    assert!(log.iter().any(|a| matches!(a, Action::Store { .. })));
+    // Past the window it is no answer at all.
+    let mut ex = chat(&g, &chat_body("hello"));
+    let mut script = vec![admitted(), Event::Cached(Some(kept(700_000, ANSWER)))];
+    script.extend((0..attempts).map(|_| Event::Failed(Transport::Connect)));
+    let log = drive(&g, &mut ex, script);
+    assert_eq!(the_response(&log).status, 502);
+    // Without a window, a stale answer is a miss (the default route).
+    let plain = gateway();
+    let mut ex = chat(&plain, &chat_body("hello"));
+    let mut script = vec![admitted(), Event::Cached(Some(kept(120_000, ANSWER)))];
+    script.extend((0..attempts).map(|_| Event::Failed(Transport::Connect)));
+    let log = drive(&plain, &mut ex, script);
+    assert_eq!(the_response(&log).status, 502);
 }

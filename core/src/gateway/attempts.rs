@@ -17,6 +17,8 @@ use serde_json::{Map, Value, json};
 pub const PRIMARY_UNAVAILABLE: &str = "primary_unavailable";
 /// Or its replicas were full for longer than the request could wait.
 pub const SATURATED: &str = "saturated";
+/// Or every attempt failed, and a cached answer past its TTL answered.
+pub const STALE: &str = "stale";
 
 /// (version, region, replica) tries, reachable ones and those known down.
 type Targets = (

@@ -281,6 +281,7 @@ fn usage_record(r: UsageRecord) -> wit::UsageRecord {
         cache: match r.cache {
             CacheStatus::Hit => wit::CacheStatus::Hit,
             CacheStatus::Coalesced => wit::CacheStatus::Coalesced,
+            CacheStatus::Stale => wit::CacheStatus::Stale,
             CacheStatus::Miss => wit::CacheStatus::Miss,
             CacheStatus::Bypass => wit::CacheStatus::Bypass,
             CacheStatus::Off => wit::CacheStatus::Off,

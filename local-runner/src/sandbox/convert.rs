@@ -164,6 +164,7 @@ pub fn usage_record(r: guest::UsageRecord) -> UsageRecord {
         cache: match r.cache {
             guest::CacheStatus::Hit => CacheStatus::Hit,
             guest::CacheStatus::Coalesced => CacheStatus::Coalesced,
+            guest::CacheStatus::Stale => CacheStatus::Stale,
             guest::CacheStatus::Miss => CacheStatus::Miss,
             guest::CacheStatus::Bypass => CacheStatus::Bypass,
             guest::CacheStatus::Off => CacheStatus::Off,

@@ -230,6 +230,10 @@ pub const ALL: &[Case] = &[
         balancing::conversations_stay_on_their_replica_and_spill_when_it_is_full
     ),
     case!(
+        "routing: a stale cached answer, marked, when every attempt fails",
+        routing::a_stale_answer_when_every_attempt_fails
+    ),
+    case!(
         "admission: a full replica serves its waiting requests in priority order",
         admission::waiting_requests_are_served_in_priority_order
     ),

@@ -4,12 +4,13 @@
 //! backends answer with the upstream model name, so `model` shows the version.
 
 use crate::client::{CHAT, Reply, chat_body, content_of, region_of};
-use crate::gateway::{DEGRADED_MAX_TOKENS, PIN_HEADER, keys};
+use crate::gateway::{DEGRADED_MAX_TOKENS, LONE_TTL_SECONDS, PIN_HEADER, keys};
 use crate::suite::Outcome;
 use crate::target::Target;
 use crate::{ensure, ensure_eq};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 /// The upstream model that answered `user`'s request.
 async fn version_for(t: &Target, user: String) -> Result<String, String> {
@@ -109,6 +110,56 @@ pub async fn fallback_when_version_is_down(t: &Target) -> Outcome {
         ask().await?,
         ("chat-v1".to_owned(), "us-east".to_owned()),
         "(model, region) while solo-east is down"
+    );
+    Ok(())
+}
+
+pub async fn a_stale_answer_when_every_attempt_fails(t: &Target) -> Outcome {
+    let body = json!({"model": "lone", "temperature": 0, "max_tokens": 20,
+                      "messages": [{"role": "user", "content": "keep me"}]});
+    let first = t.chat(keys::ROUTING, &body).await?;
+    let kept = first.expect(200)?;
+    ensure_eq!(
+        first.header("x-edgegate-cache"),
+        Some("MISS"),
+        "the first answer"
+    );
+    tokio::time::sleep(Duration::from_millis(LONE_TTL_SECONDS * 1000 + 300)).await;
+    t.backend("solo-east").set_down(true);
+    let stale = t.chat(keys::ROUTING, &body).await?;
+    let answer = stale.expect(200)?;
+    ensure_eq!(
+        stale.header("x-edgegate-cache"),
+        Some("STALE"),
+        "x-edgegate-cache"
+    );
+    ensure_eq!(
+        stale.header("x-edgegate-degraded"),
+        Some("stale"),
+        "x-edgegate-degraded"
+    );
+    ensure_eq!(content_of(&answer), content_of(&kept), "the kept answer");
+    let record = t.the_record(&stale.request_id()).await?;
+    ensure_eq!(record["degraded"], "stale", "the usage record");
+    ensure_eq!(record["cache"], "stale", "the usage record's cache status");
+    // A request never answered before has nothing to fall back on.
+    let mut other = body.clone();
+    other["messages"][0]["content"] = json!("never kept");
+    let none = t.chat(keys::ROUTING, &other).await?;
+    none.expect_error(502, "upstream_error", "upstream_error")?;
+    // Back up: a fresh answer again (which also resets the breaker).
+    t.backend("solo-east").set_down(false);
+    let fresh = t.chat(keys::ROUTING, &body).await?;
+    fresh.expect(200)?;
+    ensure_eq!(
+        fresh.header("x-edgegate-cache"),
+        Some("MISS"),
+        "once solo-east is back"
+    );
+    ensure_eq!(
+        fresh.header("x-edgegate-degraded"),
+        None,
+        "once solo-east is back"
     );
     Ok(())
 }
