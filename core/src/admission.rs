@@ -148,6 +148,11 @@ impl Gate {
         self.queue.len()
     }
 
+    /// Permits held, by target.
+    pub fn permits(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.in_use.iter().map(|(t, n)| (t.as_str(), *n))
+    }
+
     /// A permit at the first candidate with room; else the ask waits (when
     /// it may and the queue has room for it, if need be by turning away
     /// the least important waiter, whose answer is among those returned);

@@ -126,6 +126,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
                 &replicas,
                 &app.health.statuses(),
             ));
+            text.push_str(&crate::metrics::render_gates(&app.gates.snapshot()));
             return plain("text/plain; version=0.0.4", text);
         }
         _ => {}

@@ -11,6 +11,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+/// What the gates hold now.
+pub struct GateSnapshot {
+    /// Requests waiting, by region.
+    pub waiting: Vec<(String, usize)>,
+    /// Permits held, by target.
+    pub permits: Vec<(String, u32)>,
+}
+
 pub struct Gates {
     queue_limit: usize,
     inner: Mutex<Inner>,
@@ -156,16 +164,22 @@ impl Gates {
         inner.deliver(region, decided);
     }
 
-    /// Permits held at `target` of `region` (for metrics).
-    pub fn in_use(&self, region: &str, target: &str) -> u32 {
-        self.lock()
+    /// For `/metrics`: requests waiting by region, permits held by target
+    /// (each sorted).
+    pub fn snapshot(&self) -> GateSnapshot {
+        let inner = self.lock();
+        let mut waiting: Vec<(String, usize)> = inner
             .gates
-            .get(region)
-            .map_or(0, |g| g.in_use(target))
-    }
-
-    /// Requests waiting at `region`'s gate (for metrics).
-    pub fn waiting(&self, region: &str) -> usize {
-        self.lock().gates.get(region).map_or(0, Gate::waiting)
+            .iter()
+            .map(|(r, g)| (r.clone(), g.waiting()))
+            .collect();
+        let mut permits: Vec<(String, u32)> = inner
+            .gates
+            .values()
+            .flat_map(|g| g.permits().map(|(t, n)| (t.to_owned(), n)))
+            .collect();
+        waiting.sort();
+        permits.sort();
+        GateSnapshot { waiting, permits }
     }
 }

@@ -2,6 +2,7 @@
 //! Labels are low-cardinality: endpoints, status classes, models, regions and
 //! the core's error labels; never tenants' keys or request data.
 
+use crate::gates::GateSnapshot;
 use edgegate_core::geo::{Health, RegionStatus};
 use edgegate_core::load::{BackendLoad, TargetLoad};
 use edgegate_core::telemetry::{CacheStatus, UsageRecord};
@@ -287,6 +288,37 @@ pub fn render_replicas(loads: &[TargetLoad], statuses: &[RegionStatus]) -> Strin
         }
         flush(&mut out, &mut lines);
     }
+    out
+}
+
+/// The gates of regions whose replicas have a capacity: requests waiting
+/// by region, permits held by replica (only gates that were used).
+pub fn render_gates(gates: &GateSnapshot) -> String {
+    let mut out = String::new();
+    if gates.waiting.is_empty() {
+        return out;
+    }
+    let mut lines = Vec::new();
+    let n = family(
+        &mut out,
+        "edgegate_gate_waiting",
+        "gauge",
+        "Requests waiting for a replica with room, by region.",
+    );
+    for (region, w) in &gates.waiting {
+        lines.push(format!("{n}{{region=\"{region}\"}} {w}"));
+    }
+    flush(&mut out, &mut lines);
+    let n = family(
+        &mut out,
+        "edgegate_gate_permits",
+        "gauge",
+        "Requests a replica with a capacity is serving for this runner.",
+    );
+    for (target, p) in &gates.permits {
+        lines.push(format!("{n}{{target=\"{target}\"}} {p}"));
+    }
+    flush(&mut out, &mut lines);
     out
 }
 

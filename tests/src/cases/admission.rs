@@ -6,7 +6,7 @@
 use crate::client::{CHAT, Reply};
 use crate::gateway::{GATED, LOW_WAIT_MS, keys};
 use crate::suite::Outcome;
-use crate::target::Target;
+use crate::target::{Runner, Target};
 use crate::{ensure, ensure_eq};
 use serde_json::json;
 use std::sync::Arc;
@@ -107,6 +107,23 @@ pub async fn waiting_requests_are_served_in_priority_order(t: &Target) -> Outcom
         "normal waited for first and high: {normal_took:?}"
     );
     gated.set_latency(0, 0);
+    if t.runner == Runner::LocalRunner {
+        // The gate, drained, in the runner's metrics; no permit left held.
+        let metrics = t
+            .http
+            .get(t.url("/metrics"))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| format!("GET /metrics: {e}"))?
+            .text()
+            .await
+            .map_err(|e| format!("GET /metrics: {e}"))?;
+        let line = format!("edgegate_gate_waiting{{region=\"{GATED}\"}} 0");
+        ensure!(metrics.contains(&line), "no `{line}` in /metrics");
+        let held = format!("edgegate_gate_permits{{target=\"{GATED}\"}}");
+        ensure!(!metrics.contains(&held), "a permit still held: {metrics}");
+    }
     Ok(())
 }
 
