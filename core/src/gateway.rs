@@ -143,7 +143,7 @@ pub struct Attempt {
 /// What an attempt's region gate needs to know about its replica.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptGate {
-    /// The gate: the replica's region.
+    /// The gate: the replica's region (`region#k` when it is sharded).
     pub region: String,
     /// Its configured capacity, less the queue its metrics last reported
     /// (at least 1).

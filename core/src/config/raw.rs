@@ -237,6 +237,8 @@ pub struct RawRegion {
     pub capacity_weight: Option<f64>,
     /// Requests its one endpoint serves at once (with `base_url`).
     pub capacity: Option<u32>,
+    /// Gates its capacity is split among (one Durable Object each at the edge).
+    pub gate_shards: Option<u32>,
     /// "model" (every version) or "model@version".
     pub models: Vec<String>,
     pub health_path: Option<String>,

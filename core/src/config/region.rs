@@ -34,6 +34,9 @@ pub struct Region {
     /// Where each replica's Prometheus metrics are read with its health
     /// (vLLM's or SGLang's queue depth and KV-cache use); `None`: not read.
     pub metrics_path: Option<String>,
+    /// How many gates share its replicas' capacities (a hot region's gate
+    /// split, each request to one by its id); 1 unless configured.
+    pub gate_shards: u32,
 }
 
 impl Region {
@@ -43,6 +46,9 @@ impl Region {
             .any(|&(m, ver)| m == v.model && ver.is_none_or(|ver| ver == v.version))
     }
 }
+
+/// `regions[].gate_shards` at most.
+const MAX_GATE_SHARDS: u32 = 64;
 
 /// Priority admission to replicas with a `capacity` (`admission` in config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,6 +340,16 @@ pub(crate) fn validate_region(path: &str, r: &RawRegion, lookup: &Lookup) -> Res
         .enumerate()
         .map(|(i, spec)| lookup.model_spec(&format!("{path}.models[{i}]"), spec))
         .collect::<Result<Vec<_>>>()?;
+    let gate_shards = r.gate_shards.unwrap_or(1);
+    let smallest = replicas.iter().filter_map(|x| x.capacity).min();
+    if !(1..=MAX_GATE_SHARDS).contains(&gate_shards) || smallest.is_some_and(|c| c < gate_shards) {
+        return Err(ConfigError::new(
+            format!("{path}.gate_shards"),
+            format!(
+                "must be from 1 to {MAX_GATE_SHARDS}, and at most the smallest replica capacity"
+            ),
+        ));
+    }
     let health_path = r.health_path.clone().unwrap_or_else(|| "/health".into());
     validate_path(&format!("{path}.health_path"), &health_path)?;
     if let Some(m) = &r.metrics_path {
@@ -348,5 +364,6 @@ pub(crate) fn validate_region(path: &str, r: &RawRegion, lookup: &Lookup) -> Res
         serves,
         health_path,
         metrics_path: r.metrics_path.clone(),
+        gate_shards,
     })
 }

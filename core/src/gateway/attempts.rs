@@ -10,6 +10,7 @@ use crate::config::{Degrade, Region, Replica, Route, VersionRef};
 use crate::error::GatewayError;
 use crate::geo::{self, ClientGeo, GeoPoint};
 use crate::request::ParsedBody;
+use crate::routing::stable_hash;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -169,9 +170,20 @@ impl Gateway {
     }
 }
 
-/// A replica's gate: its capacity lowered by the queue its metrics report
-/// (work it already cannot start), and its latency estimate.
+/// A replica's gate: its region's (or, for a region whose gate is
+/// sharded, the request's shard of it, `region#k`, with its share of the
+/// capacity), its capacity lowered by the queue its metrics report (work it
+/// already cannot start), and its latency estimate.
 fn gate(ctx: &RequestContext, region: &Region, replica: &Replica, capacity: u32) -> AttemptGate {
+    let (name, capacity) = match region.gate_shards {
+        0 | 1 => (region.name.clone(), capacity),
+        n => {
+            let shard = (stable_hash(&[&ctx.request_id, &region.name]) % u64::from(n)) as u32;
+            // Shard k of n gets cap / n, and one more for k < cap % n.
+            let share = capacity / n + u32::from(shard < capacity % n);
+            (format!("{}#{shard}", region.name), share)
+        }
+    };
     let waiting = ctx
         .regions
         .iter()
@@ -185,8 +197,10 @@ fn gate(ctx: &RequestContext, region: &Region, replica: &Replica, capacity: u32)
         .and_then(|l| l.latency_ms)
         .map_or(1_000, |ms| ms.clamp(1.0, 600_000.0) as u64);
     AttemptGate {
-        region: region.name.clone(),
-        capacity: capacity.saturating_sub(waiting).max(1),
+        region: name,
+        capacity: capacity
+            .saturating_sub(waiting / region.gate_shards.max(1))
+            .max(1),
         service_ms,
     }
 }

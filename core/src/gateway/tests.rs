@@ -665,3 +665,39 @@ fn a_degradation_policy_comes_after_every_primary_attempt_capped_and_marked() {
     let plan = forward(&gateway(), &chat("sk-acme-test-key-1", &body), &ctx());
     assert!(plan.attempts.iter().all(|a| a.degraded.is_none()));
 }
+
+#[test]
+fn a_sharded_gate_splits_the_replicas_capacity_among_its_shards() {
+    let mut v = crate::testing::config_value();
+    v["regions"][0]["capacity"] = json!(8);
+    v["regions"][0]["gate_shards"] = json!(3);
+    let g = Gateway::from_json(&v.to_string(), &secrets()).expect("valid");
+    let mut seen = std::collections::BTreeMap::new();
+    for i in 0..200 {
+        let ctx = RequestContext {
+            request_id: format!("req-shard-{i}"),
+            ..ctx()
+        };
+        let plan = forward(
+            &g,
+            &chat("sk-acme-test-key-1", &chat_body("shard me")),
+            &ctx,
+        );
+        let gate = plan
+            .attempts
+            .iter()
+            .find_map(|a| a.gate.clone())
+            .expect("a gated attempt");
+        seen.insert(gate.region, gate.capacity);
+    }
+    let expected: std::collections::BTreeMap<String, u32> =
+        [("us-east#0", 3), ("us-east#1", 3), ("us-east#2", 2)]
+            .into_iter()
+            .map(|(k, c)| (k.to_owned(), c))
+            .collect();
+    assert_eq!(seen, expected);
+    // More shards than a replica has capacity would leave one with none.
+    v["regions"][0]["gate_shards"] = json!(9);
+    let err = Gateway::from_json(&v.to_string(), &secrets()).expect_err("invalid");
+    assert_eq!(err.path, "regions[0].gate_shards");
+}
