@@ -26,6 +26,7 @@ mod stream;
 mod tests;
 
 use crate::cache::CacheDecision;
+use crate::config::Credential;
 use crate::error::ErrorSource;
 use crate::error::GatewayError;
 use crate::gateway::STALE;
@@ -189,6 +190,7 @@ impl Exchange {
                 ("accept", accept),
                 ("x-request-id", &plan.upstream_request_id),
             ],
+            authorization: a.authorization.as_ref().map(Credential::header_value),
         })
     }
 

@@ -11,7 +11,7 @@
 use crate::admission::Priority;
 use crate::auth::{self, ApiKeyRecord, AuthMethod, Principal};
 use crate::cache::{self, CacheDecision};
-use crate::config::{Config, ConfigError, Secrets, Timeouts};
+use crate::config::{Config, ConfigError, Credential, Secrets, Timeouts};
 use crate::error::GatewayError;
 use crate::geo::{ClientGeo, RegionStatus};
 use crate::load::TargetLoad;
@@ -138,6 +138,9 @@ pub struct Attempt {
     /// its region's gate ([`crate::admission`]).
     #[serde(default)]
     pub gate: Option<AttemptGate>,
+    /// What its replica is sent as `Authorization` (never serialised).
+    #[serde(skip)]
+    pub authorization: Option<Credential>,
 }
 
 /// What an attempt's region gate needs to know about its replica.

@@ -91,7 +91,7 @@ impl Upstream {
 
 fn fetch_request(request: UpstreamRequest<'_>) -> worker::Result<Request> {
     let headers = Headers::new();
-    for (name, value) in request.headers {
+    for (name, value) in request.header_pairs() {
         headers.set(name, value)?;
     }
     let mut init = RequestInit::new();

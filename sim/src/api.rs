@@ -190,6 +190,16 @@ async fn v1(controls: &Controls, req: Request<Incoming>) -> Response<SimBody> {
     if let Err(response) = body {
         return response;
     }
+    if let Some(key) = controls.api_key() {
+        let presented = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if presented != Some(key) {
+            return error_response(StatusCode::UNAUTHORIZED, "Unauthorized", None, None);
+        }
+    }
     let endpoint = match endpoint(&parts.method, parts.uri.path()) {
         Ok(endpoint) => endpoint,
         Err((status, message)) => return error_response(status, &message, None, None),

@@ -272,6 +272,11 @@ impl Controls {
         &self.shared.config.models
     }
 
+    /// The key `/v1/` requests must present, if any.
+    pub(crate) fn api_key(&self) -> Option<&str> {
+        self.shared.config.api_key.as_deref()
+    }
+
     pub(crate) fn next_id(&self) -> u64 {
         self.shared.next_id.fetch_add(1, Ordering::Relaxed)
     }

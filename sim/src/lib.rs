@@ -64,6 +64,9 @@ pub struct BackendConfig {
     pub models: Vec<String>,
     /// Sequences generated at once; the others wait in a queue (`None`: no limit).
     pub max_running: Option<usize>,
+    /// The key `/v1/` requests must present as `Authorization: Bearer …`,
+    /// as with `vllm serve --api-key` (`None`: no key).
+    pub api_key: Option<String>,
 }
 
 impl BackendConfig {
@@ -75,6 +78,7 @@ impl BackendConfig {
             token_interval_ms: 0,
             models: Vec::new(),
             max_running: None,
+            api_key: None,
         }
     }
 }

@@ -36,6 +36,10 @@ struct Args {
     /// Sequences each backend generates at once; the rest wait in a queue.
     #[arg(long)]
     max_running: Option<usize>,
+    /// Refuse `/v1/` requests without `Authorization: Bearer KEY`, as
+    /// `vllm serve --api-key` does.
+    #[arg(long)]
+    api_key: Option<String>,
 }
 
 /// READY lines are split on spaces, so a region must be one non-empty word.
@@ -110,6 +114,7 @@ async fn main() -> ExitCode {
             token_interval_ms: args.token_interval_ms,
             models: args.models.clone(),
             max_running: args.max_running,
+            api_key: args.api_key.clone(),
         };
         match Backend::start(cfg, addr).await {
             Ok(backend) => backends.push(backend),

@@ -751,3 +751,26 @@ async fn a_full_batch_queues_streams_and_reports_it_like_vllm() {
     drop(held);
     backend.controls().set_max_running(None);
 }
+
+#[tokio::test]
+async fn a_backend_with_an_api_key_refuses_requests_without_it_as_vllm_does() {
+    // The test client presents `Bearer upstream-key`.
+    let keyed = start(BackendConfig {
+        api_key: Some("upstream-key".into()),
+        ..BackendConfig::new("k")
+    })
+    .await;
+    let (status, _) = post(keyed.addr(), "/v1/chat/completions", chat("with the key")).await;
+    assert_eq!(status, StatusCode::OK);
+    let other = start(BackendConfig {
+        api_key: Some("another-key".into()),
+        ..BackendConfig::new("o")
+    })
+    .await;
+    let (status, body) = post(other.addr(), "/v1/chat/completions", chat("wrong key")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["type"], "authentication_error");
+    // Health and metrics stay open, as vLLM's do.
+    let (status, _) = get(other.addr(), "/health").await;
+    assert_eq!(status, StatusCode::OK);
+}

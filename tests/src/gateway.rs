@@ -158,6 +158,12 @@ pub const POOL_REPLICAS: [&str; 6] = [
 /// gateway (`capacity: 1`), alone serving `gated` (which degrades to
 /// `tiny`) and `gated-strict` (which does not).
 pub const GATED: &str = "gated";
+/// A region whose one server wants an API key (as `vllm serve --api-key`
+/// does), given to the gateway as the secret `KEYED_SECRET_NAME`; it alone
+/// serves the model `keyed`.
+pub const KEYED: &str = "keyed";
+pub const KEYED_SECRET_NAME: &str = "KEYED_BACKEND_KEY";
+pub const KEYED_SECRET: &str = "conformance-backend-key-5f1c9a";
 /// How long a low-priority request waits for the gated replica.
 pub const LOW_WAIT_MS: u64 = 300;
 
@@ -194,6 +200,10 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
     regions.push(json!({
         "name": GATED, "base_url": url_of(GATED), "capacity": 1, "latitude": 40.7,
         "longitude": -74.0, "residency": "us", "models": ["gated", "gated-strict"],
+    }));
+    regions.push(json!({
+        "name": KEYED, "base_url": url_of(KEYED), "api_key_secret": KEYED_SECRET_NAME,
+        "latitude": 40.7, "longitude": -74.0, "residency": "us", "models": [KEYED],
     }));
     for pool in POOLS {
         let replicas: Vec<Value> = ["a", "b"]
@@ -249,7 +259,8 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
     // when solo-east cannot answer.
     routes.push(json!({"model": "lone", "max_attempts": 2,
         "cache": {"enabled": true, "ttl_seconds": LONE_TTL_SECONDS, "stale_if_error_seconds": 300}}));
-    for name in ["gated", "gated-strict"] {
+    routes.push(json!({"model": KEYED, "max_attempts": 1, "cache": {"enabled": false}}));
+    for name in ["gated", "gated-strict", KEYED] {
         models.push(json!({"name": name, "context_window": 8192,
             "input_usd_per_million": 1.0, "output_usd_per_million": 2.0}));
     }

@@ -4,7 +4,8 @@
 //! runner's name.
 
 use crate::gateway::{
-    self, GATED, HS256_SECRET, HS256_SECRET_NAME, LLAMA_REGION, POOL_REPLICAS, REGIONS,
+    self, GATED, HS256_SECRET, HS256_SECRET_NAME, KEYED, KEYED_SECRET, KEYED_SECRET_NAME,
+    LLAMA_REGION, POOL_REPLICAS, REGIONS,
 };
 use crate::llama::Llama;
 use edgegate_sim::{Backend, BackendConfig, Controls};
@@ -68,14 +69,16 @@ impl Target {
             .iter()
             .map(|r| r.name)
             .chain(POOL_REPLICAS)
-            .chain([GATED])
+            .chain([GATED, KEYED])
         {
-            let backend = Backend::start(
-                BackendConfig::new(name),
-                "127.0.0.1:0".parse().expect("a loopback address"),
-            )
-            .await
-            .map_err(|e| format!("starting the {name} backend: {e}"))?;
+            let config = BackendConfig {
+                api_key: (name == KEYED).then(|| KEYED_SECRET.to_owned()),
+                ..BackendConfig::new(name)
+            };
+            let backend =
+                Backend::start(config, "127.0.0.1:0".parse().expect("a loopback address"))
+                    .await
+                    .map_err(|e| format!("starting the {name} backend: {e}"))?;
             backends.insert(name, backend);
         }
         let llama = Llama::start().await;
@@ -279,6 +282,13 @@ impl Target {
         Ok(records.remove(0))
     }
 
+    /// Everything the runner logged so far: its access log (or the
+    /// Worker's console) and its last output lines.
+    pub fn logs(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        format!("{log}\n{}", self.output.tail())
+    }
+
     /// The runner's last output lines, for a failure report.
     pub fn output_tail(&self) -> String {
         self.output.tail()
@@ -342,7 +352,7 @@ fn local_runner_command(dir: &Path, config: &serde_json::Value) -> Result<Comman
     // Secrets come from .dev.vars beside the config, as with `wrangler dev`.
     write(
         &dir.join(".dev.vars"),
-        &format!("{HS256_SECRET_NAME}={HS256_SECRET}\n"),
+        &format!("{HS256_SECRET_NAME}={HS256_SECRET}\n{KEYED_SECRET_NAME}={KEYED_SECRET}\n"),
     )?;
     let access_log =
         std::fs::File::create(dir.join("access.log")).map_err(|e| format!("access log: {e}"))?;
@@ -379,7 +389,7 @@ fn workerd_command(dir: &Path, config: &serde_json::Value) -> Result<Command, St
     }
     let settings = json!({
         "gateway": config,
-        "secrets": {HS256_SECRET_NAME: HS256_SECRET},
+        "secrets": {HS256_SECRET_NAME: HS256_SECRET, KEYED_SECRET_NAME: KEYED_SECRET},
         "vars": {"TRUST_CLIENT_GEO_HEADERS": "true"},
         "persist": dir.join("state"),
         "log_file": dir.join("worker.log"),

@@ -13,7 +13,7 @@ use crate::net::Cidr;
 use crate::quota::QuotaLimits;
 use crate::request::Endpoint;
 use raw::*;
-pub use region::{Admission, Balancing, Region, Replica};
+pub use region::{Admission, Balancing, Credential, Region, Replica};
 use region::{validate_admission, validate_balancing, validate_location, validate_region};
 pub use route::{CachePolicy, CacheScope, Degrade, Route, RouteSettings, SafetyPolicy, Timeouts};
 use route::{validate_route, validate_settings};
@@ -24,16 +24,28 @@ use std::fmt;
 pub type Secrets = BTreeMap<String, String>;
 
 /// The names of the secrets a `[vars.gateway]` document refers to (each JWT
-/// issuer's `hs256_secret`), for a host to look up before parsing it; a
-/// missing one is reported by `Config::from_json`, naming its field.
+/// issuer's `hs256_secret`, each region's and replica's `api_key_secret`),
+/// for a host to look up before parsing it; a missing one is reported by
+/// `Config::from_json`, naming its field.
 pub fn secret_names(gateway: &serde_json::Value) -> Vec<&str> {
-    gateway
-        .get("jwt_issuers")
-        .and_then(serde_json::Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.get("hs256_secret").and_then(serde_json::Value::as_str))
-        .collect()
+    use serde_json::Value;
+    fn items(v: Option<&Value>) -> impl Iterator<Item = &Value> {
+        v.and_then(Value::as_array).into_iter().flatten()
+    }
+    fn name<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+        v.get(key).and_then(Value::as_str)
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for issuer in items(gateway.get("jwt_issuers")) {
+        names.extend(name(issuer, "hs256_secret"));
+    }
+    for region in items(gateway.get("regions")) {
+        names.extend(name(region, "api_key_secret"));
+        for replica in items(region.get("replicas")) {
+            names.extend(name(replica, "api_key_secret"));
+        }
+    }
+    names
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,6 +281,7 @@ impl Config {
             return Err(ConfigError::new("models", "at least one model is required"));
         }
         let lookup = Lookup {
+            secrets,
             models: &models,
             model_index: &model_index,
             tier_index: &tier_index,
@@ -374,12 +387,26 @@ impl Config {
 
 /// Name lookups available while validating later sections.
 pub(crate) struct Lookup<'a> {
+    secrets: &'a Secrets,
     models: &'a [Model],
     model_index: &'a HashMap<String, usize>,
     tier_index: &'a HashMap<String, usize>,
 }
 
 impl Lookup<'_> {
+    /// The value of the secret `name` names (at `path`).
+    pub(crate) fn secret(&self, path: &str, name: &str) -> Result<String> {
+        match self.secrets.get(name) {
+            Some(v) if !v.is_empty() => Ok(v.clone()),
+            _ => Err(ConfigError::new(
+                path,
+                format!(
+                    "the secret `{name}` is not set (wrangler secret put, .dev.vars or the environment)"
+                ),
+            )),
+        }
+    }
+
     pub(crate) fn tier(&self, path: &str, name: &str) -> Result<usize> {
         self.tier_index
             .get(name)

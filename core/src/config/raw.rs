@@ -239,6 +239,8 @@ pub struct RawRegion {
     pub capacity: Option<u32>,
     /// Gates its capacity is split among (one Durable Object each at the edge).
     pub gate_shards: Option<u32>,
+    /// The name of the secret sent to its servers as `Authorization: Bearer …`.
+    pub api_key_secret: Option<String>,
     /// "model" (every version) or "model@version".
     pub models: Vec<String>,
     pub health_path: Option<String>,
@@ -251,6 +253,8 @@ pub struct RawReplica {
     pub base_url: String,
     /// Requests it serves at once; absent: no limit.
     pub capacity: Option<u32>,
+    /// Its own key's secret name, in place of the region's.
+    pub api_key_secret: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

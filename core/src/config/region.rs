@@ -18,6 +18,29 @@ pub struct Replica {
     pub target: String,
     /// Requests it serves at once; `None`: no limit (not gated).
     pub capacity: Option<u32>,
+    /// What it is sent as `Authorization`, from its `api_key_secret`.
+    pub authorization: Option<Credential>,
+}
+
+/// A backend's `Authorization` value (`Bearer …`), made from a secret. It
+/// never shows in `Debug` output, so no log or error can carry it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential(String);
+
+impl Credential {
+    pub fn bearer(key: &str) -> Credential {
+        Credential(format!("Bearer {key}"))
+    }
+
+    pub fn header_value(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential(…)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -253,7 +276,19 @@ fn validate_capacity(path: &str, capacity: Option<u32>) -> Result<Option<u32>> {
     }
 }
 
-fn validate_replicas(path: &str, r: &RawRegion) -> Result<Vec<Replica>> {
+/// The credential `secret` names, if it names one.
+fn credential(path: &str, secret: Option<&String>, lookup: &Lookup) -> Result<Option<Credential>> {
+    secret
+        .map(|name| Ok(Credential::bearer(&lookup.secret(path, name)?)))
+        .transpose()
+}
+
+fn validate_replicas(path: &str, r: &RawRegion, lookup: &Lookup) -> Result<Vec<Replica>> {
+    let region_key = credential(
+        &format!("{path}.api_key_secret"),
+        r.api_key_secret.as_ref(),
+        lookup,
+    )?;
     if r.replicas.is_some() && r.capacity.is_some() {
         return Err(ConfigError::new(
             format!("{path}.capacity"),
@@ -266,6 +301,7 @@ fn validate_replicas(path: &str, r: &RawRegion) -> Result<Vec<Replica>> {
             base_url: validate_base_url(&format!("{path}.base_url"), url)?,
             target: r.name.clone(),
             capacity: validate_capacity(&format!("{path}.capacity"), r.capacity)?,
+            authorization: region_key,
         }]),
         (None, Some(raw)) if !raw.is_empty() => {
             let mut replicas: Vec<Replica> = Vec::new();
@@ -293,6 +329,14 @@ fn validate_replicas(path: &str, r: &RawRegion) -> Result<Vec<Replica>> {
                     base_url: validate_base_url(&format!("{p}.base_url"), &rep.base_url)?,
                     target: format!("{}/{}", r.name, rep.name),
                     capacity: validate_capacity(&format!("{p}.capacity"), rep.capacity)?,
+                    authorization: match &rep.api_key_secret {
+                        Some(_) => credential(
+                            &format!("{p}.api_key_secret"),
+                            rep.api_key_secret.as_ref(),
+                            lookup,
+                        )?,
+                        None => region_key.clone(),
+                    },
                 });
             }
             Ok(replicas)
@@ -320,7 +364,7 @@ pub(crate) fn validate_region(path: &str, r: &RawRegion, lookup: &Lookup) -> Res
             "must be non-empty, without `/` or spaces",
         ));
     }
-    let replicas = validate_replicas(path, r)?;
+    let replicas = validate_replicas(path, r, lookup)?;
     let capacity_weight = r.capacity_weight.unwrap_or(1.0);
     if !(capacity_weight.is_finite() && capacity_weight > 0.0) {
         return Err(ConfigError::new(

@@ -197,6 +197,10 @@ fn semantic_errors_name_their_field() {
             "regions[3].capacity",
         ),
         (
+            Box::new(|v| v["regions"][2]["api_key_secret"] = json!("NOT_SET")),
+            "regions[2].api_key_secret",
+        ),
+        (
             Box::new(|v| v["tiers"]["free"]["priority"] = json!("urgent")),
             "tiers.free.priority",
         ),

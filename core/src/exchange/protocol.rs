@@ -214,6 +214,16 @@ pub struct UpstreamRequest<'a> {
     pub url: &'a str,
     pub body: &'a str,
     pub headers: [(&'static str, &'a str); 3],
+    /// The replica's credential, when it has one.
+    pub authorization: Option<&'a str>,
+}
+
+impl<'a> UpstreamRequest<'a> {
+    /// Every header to send, the credential included.
+    pub fn header_pairs(&self) -> impl Iterator<Item = (&'static str, &'a str)> + '_ {
+        let auth = self.authorization.map(|v| ("authorization", v));
+        self.headers.iter().copied().chain(auth)
+    }
 }
 
 /// A body the host reads piece by piece for [`Action::ReadBody`] (or the

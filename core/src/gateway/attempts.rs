@@ -126,6 +126,7 @@ impl Planned {
                 body,
                 degraded: degraded.map(str::to_owned),
                 gate,
+                authorization: replica.authorization.clone(),
             });
         }
     }

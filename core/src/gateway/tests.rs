@@ -701,3 +701,39 @@ fn a_sharded_gate_splits_the_replicas_capacity_among_its_shards() {
     let err = Gateway::from_json(&v.to_string(), &secrets()).expect_err("invalid");
     assert_eq!(err.path, "regions[0].gate_shards");
 }
+
+#[test]
+fn a_regions_credential_goes_to_its_attempts_and_never_into_debug_output() {
+    let mut v = crate::testing::config_value();
+    v["regions"][0]["api_key_secret"] = json!("US_EAST_KEY");
+    assert!(crate::config::secret_names(&v).contains(&"US_EAST_KEY"));
+    let mut secrets = secrets();
+    secrets.insert("US_EAST_KEY".into(), "sk-backend-9d3e".into());
+    let g = Gateway::from_json(&v.to_string(), &secrets).expect("valid");
+    let plan = forward(
+        &g,
+        &chat("sk-acme-test-key-1", &chat_body("key me")),
+        &ctx(),
+    );
+    let keyed: Vec<bool> = plan
+        .attempts
+        .iter()
+        .map(|a| a.authorization.is_some())
+        .collect();
+    for (a, has) in plan.attempts.iter().zip(&keyed) {
+        assert_eq!(*has, a.region == "us-east", "{}", a.region);
+    }
+    let sent = plan
+        .attempts
+        .iter()
+        .find_map(|a| a.authorization.as_ref())
+        .expect("us-east is tried");
+    assert_eq!(sent.header_value(), "Bearer sk-backend-9d3e");
+    for text in [
+        format!("{plan:?}"),
+        format!("{:?}", g.config()),
+        serde_json::to_string(&plan).expect("json"),
+    ] {
+        assert!(!text.contains("sk-backend-9d3e"), "the key leaks: {text}");
+    }
+}

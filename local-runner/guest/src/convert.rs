@@ -164,9 +164,8 @@ fn action_to_wit(exchange: &Exchange, action: Action) -> wit::Action {
                 body: request.map_or_else(String::new, |r| r.body.to_owned()),
                 headers: request
                     .map(|r| {
-                        r.headers
-                            .iter()
-                            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                        r.header_pairs()
+                            .map(|(n, v)| (n.to_owned(), v.to_owned()))
                             .collect()
                     })
                     .unwrap_or_default(),

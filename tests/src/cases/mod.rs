@@ -14,6 +14,7 @@ mod real_backend;
 mod routing;
 mod sdk;
 mod streaming;
+mod upstream_auth;
 mod validation;
 
 use crate::case;
@@ -232,6 +233,10 @@ pub const ALL: &[Case] = &[
     case!(
         "routing: a stale cached answer, marked, when every attempt fails",
         routing::a_stale_answer_when_every_attempt_fails
+    ),
+    case!(
+        "credentials: a keyed backend gets its region's secret, which never shows",
+        upstream_auth::a_keyed_backend_gets_its_secret_which_never_shows
     ),
     case!(
         "admission: a full replica serves its waiting requests in priority order",
