@@ -86,6 +86,8 @@ pub struct Exchange {
     shared: bool,
     /// Looking for a permit, from this attempt on.
     scan: Option<Scan>,
+    /// When the permit now asked for was asked for.
+    asked_us: u64,
     /// A kept answer past its TTL, within the stale-if-error window.
     stale: Option<Vec<u8>>,
     /// Why the answer is degraded when no attempt says so (a stale one).
@@ -118,6 +120,7 @@ impl Exchange {
             cached: None,
             shared: false,
             scan: None,
+            asked_us: now_us,
             stale: None,
             degraded_as: None,
             retry_after_ms: 0,
@@ -217,11 +220,13 @@ impl Exchange {
                 self.admitted(now_us);
             }
             (Step::Queued { .. }, Event::Granted { attempt }) => {
+                self.queue_us += now_us.saturating_sub(self.asked_us);
                 self.scan = None;
                 self.attempt = attempt;
                 self.send_now(now_us);
             }
             (Step::Queued { end }, Event::Full { retry_after_ms }) => {
+                self.queue_us += now_us.saturating_sub(self.asked_us);
                 self.retry_after_ms = self.retry_after_ms.max(retry_after_ms);
                 self.gate_full(end, now_us);
             }

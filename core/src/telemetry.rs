@@ -49,7 +49,8 @@ impl CacheStatus {
 pub struct Latency {
     /// The gateway's own work (core calls, quota store, cache lookup).
     pub gateway_us: u64,
-    /// Waiting for a sandbox instance or a quota-store lock.
+    /// Waiting for a sandbox instance, a quota-store lock, or a replica's
+    /// permit at its gate.
     pub queue_us: u64,
     /// From sending upstream to the first response byte.
     pub upstream_first_byte_us: Option<u64>,

@@ -60,6 +60,7 @@ impl Exchange {
             service_ms,
         };
         self.step = Step::Queued { end };
+        self.asked_us = now_us;
         self.actions.push_back(Action::Acquire { region, ask });
     }
 

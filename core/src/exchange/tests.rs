@@ -786,6 +786,8 @@ fn a_gated_attempt_is_sent_with_the_permit_its_gate_granted() {
         _ => None,
     });
     assert_eq!(capacity, Some(3), "a normal request may fill 90% of 4");
+    // The wait for the permit (1 ms in `drive`) is the record's queue time.
+    assert_eq!(record(&log).latency.queue_us, 1_000);
     assert_eq!(sends(&log), [0]);
     assert!(
         position(&log, |a| matches!(a, Action::Acquire { .. }))
