@@ -282,6 +282,19 @@ impl Target {
         Ok(records.remove(0))
     }
 
+    /// The value of header `name` in the last request `backend` received.
+    pub fn last_header(&self, backend: &str, name: &str) -> Result<Option<String>, String> {
+        let seen = self
+            .backend(backend)
+            .last_request()
+            .ok_or_else(|| format!("{backend} got no request"))?;
+        Ok(seen
+            .headers
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v))
+    }
+
     /// Everything the runner logged so far: its access log (or the
     /// Worker's console) and its last output lines.
     pub fn logs(&self) -> String {

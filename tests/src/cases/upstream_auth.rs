@@ -10,24 +10,12 @@ use crate::target::Target;
 use crate::{ensure, ensure_eq};
 use serde_json::json;
 
-fn authorization(t: &Target, backend: &str) -> Result<Option<String>, String> {
-    let seen = t
-        .backend(backend)
-        .last_request()
-        .ok_or_else(|| format!("{backend} got no request"))?;
-    Ok(seen
-        .headers
-        .into_iter()
-        .find(|(name, _)| name == "authorization")
-        .map(|(_, value)| value))
-}
-
 pub async fn a_keyed_backend_gets_its_secret_which_never_shows(t: &Target) -> Outcome {
     let body = json!({"model": KEYED, "max_tokens": 8,
                       "messages": [{"role": "user", "content": "with a key"}]});
     let reply = t.post(CHAT).key(keys::ROUTING).json(&body).send().await?;
     reply.expect(200)?;
-    let sent = authorization(t, KEYED)?;
+    let sent = t.last_header(KEYED, "authorization")?;
     ensure_eq!(
         sent,
         Some(format!("Bearer {KEYED_SECRET}")),
@@ -36,7 +24,11 @@ pub async fn a_keyed_backend_gets_its_secret_which_never_shows(t: &Target) -> Ou
     // The client's own key is never passed on, nor the secret elsewhere.
     let other = t.chat(keys::ROUTING, &chat_body("without a key")).await?;
     other.expect(200)?;
-    ensure_eq!(authorization(t, "us-east")?, None, "what us-east was sent");
+    ensure_eq!(
+        t.last_header("us-east", "authorization")?,
+        None,
+        "what us-east was sent"
+    );
     t.the_record(&reply.request_id()).await?;
     for (what, text) in [
         ("the response", reply.text.as_str()),
