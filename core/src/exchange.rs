@@ -192,7 +192,9 @@ impl Exchange {
                 ("content-type", "application/json"),
                 ("accept", accept),
                 ("x-request-id", &plan.upstream_request_id),
+                ("traceparent", &plan.traceparent),
             ],
+            tracestate: plan.tracestate.as_deref(),
             authorization: a.authorization.as_ref().map(Credential::header_value),
         })
     }

@@ -21,6 +21,7 @@ use crate::response::{Metered, ResponseKind};
 use crate::routing;
 use crate::safety::{self, SafetyReport};
 use crate::tokens;
+use crate::trace_context::TraceContext;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::net::IpAddr;
@@ -192,6 +193,14 @@ pub struct ForwardPlan {
     /// Upstream JSON bodies, one per model version in `attempts`.
     pub bodies: Vec<String>,
     pub timeouts: Timeouts,
+    /// The W3C trace the request belongs to (its `traceparent`, continued,
+    /// or one it starts) and what the backend is sent of it.
+    #[serde(default)]
+    pub trace_id: String,
+    #[serde(default)]
+    pub traceparent: String,
+    #[serde(default)]
+    pub tracestate: Option<String>,
     /// The tier's priority at replica gates, and how long it may wait there.
     #[serde(default)]
     pub priority: Priority,
@@ -414,7 +423,15 @@ impl Gateway {
             response_headers.push(("x-edgegate-safety".into(), format!("flagged; rule={rule}")));
         }
 
+        let trace = TraceContext::for_request(
+            req.headers.get("traceparent"),
+            req.headers.get("tracestate"),
+            &ctx.request_id,
+        );
         Ok(Decision::Forward(Box::new(ForwardPlan {
+            traceparent: trace.traceparent(),
+            trace_id: trace.trace_id,
+            tracestate: trace.tracestate,
             request_id: ctx.request_id.clone(),
             now_ms: ctx.now_ms,
             upstream_request_id: crate::request_id::upstream_form(&ctx.request_id),

@@ -25,6 +25,7 @@ pub mod safety;
 pub mod sse;
 pub mod telemetry;
 pub mod tokens;
+pub mod trace_context;
 
 #[cfg(test)]
 mod testing;

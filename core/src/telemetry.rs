@@ -109,6 +109,10 @@ pub struct UsageRecord {
     /// Why a degraded answer was given (`x-edgegate-degraded`), if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degraded: Option<String>,
+    /// The W3C trace id the backend was sent (`traceparent`), when the
+    /// request got that far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     pub latency: Latency,
 }
 
@@ -141,6 +145,7 @@ impl UsageRecord {
             cost_usd: 0.0,
             usage: None,
             degraded: None,
+            trace_id: None,
             latency,
         }
     }
@@ -177,6 +182,7 @@ impl UsageRecord {
             degraded: tried
                 .filter(|_| settlement.is_some())
                 .and_then(|a| a.degraded.clone()),
+            trace_id: Some(plan.trace_id.clone()),
             latency,
         }
     }

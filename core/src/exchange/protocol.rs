@@ -213,7 +213,9 @@ pub struct UpstreamRequest<'a> {
     pub target: &'a str,
     pub url: &'a str,
     pub body: &'a str,
-    pub headers: [(&'static str, &'a str); 3],
+    pub headers: [(&'static str, &'a str); 4],
+    /// The client's `tracestate`, passed on.
+    pub tracestate: Option<&'a str>,
     /// The replica's credential, when it has one.
     pub authorization: Option<&'a str>,
 }
@@ -221,8 +223,9 @@ pub struct UpstreamRequest<'a> {
 impl<'a> UpstreamRequest<'a> {
     /// Every header to send, the credential included.
     pub fn header_pairs(&self) -> impl Iterator<Item = (&'static str, &'a str)> + '_ {
+        let state = self.tracestate.map(|v| ("tracestate", v));
         let auth = self.authorization.map(|v| ("authorization", v));
-        self.headers.iter().copied().chain(auth)
+        self.headers.iter().copied().chain(state).chain(auth)
     }
 }
 

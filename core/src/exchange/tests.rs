@@ -238,6 +238,47 @@ fn a_cache_miss_is_answered_then_charged_stored_and_recorded() {
             .iter()
             .any(|(n, v)| *n == "x-request-id" && v.len() == 36)
     );
+    // Without a client trace the request starts one; the record names it.
+    let parent = req
+        .header_pairs()
+        .find(|(n, _)| *n == "traceparent")
+        .map(|(_, v)| v.to_owned())
+        .expect("a traceparent");
+    let trace_id = r.trace_id.as_deref().expect("the record's trace id");
+    assert_eq!(parent.len(), 55);
+    assert_eq!(&parent[3..35], trace_id);
+}
+
+#[test]
+fn a_clients_trace_is_continued_to_the_backend_with_its_tracestate() {
+    let g = gateway();
+    let headers = Headers::new([
+        ("authorization", "Bearer sk-acme-test-key-1"),
+        ("content-type", "application/json"),
+        (
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
+        ("tracestate", "congo=t61rcWkgMzE"),
+    ]);
+    let ex = exchange(&g, &chat_body("hello"), headers);
+    let req = ex.upstream_request(0).expect("attempt 0");
+    let sent: Vec<(&str, &str)> = req.header_pairs().collect();
+    let parent = sent
+        .iter()
+        .find(|(n, _)| *n == "traceparent")
+        .expect("traceparent")
+        .1;
+    assert!(
+        parent.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+        "{parent}"
+    );
+    assert!(parent.ends_with("-01"), "{parent}");
+    assert!(
+        !parent.contains("b7ad6b7169203331"),
+        "the gateway's span is the parent"
+    );
+    assert!(sent.contains(&("tracestate", "congo=t61rcWkgMzE")));
 }
 
 #[test]

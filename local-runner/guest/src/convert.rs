@@ -295,6 +295,7 @@ fn usage_record(r: UsageRecord) -> wit::UsageRecord {
             UsageSource::Reserved => wit::UsageSource::Reserved,
         }),
         degraded: r.degraded,
+        trace_id: r.trace_id,
         latency: wit::Latency {
             gateway_us: r.latency.gateway_us,
             queue_us: r.latency.queue_us,

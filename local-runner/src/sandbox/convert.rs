@@ -179,6 +179,7 @@ pub fn usage_record(r: guest::UsageRecord) -> UsageRecord {
             guest::UsageSource::Reserved => UsageSource::Reserved,
         }),
         degraded: r.degraded,
+        trace_id: r.trace_id,
         latency: Latency {
             gateway_us: r.latency.gateway_us,
             queue_us: r.latency.queue_us,

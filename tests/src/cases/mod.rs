@@ -14,6 +14,7 @@ mod real_backend;
 mod routing;
 mod sdk;
 mod streaming;
+mod trace_context;
 mod upstream_auth;
 mod validation;
 
@@ -233,6 +234,10 @@ pub const ALL: &[Case] = &[
     case!(
         "routing: a stale cached answer, marked, when every attempt fails",
         routing::a_stale_answer_when_every_attempt_fails
+    ),
+    case!(
+        "tracing: a traceparent reaches the backend with the gateway as parent, and the record",
+        trace_context::a_trace_reaches_the_backend_and_the_record
     ),
     case!(
         "credentials: a keyed backend gets its region's secret, which never shows",

@@ -1,0 +1,170 @@
+//! W3C Trace Context (<https://www.w3.org/TR/trace-context/>): a client's
+//! `traceparent` is continued to the backend with the gateway's own span as
+//! the parent (and its `tracestate` passed on unchanged); a request without
+//! a valid one starts a trace whose id is the request id's 128 bits, so a
+//! usage record and a backend's logs meet on one id. The gateway's span id
+//! is derived from the request id: stable, and the same on every host.
+
+use crate::routing::stable_hash;
+
+/// The trace a request belongs to, and the gateway's span in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// The gateway's span: 16 lowercase hex digits.
+    pub span_id: String,
+    /// The trace flags (bit 0: sampled).
+    pub flags: u8,
+    /// The client's `tracestate`, passed on as it came.
+    pub tracestate: Option<String>,
+}
+
+/// `tracestate` longer than this is dropped (the spec's limit is 32
+/// members of at most 256 characters; a header this long is not one).
+const MAX_TRACESTATE: usize = 512;
+
+impl TraceContext {
+    /// The trace of a request with these headers' `traceparent` and
+    /// `tracestate`, and id `request_id`.
+    pub fn for_request(
+        traceparent: Option<&str>,
+        tracestate: Option<&str>,
+        request_id: &str,
+    ) -> TraceContext {
+        let span = stable_hash(&["edgegate-span", request_id]);
+        let span_id = format!("{:016x}", span.max(1));
+        match traceparent.and_then(parse) {
+            Some((trace_id, flags)) => TraceContext {
+                trace_id,
+                span_id,
+                flags,
+                tracestate: tracestate
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty() && s.len() <= MAX_TRACESTATE && s.is_ascii())
+                    .map(str::to_owned),
+            },
+            None => TraceContext {
+                trace_id: new_trace_id(request_id),
+                span_id,
+                flags: 0x01,
+                tracestate: None,
+            },
+        }
+    }
+
+    /// The `traceparent` the backend gets: this trace, the gateway's span
+    /// as its parent.
+    pub fn traceparent(&self) -> String {
+        format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, self.flags)
+    }
+}
+
+/// The trace id and flags of a valid version-00 `traceparent` (a later
+/// version is read by its first four fields, as the spec asks).
+fn parse(header: &str) -> Option<(String, u8)> {
+    let header = header.trim();
+    let mut parts = header.split('-');
+    let (version, trace_id, parent_id, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let lower_hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = lower_hex(version, 2)
+        && version != "ff"
+        && (version != "00" || parts.next().is_none())
+        && lower_hex(trace_id, 32)
+        && trace_id.bytes().any(|b| b != b'0')
+        && lower_hex(parent_id, 16)
+        && parent_id.bytes().any(|b| b != b'0')
+        && lower_hex(flags, 2);
+    if !valid {
+        return None;
+    }
+    Some((trace_id.to_owned(), u8::from_str_radix(flags, 16).ok()?))
+}
+
+/// A new trace's id: the request id's 32 hex digits when it is one of ours
+/// (`req_` + 32 hex), else a hash of it.
+fn new_trace_id(request_id: &str) -> String {
+    let ours = request_id
+        .strip_prefix("req_")
+        .filter(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase)
+        .filter(|hex| hex.bytes().any(|b| b != b'0'));
+    ours.unwrap_or_else(|| {
+        let a = stable_hash(&["edgegate-trace", request_id]);
+        let b = stable_hash(&["edgegate-trace-2", request_id]);
+        format!("{a:016x}{b:016x}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "req_4bf92f3577b34da6a3ce929d0e0e4736";
+
+    #[test]
+    fn a_clients_trace_is_continued_with_the_gateways_span() {
+        let t = TraceContext::for_request(
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            Some("congo=t61rcWkgMzE"),
+            ID,
+        );
+        assert_eq!(t.trace_id, "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(t.flags, 1);
+        assert_eq!(t.tracestate.as_deref(), Some("congo=t61rcWkgMzE"));
+        let sent = t.traceparent();
+        assert!(
+            sent.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+            "{sent}"
+        );
+        assert_ne!(
+            &sent[36..52],
+            "b7ad6b7169203331",
+            "the gateway is the parent"
+        );
+        assert_eq!(sent.len(), 55);
+        // The same request id: the same span, on every host.
+        assert_eq!(
+            t,
+            TraceContext::for_request(
+                Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+                Some("congo=t61rcWkgMzE"),
+                ID,
+            )
+        );
+    }
+
+    #[test]
+    fn an_invalid_or_missing_traceparent_starts_a_trace_named_by_the_request() {
+        for bad in [
+            None,
+            Some(""),
+            Some("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"),
+            Some("00-00000000000000000000000000000000-b7ad6b7169203331-01"),
+            Some("00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01"),
+            Some("ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra"),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b71692033-01"),
+        ] {
+            let t = TraceContext::for_request(bad, Some("a=b"), ID);
+            assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736", "{bad:?}");
+            assert_eq!((t.flags, t.tracestate.as_deref()), (1, None), "{bad:?}");
+        }
+        // A later version is read by its first four fields.
+        let later = "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-future";
+        let t = TraceContext::for_request(Some(later), None, ID);
+        assert_eq!(
+            (t.trace_id.as_str(), t.flags),
+            ("0af7651916cd43dd8448eb211c80319c", 0)
+        );
+        // An id that is not ours still gets a 128-bit trace id.
+        let t = TraceContext::for_request(None, None, "req-1");
+        assert_eq!(t.trace_id.len(), 32);
+        assert!(t.trace_id.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+}
