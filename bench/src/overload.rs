@@ -117,6 +117,24 @@ struct TenantResult {
     ttft: Vec<Duration>,
 }
 
+impl TenantResult {
+    /// Its line of the table.
+    fn row(&self, label: &str) -> String {
+        format!(
+            "| {label} | {} | {} | {} ({}) | {} ({}) | {} | {} / {} |",
+            self.offered,
+            self.served,
+            self.degraded,
+            self.unmarked,
+            self.refused,
+            self.refused_with_retry_after,
+            self.failed,
+            ms(percentile(&self.ttft, 0.5)),
+            ms(percentile(&self.ttft, 0.99)),
+        )
+    }
+}
+
 enum Outcome {
     Served(Duration),
     Degraded,
@@ -284,31 +302,17 @@ pub async fn run(who: &str, fleet: &Fleet, gateway: Target, seconds: u64) -> Res
         if *tenant == "premium" {
             premium_p99 = percentile(&r.ttft, 0.99);
         }
-        lines.push(format!(
-            "| {tenant} ({priority}, {:.0} requests/s) | {} | {} | {} ({}) | {} ({}) | {} | {} / {} |",
-            capacity_rps * share,
-            r.offered,
-            r.served,
-            r.degraded,
-            r.unmarked,
-            r.refused,
-            r.refused_with_retry_after,
-            r.failed,
-            ms(percentile(&r.ttft, 0.5)),
-            ms(percentile(&r.ttft, 0.99)),
-        ));
+        let label = format!(
+            "{tenant} ({priority}, {:.0} requests/s)",
+            capacity_rps * share
+        );
+        lines.push(r.row(&label));
     }
-    lines.push(format!(
-        "| premium alone ({:.0} requests/s): the unloaded figure | {} | {} | {} | {} | {} | {} / {} |",
-        capacity_rps / 10.0,
-        calm.offered,
-        calm.served,
-        calm.degraded,
-        calm.refused,
-        calm.failed,
-        ms(percentile(&calm.ttft, 0.5)),
-        ms(percentile(&calm.ttft, 0.99)),
-    ));
+    let label = format!(
+        "premium alone ({:.0} requests/s): the unloaded figure",
+        capacity_rps / 10.0
+    );
+    lines.push(calm.row(&label));
     let calm_p99 = percentile(&calm.ttft, 0.99);
     if let (Some(loaded), Some(calm)) = (premium_p99, calm_p99) {
         lines.push(format!(

@@ -282,6 +282,19 @@ impl Target {
         Ok(records.remove(0))
     }
 
+    /// The runner's Prometheus `/metrics` text.
+    pub async fn metrics(&self) -> Result<String, String> {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| format!("GET /metrics: {e}"))?
+            .text()
+            .await
+            .map_err(|e| format!("GET /metrics: {e}"))
+    }
+
     /// The value of header `name` in the last request `backend` received.
     pub fn last_header(&self, backend: &str, name: &str) -> Result<Option<String>, String> {
         let seen = self

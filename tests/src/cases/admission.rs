@@ -109,16 +109,7 @@ pub async fn waiting_requests_are_served_in_priority_order(t: &Target) -> Outcom
     gated.set_latency(0, 0);
     if t.runner == Runner::LocalRunner {
         // The gate, drained, in the runner's metrics; no permit left held.
-        let metrics = t
-            .http
-            .get(t.url("/metrics"))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| format!("GET /metrics: {e}"))?
-            .text()
-            .await
-            .map_err(|e| format!("GET /metrics: {e}"))?;
+        let metrics = t.metrics().await?;
         let line = format!("edgegate_gate_waiting{{region=\"{GATED}\"}} 0");
         ensure!(metrics.contains(&line), "no `{line}` in /metrics");
         let held = format!("edgegate_gate_permits{{target=\"{GATED}\"}}");

@@ -132,16 +132,7 @@ pub async fn a_queued_replica_gets_no_traffic_until_it_drains(t: &Target) -> Out
     let_probes_land(t).await?;
     if t.runner == Runner::LocalRunner {
         // What the balancing saw, in the runner's own metrics.
-        let metrics = t
-            .http
-            .get(t.url("/metrics"))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| format!("GET /metrics: {e}"))?
-            .text()
-            .await
-            .map_err(|e| format!("GET /metrics: {e}"))?;
+        let metrics = t.metrics().await?;
         let line = "edgegate_replica_reported_waiting{target=\"pool-queue/b\"} 5";
         ensure!(
             metrics.contains(line),
