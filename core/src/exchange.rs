@@ -32,6 +32,7 @@ use crate::error::GatewayError;
 use crate::gateway::STALE;
 use crate::gateway::{Decision, ForwardPlan, Gateway, LocalResponse, QuotaRequest, Settlement};
 use crate::health::AttemptFailure;
+use crate::ledger::LedgerEntry;
 use crate::quota::{Amounts, ReserveOutcome, rate_limit_headers};
 use crate::response::{self, Metered};
 use crate::telemetry::{CacheStatus, Latency, PlanOutcome, UsageRecord};
@@ -59,6 +60,13 @@ enum Step {
     Done,
 }
 
+/// How a held reservation ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    Settle(Amounts),
+    Release,
+}
+
 pub struct Exchange {
     request_id: String,
     plan: Option<Box<ForwardPlan>>,
@@ -69,6 +77,8 @@ pub struct Exchange {
     cache: CacheStatus,
     /// The quota is reserved and not yet settled or released.
     holds_quota: bool,
+    /// How the reservation closes, once the record says what to ledger.
+    closing: Option<Closing>,
     /// The attempt being tried, or that answered or failed last.
     attempt: usize,
     attempts_made: u32,
@@ -107,6 +117,7 @@ impl Exchange {
             headers: Vec::new(),
             cache: CacheStatus::Off,
             holds_quota: false,
+            closing: None,
             attempt: 0,
             attempts_made: 0,
             error: None,
@@ -698,7 +709,7 @@ impl Exchange {
         }
         if self.holds_quota {
             self.holds_quota = false;
-            self.actions.push_back(Action::Release);
+            self.closing = Some(Closing::Release);
         }
         let local = LocalResponse::error(&error, &self.request_id);
         let mut headers = self.headers.clone();
@@ -727,10 +738,11 @@ impl Exchange {
         }));
     }
 
+    /// Charges `actual` when the record is out (the ledger needs it).
     fn settle(&mut self, actual: Amounts) {
         if self.holds_quota {
             self.holds_quota = false;
-            self.actions.push_back(Action::Settle { actual });
+            self.closing = Some(Closing::Settle(actual));
         }
     }
 
@@ -782,6 +794,18 @@ impl Exchange {
         let mut record = UsageRecord::planned(self.plan_ref(), &outcome);
         if let Some(reason) = self.degraded_as {
             record.degraded = Some(reason.to_owned());
+        }
+        match self.closing.take() {
+            Some(Closing::Settle(actual)) => {
+                let ledger = LedgerEntry::of(self.plan_ref(), &record, actual.cost_micros);
+                let ledger = Box::new(ledger);
+                self.actions.push_back(Action::Settle { actual, ledger });
+            }
+            Some(Closing::Release) => {
+                let ledger = Box::new(LedgerEntry::of(self.plan_ref(), &record, 0));
+                self.actions.push_back(Action::Release { ledger });
+            }
+            None => {}
         }
         self.actions.push_back(Action::Record(Box::new(record)));
         self.step = Step::Done;

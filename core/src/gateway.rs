@@ -15,7 +15,7 @@ use crate::config::{Config, ConfigError, Credential, Secrets, Timeouts};
 use crate::error::GatewayError;
 use crate::geo::{ClientGeo, RegionStatus};
 use crate::load::TargetLoad;
-use crate::quota::{Amounts, QuotaLimits, QuotaSnapshot, ReserveOutcome};
+use crate::quota::{self, Amounts, QuotaLimits, QuotaSnapshot, ReserveOutcome};
 use crate::request::{self, Endpoint, HttpRequest, ParsedBody};
 use crate::response::{Metered, ResponseKind};
 use crate::routing;
@@ -176,6 +176,9 @@ pub struct ForwardPlan {
     pub tier: String,
     pub user: Option<String>,
     pub auth: AuthMethod,
+    /// The API key's id, for the usage record and the ledger.
+    #[serde(default)]
+    pub key_id: Option<String>,
     pub endpoint: Endpoint,
     /// The model as configured (aliases resolved).
     pub model: String,
@@ -401,12 +404,8 @@ impl Gateway {
 
         let tier = &config.tiers[principal.tier];
         let shards = tenant.map_or(1, |t| t.quota_shards);
-        let key = if shards > 1 {
-            let shard = routing::stable_hash(&[&ctx.request_id]) % u64::from(shards);
-            format!("{}#{shard}", principal.tenant_id)
-        } else {
-            principal.tenant_id.clone()
-        };
+        let shard = routing::stable_hash(&[&ctx.request_id]) % u64::from(shards);
+        let key = quota::state_key(&principal.tenant_id, shard, shards);
         let quota = QuotaRequest {
             key,
             limits: tier.limits.shard(shards),
@@ -439,6 +438,7 @@ impl Gateway {
             tier: tier.name.clone(),
             user: user.map(str::to_owned),
             auth: principal.method,
+            key_id: principal.key_id.clone(),
             endpoint,
             model: model.name.clone(),
             stream: parsed.stream,
@@ -573,9 +573,10 @@ impl Gateway {
             Metered::Reported(u) => {
                 Some((u.prompt_tokens, u.completion_tokens, UsageSource::Reported))
             }
+            // Counted like the prompt: in the model's own tokens.
             Metered::Relayed { completion_tokens } => Some((
                 r.prompt_tokens_estimate,
-                completion_tokens.min(r.max_output_tokens),
+                scale_output(completion_tokens, model).min(r.max_output_tokens),
                 UsageSource::Estimated,
             )),
             Metered::Unknown => None,
@@ -605,3 +606,11 @@ mod attempts;
 pub use attempts::{PRIMARY_UNAVAILABLE, SATURATED, STALE};
 #[cfg(test)]
 mod tests;
+
+/// Output tokens counted in what was relayed, in `model`'s own tokens (its
+/// `prompt_estimate_factor`, as for the prompt).
+fn scale_output(counted: u64, model: Option<&crate::config::Model>) -> u64 {
+    let factor = model.map_or(1.0, |m| m.prompt_estimate_factor);
+    let counted32 = u32::try_from(counted).unwrap_or(u32::MAX);
+    u64::from(tokens::scaled(counted32, factor))
+}

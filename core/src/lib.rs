@@ -4,6 +4,7 @@
 //!
 //! Start at [`gateway`]: it reads as the request's path.
 
+pub mod admin;
 pub mod admission;
 pub mod auth;
 pub mod balance;
@@ -14,6 +15,7 @@ pub mod exchange;
 pub mod gateway;
 pub mod geo;
 pub mod health;
+pub mod ledger;
 pub mod load;
 pub mod net;
 pub mod quota;

@@ -89,8 +89,13 @@ impl<'a> PlanOutcome<'a> {
 pub struct UsageRecord {
     pub request_id: String,
     pub tenant: Option<String>,
+    /// The API key's id (never the key); none for a token or a refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
     pub tier: Option<String>,
     pub endpoint: Option<String>,
+    /// The model that answered (a fallback's or a degraded answer's own),
+    /// else the one asked for.
     pub model: Option<String>,
     pub version: Option<String>,
     pub region: Option<String>,
@@ -130,6 +135,7 @@ impl UsageRecord {
         UsageRecord {
             request_id: request_id.to_owned(),
             tenant: None,
+            key_id: None,
             tier: None,
             endpoint: None,
             model: None,
@@ -165,9 +171,10 @@ impl UsageRecord {
         UsageRecord {
             request_id: plan.request_id.clone(),
             tenant: Some(plan.tenant_id.clone()),
+            key_id: plan.key_id.clone(),
             tier: Some(plan.tier.clone()),
             endpoint: Some(plan.endpoint.label().to_owned()),
-            model: Some(plan.model.clone()),
+            model: Some(tried.map_or(&plan.model, |a| &a.model).clone()),
             version: tried.map(|a| a.version.clone()),
             region: tried.map(|a| a.region.clone()),
             status,

@@ -30,9 +30,14 @@ pub async fn http_request(req: &mut Request) -> Result<HttpRequest, GatewayError
     Ok(HttpRequest {
         method: req.inner().method(),
         path: req.path(),
-        headers: Headers::new(req.headers().entries()),
+        headers: headers(req),
         body,
     })
+}
+
+/// The request's headers as the core sees them.
+pub fn headers(req: &Request) -> Headers {
+    Headers::new(req.headers().entries())
 }
 
 /// The client's address, as Cloudflare's edge saw it.

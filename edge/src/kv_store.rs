@@ -6,6 +6,7 @@
 //! | `apikey:<sha256 hex of the key>` | an `ApiKeyRecord` as JSON |
 //! | `health:regions` | the cron's `HealthBoard` as JSON |
 //! | `cache:<plan cache key>` | a cached upstream JSON answer |
+//! | `ledger-tenant:<tenant>` | `1`: the tenant has usage ledger rows (written once by its quota object) |
 
 use edgegate_core::GatewayError;
 use edgegate_core::auth::ApiKeyRecord;
@@ -13,6 +14,7 @@ use edgegate_core::health::HealthBoard;
 use worker::{Env, KvStore, console_warn};
 
 const BINDING: &str = "EDGEGATE_KV";
+const LEDGER_TENANT_PREFIX: &str = "ledger-tenant:";
 const HEALTH_KEY: &str = "health:regions";
 /// KV refuses shorter expirations.
 const MIN_TTL_SECONDS: u64 = 60;
@@ -93,6 +95,46 @@ impl EdgeKv {
         };
         if let Err(e) = result {
             console_warn!("edgegate: cache write failed: {e}");
+        }
+    }
+}
+
+/// Notes in KV that `tenant` has ledger rows (its quota object calls this once).
+pub async fn register_ledger_tenant(env: &Env, tenant: &str) -> Result<(), String> {
+    let kv = env.kv(BINDING).map_err(|e| e.to_string())?;
+    kv.put(&format!("{LEDGER_TENANT_PREFIX}{tenant}"), "1")
+        .map_err(|e| e.to_string())?
+        .execute()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+impl EdgeKv {
+    /// Every tenant registered as having ledger rows.
+    pub async fn ledger_tenants(&self) -> Result<Vec<String>, GatewayError> {
+        let mut tenants = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut list = self.0.list().prefix(LEDGER_TENANT_PREFIX.to_owned());
+            if let Some(c) = cursor.take() {
+                list = list.cursor(c);
+            }
+            let page = list.execute().await.map_err(|e| {
+                console_warn!("edgegate: listing ledger tenants failed: {e}");
+                GatewayError::Internal {
+                    message: "the key-value store is unavailable".into(),
+                }
+            })?;
+            tenants.extend(
+                page.keys
+                    .iter()
+                    .filter_map(|k| k.name.strip_prefix(LEDGER_TENANT_PREFIX))
+                    .map(str::to_owned),
+            );
+            match page.cursor {
+                Some(c) if !page.list_complete => cursor = Some(c),
+                _ => return Ok(tenants),
+            }
         }
     }
 }

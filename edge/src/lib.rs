@@ -7,6 +7,7 @@
 //! installs the panic hook (it logs the panic and re-instantiates the module),
 //! so no handler here sets another.
 
+mod admin;
 mod clock;
 mod coalescing;
 mod config;
@@ -29,6 +30,13 @@ use worker::{Context, Env, Request, Response, ScheduleContext, ScheduledEvent, e
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    if edgegate_core::admin::is_admin_path(&req.path()) {
+        let request_id = match incoming::request_id() {
+            Ok(id) => id,
+            Err(e) => return Ok(respond::error(&e, "")),
+        };
+        return Ok(admin::handle(&req, &env, &request_id).await);
+    }
     Ok(pipeline::handle(req, env, ctx).await)
 }
 

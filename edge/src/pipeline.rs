@@ -307,19 +307,21 @@ impl Driver {
                 self.in_flight = None;
                 return;
             }
-            Action::Settle { actual } => {
+            Action::Settle { actual, ledger } => {
                 if let (Some(plan), Ok(quotas)) =
                     (self.exchange.plan(), quota_store(&mut io.quotas, &self.env))
                 {
-                    quotas.settle(&plan.quota, &plan.request_id, actual).await;
+                    quotas
+                        .settle(&plan.quota, &plan.request_id, actual, ledger)
+                        .await;
                 }
                 return;
             }
-            Action::Release => {
+            Action::Release { ledger } => {
                 if let (Some(plan), Ok(quotas)) =
                     (self.exchange.plan(), quota_store(&mut io.quotas, &self.env))
                 {
-                    quotas.release(&plan.quota, &plan.request_id).await;
+                    quotas.release(&plan.quota, &plan.request_id, ledger).await;
                 }
                 return;
             }

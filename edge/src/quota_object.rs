@@ -7,10 +7,17 @@
 //!
 //! Reservations nobody settles (the isolate died mid-stream) expire: an
 //! alarm at the earliest expiry calls `QuotaState::expire`.
+//!
+//! The usage ledger's rows of the key live here too (table `usage_ledger`,
+//! `edgegate_core::ledger::sql`): a settle or release adds its request's
+//! entry in the same write as the counters, so the ledger is exact. An
+//! object that wrote its first row says so once in KV
+//! (`ledger-tenant:<tenant>`), so usage reports over every tenant find it.
 
 use crate::clock::now_ms;
 use edgegate_core::GatewayError;
 use edgegate_core::gateway::QuotaRequest;
+use edgegate_core::ledger::{LedgerCounts, LedgerEntry, LedgerKey, StoredKey, UsageQuery, sql};
 use edgegate_core::quota::{
     Amounts, Outstanding, QuotaChange, QuotaLimits, QuotaState, ReserveOutcome,
 };
@@ -40,10 +47,14 @@ enum Command {
         id: String,
         limits: QuotaLimits,
         actual: Amounts,
+        #[serde(default)]
+        ledger: Option<Box<LedgerEntry>>,
     },
     Release {
         id: String,
         limits: QuotaLimits,
+        #[serde(default)]
+        ledger: Option<Box<LedgerEntry>>,
     },
 }
 
@@ -56,10 +67,16 @@ enum Incoming {
     Query(Query),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Query {
     Stats,
+    /// The ledger rows of days `from..=to` (day numbers), of one key or all.
+    Usage {
+        from: u32,
+        to: u32,
+        key: Option<String>,
+    },
 }
 
 /// The answer to `stats`.
@@ -101,23 +118,50 @@ impl QuotaStore {
         self.call(&quota.key, &command).await
     }
 
-    /// Charges the real usage instead of the reservation.
-    pub async fn settle(&self, quota: &QuotaRequest, id: &str, actual: Amounts) {
+    /// Charges the real usage instead of the reservation, and adds the
+    /// request to the ledger.
+    pub async fn settle(
+        &self,
+        quota: &QuotaRequest,
+        id: &str,
+        actual: Amounts,
+        ledger: Box<LedgerEntry>,
+    ) {
         let command = Command::Settle {
             id: id.to_owned(),
             limits: quota.limits.clone(),
             actual,
+            ledger: Some(ledger),
         };
         self.call_logged(&quota.key, &command).await;
     }
 
-    /// Gives the whole reservation back (the call failed).
-    pub async fn release(&self, quota: &QuotaRequest, id: &str) {
+    /// Gives the whole reservation back (the call failed), and adds the
+    /// request to the ledger as an error.
+    pub async fn release(&self, quota: &QuotaRequest, id: &str, ledger: Box<LedgerEntry>) {
         let command = Command::Release {
             id: id.to_owned(),
             limits: quota.limits.clone(),
+            ledger: Some(ledger),
         };
         self.call_logged(&quota.key, &command).await;
+    }
+
+    /// The ledger rows the object of quota key `key` holds for `query`'s
+    /// days and key.
+    pub async fn usage(
+        &self,
+        key: &str,
+        query: &UsageQuery,
+    ) -> std::result::Result<Vec<LedgerEntry>, GatewayError> {
+        let ask = Query::Usage {
+            from: query.from.number(),
+            to: query.to.number(),
+            key: query.key.clone(),
+        };
+        crate::object_call::call(&self.0, key, "https://quota.internal/", &ask)
+            .await
+            .map_err(|e| store_error(e.to_string()))
     }
 
     /// Settling is best effort: an unsettled reservation expires on its own.
@@ -184,10 +228,13 @@ pub struct QuotaObject {
     memory: RefCell<Option<Stored>>,
     /// Reserve, settle and release commands served by this instance.
     commands: Cell<u64>,
+    env: Env,
+    /// Whether KV knows this object's tenant has ledger rows.
+    registered: Cell<bool>,
 }
 
 impl DurableObject for QuotaObject {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
         let created = state.storage().sql().exec(
             "CREATE TABLE IF NOT EXISTS quota_counters (
                 id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -204,13 +251,20 @@ impl DurableObject for QuotaObject {
             )",
             None,
         );
-        if let Err(e) = created.and(reservations) {
+        let ledger = state.storage().sql().exec(sql::CREATE_TABLE, None);
+        let registered = state.storage().sql().exec(
+            "CREATE TABLE IF NOT EXISTS ledger_registered (id INTEGER PRIMARY KEY CHECK (id = 1))",
+            None,
+        );
+        if let Err(e) = created.and(reservations).and(ledger).and(registered) {
             console_warn!("edgegate: quota tables: {e}");
         }
         QuotaObject {
             state,
             memory: RefCell::new(None),
             commands: Cell::new(0),
+            env,
+            registered: Cell::new(false),
         }
     }
 
@@ -221,6 +275,10 @@ impl DurableObject for QuotaObject {
                 let commands = self.commands.get();
                 return json_reply(serde_json::to_string(&Stats { commands })?);
             }
+            Ok(Incoming::Query(Query::Usage { from, to, key })) => {
+                let rows = read_ledger(&self.state.storage().sql(), from, to, key)?;
+                return json_reply(serde_json::to_string(&rows)?);
+            }
             Err(e) => return Response::error(format!("bad quota command: {e}"), 400),
         };
         self.commands.set(self.commands.get() + 1);
@@ -228,7 +286,7 @@ impl DurableObject for QuotaObject {
         let now = now_ms();
         let sql = self.state.storage().sql();
         // Change and write without awaiting: atomic within this object.
-        let (reply, wake) = {
+        let (reply, wake, tenant) = {
             let mut memory = self.memory.borrow_mut();
             if memory.is_none() {
                 *memory = Some(load(&sql)?.unwrap_or_else(|| Stored {
@@ -242,29 +300,51 @@ impl DurableObject for QuotaObject {
             };
             stored.limits = limits;
             let state = &mut stored.state;
-            let reply = match command {
+            let (reply, ledger) = match command {
                 Command::Reserve {
                     id,
                     limits,
                     amounts,
                     ttl_ms,
-                } => serde_json::to_string(&state.reserve(now, &limits, &id, amounts, ttl_ms))?,
-                Command::Settle { id, limits, actual } => serde_json::to_string(&Settled {
-                    settled: state.settle(now, &limits, &id, actual),
-                })?,
-                Command::Release { id, limits } => serde_json::to_string(&Settled {
-                    settled: state.release(now, &limits, &id),
-                })?,
+                } => (
+                    serde_json::to_string(&state.reserve(now, &limits, &id, amounts, ttl_ms))?,
+                    None,
+                ),
+                Command::Settle {
+                    id,
+                    limits,
+                    actual,
+                    ledger,
+                } => (
+                    serde_json::to_string(&Settled {
+                        settled: state.settle(now, &limits, &id, actual),
+                    })?,
+                    ledger,
+                ),
+                Command::Release { id, limits, ledger } => (
+                    serde_json::to_string(&Settled {
+                        settled: state.release(now, &limits, &id),
+                    })?,
+                    ledger,
+                ),
             };
             let wake = earlier_alarm(stored);
-            if let Err(e) = save(&sql, stored) {
+            // The counters and the ledger row in one write.
+            if let Err(e) = save(&sql, stored).and_then(|()| {
+                ledger
+                    .as_ref()
+                    .map_or(Ok(()), |entry| add_to_ledger(&sql, entry))
+            }) {
                 *memory = None;
                 return Err(e);
             }
-            (reply, wake)
+            (reply, wake, ledger.map(|e| e.key.tenant))
         };
         if let Some(at) = wake {
             self.set_alarm(&sql, at).await;
+        }
+        if let Some(tenant) = tenant {
+            self.register(&sql, &tenant).await;
         }
         json_reply(reply)
     }
@@ -297,6 +377,31 @@ impl DurableObject for QuotaObject {
 }
 
 impl QuotaObject {
+    /// Tells KV, once, that this object's tenant has ledger rows.
+    async fn register(&self, sql: &SqlStorage, tenant: &str) {
+        if self.registered.get() {
+            return;
+        }
+        let known = sql
+            .exec("SELECT id FROM ledger_registered", None)
+            .and_then(|c| c.to_array::<serde_json::Value>())
+            .is_ok_and(|rows| !rows.is_empty());
+        if !known {
+            if let Err(e) = crate::kv_store::register_ledger_tenant(&self.env, tenant).await {
+                console_warn!("edgegate: ledger tenant not registered in KV: {e}");
+                return;
+            }
+            if let Err(e) = sql.exec(
+                "INSERT OR IGNORE INTO ledger_registered (id) VALUES (1)",
+                None,
+            ) {
+                console_warn!("edgegate: ledger registration not kept: {e}");
+                return;
+            }
+        }
+        self.registered.set(true);
+    }
+
     /// A failed `setAlarm` forgets the alarm so the next command sets it again.
     async fn set_alarm(&self, sql: &SqlStorage, at_ms: u64) {
         let when = ScheduledTime::new(js_sys::Date::new(&JsValue::from_f64(at_ms as f64)));
@@ -423,4 +528,74 @@ fn save(sql: &SqlStorage, stored: &mut Stored) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Adds a request's entry to its ledger row.
+fn add_to_ledger(sql: &SqlStorage, entry: &LedgerEntry) -> Result<()> {
+    let k = entry.key.stored();
+    let mut values: Vec<SqlStorageValue> = vec![
+        k.tenant.into(),
+        k.key.into(),
+        k.model.into(),
+        k.version.into(),
+        SqlStorageValue::try_from_i64(k.day)?,
+    ];
+    for n in entry.counts.to_columns() {
+        values.push(SqlStorageValue::try_from_i64(n)?);
+    }
+    sql.exec(sql::UPSERT, values)?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct LedgerRow {
+    tenant: String,
+    key_id: String,
+    model: String,
+    version: String,
+    day: i64,
+    requests: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost_micros: i64,
+    errors: i64,
+    cache_hits: i64,
+    degraded: i64,
+}
+
+/// The ledger rows of days `from..=to`, of key `key` or every key.
+fn read_ledger(
+    sql: &SqlStorage,
+    from: u32,
+    to: u32,
+    key: Option<String>,
+) -> Result<Vec<LedgerEntry>> {
+    let (from, to) = (i64::from(from), i64::from(to));
+    let rows: Vec<LedgerRow> = sql
+        .exec(
+            sql::SELECT,
+            vec![from.into(), to.into(), SqlStorageValue::Null, key.into()],
+        )?
+        .to_array()?;
+    Ok(rows
+        .into_iter()
+        .map(|r| LedgerEntry {
+            key: LedgerKey::from_stored(StoredKey {
+                tenant: &r.tenant,
+                key: &r.key_id,
+                model: &r.model,
+                version: &r.version,
+                day: r.day,
+            }),
+            counts: LedgerCounts::from_columns([
+                r.requests,
+                r.input_tokens,
+                r.output_tokens,
+                r.cost_micros,
+                r.errors,
+                r.cache_hits,
+                r.degraded,
+            ]),
+        })
+        .collect())
 }

@@ -30,6 +30,8 @@ pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 pub struct App {
     pub sandbox: Arc<Sandbox>,
+    /// The config, read natively too: the admin API's checks and health probes.
+    pub config: Arc<edgegate_core::Config>,
     pub quota: Arc<QuotaStore>,
     pub cache: ResponseCache,
     /// Cache misses waiting for an identical request in flight.
@@ -97,6 +99,25 @@ fn plain(content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
     )
 }
 
+/// An admin API request: no body is read (none of its calls takes one yet).
+async fn admin_request(app: &App, req: &Request<Incoming>, request_id: &str) -> Response<Body> {
+    let headers = Headers::new(
+        req.headers()
+            .iter()
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v.to_owned()))),
+    );
+    crate::admin::handle(
+        app,
+        &app.config,
+        req.method().as_str(),
+        req.uri().path(),
+        req.uri().query().unwrap_or(""),
+        &headers,
+        request_id,
+    )
+    .await
+}
+
 fn client_ip(app: &App, headers: &Headers, peer: SocketAddr) -> IpAddr {
     if app.trust_forwarded_for
         && let Some(ip) = headers
@@ -132,6 +153,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         _ => {}
     }
     let request_id = edgegate_core::request_id::new(uuid::Uuid::new_v4().into_bytes());
+    if edgegate_core::admin::is_admin_path(req.uri().path()) {
+        return admin_request(&app, &req, &request_id).await;
+    }
     let (parts, body) = req.into_parts();
     // One byte past the limit is enough for the core to answer 413.
     let body = match Limited::new(body, app.max_body_bytes + 1).collect().await {

@@ -202,18 +202,21 @@ impl Run {
     fn effect(&mut self, action: Action) -> Option<Action> {
         let app = &self.app;
         match action {
-            Action::Settle(actual) => {
+            Action::Settle(settlement) => {
                 if let Some((quota, id)) = self.reserved.take() {
                     let now = crate::clock::now_ms();
-                    let actual = convert::amounts(actual);
+                    let actual = convert::amounts(settlement.actual);
+                    let ledger = convert::ledger_entry(settlement.ledger);
                     app.quota
-                        .settle(&quota.key, &quota.limits, &id, actual, now);
+                        .settle(&quota.key, &quota.limits, &id, actual, Some(ledger), now);
                 }
             }
-            Action::Release => {
+            Action::Release(ledger) => {
                 if let Some((quota, id)) = self.reserved.take() {
                     let now = crate::clock::now_ms();
-                    app.quota.release(&quota.key, &quota.limits, &id, now);
+                    let ledger = convert::ledger_entry(ledger);
+                    app.quota
+                        .release(&quota.key, &quota.limits, &id, Some(ledger), now);
                 }
             }
             Action::Store(store) => {
@@ -309,7 +312,9 @@ impl Run {
         self.finished = true;
         if let Some((quota, id)) = self.reserved.take() {
             let now = crate::clock::now_ms();
-            self.app.quota.release(&quota.key, &quota.limits, &id, now);
+            self.app
+                .quota
+                .release(&quota.key, &quota.limits, &id, None, now);
         }
         let error = GatewayError::from(fault);
         let total_us = crate::clock::now_us().saturating_sub(self.started_us);

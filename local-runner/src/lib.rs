@@ -1,6 +1,7 @@
 //! edgegate on one machine: the core sandboxed in wasmtime, and the I/O
 //! around it (HTTP, SQLite quotas, cache, health probes, logs, metrics).
 
+pub mod admin;
 pub mod app;
 pub mod clock;
 pub mod coalescing;
@@ -138,8 +139,10 @@ pub async fn serve(
         probes,
         Duration::from_millis(args.probe_interval_ms),
     );
+    let config = Arc::new(config);
     let app = Arc::new(App {
         sandbox,
+        config: config.clone(),
         quota,
         cache: response_cache::ResponseCache::new(args.cache_mb << 20),
         coalescing: Arc::default(),

@@ -18,6 +18,7 @@
 use anyhow::{Context, Result, bail};
 use edgegate_core::GatewayError;
 use edgegate_core::gateway::QuotaRequest;
+use edgegate_core::ledger::{LedgerCounts, LedgerEntry, LedgerKey, StoredKey, UsageQuery, sql};
 use edgegate_core::quota::{
     Amounts, Outstanding, QuotaChange, QuotaCounters, QuotaLimits, QuotaState, ReserveOutcome,
 };
@@ -42,12 +43,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One key's rows to write, and who waits for the commit.
+/// One key's rows to write (and a ledger entry to add with them), and who
+/// waits for the commit.
 struct Write {
     key: Arc<str>,
     counters: QuotaCounters,
     changes: Vec<QuotaChange>,
+    ledger: Option<LedgerEntry>,
     committed: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Ledger rows to read once everything queued before them is committed.
+struct Read {
+    query: UsageQuery,
+    reply: oneshot::Sender<Result<Vec<LedgerEntry>, String>>,
+}
+
+/// What the writer thread does, in the order asked.
+enum Job {
+    Write(Write),
+    Read(Read),
 }
 
 type Shard = Mutex<HashMap<Arc<str>, Arc<Mutex<QuotaState>>>>;
@@ -55,7 +70,7 @@ type Shard = Mutex<HashMap<Arc<str>, Arc<Mutex<QuotaState>>>>;
 pub struct QuotaStore {
     shards: Vec<Shard>,
     hasher: RandomState,
-    writer: Mutex<mpsc::Sender<Write>>,
+    writer: Mutex<mpsc::Sender<Job>>,
     /// Dropped with the store: the checkpointer's last checkpoint, then it ends.
     _checkpoints: mpsc::Sender<()>,
     /// The lock that keeps a second runner off this state.
@@ -108,6 +123,7 @@ impl QuotaStore {
                 PRIMARY KEY (key, id)
             );",
         )?;
+        conn.execute_batch(sql::CREATE_TABLE)?;
         let (tx, rx) = mpsc::channel();
         let (checkpoints, stop) = mpsc::channel();
         let checkpointer = Connection::open(path)?;
@@ -159,15 +175,17 @@ impl QuotaStore {
         &self,
         key: &Arc<str>,
         state: &mut QuotaState,
+        ledger: Option<LedgerEntry>,
         committed: Option<oneshot::Sender<Result<(), String>>>,
     ) {
         let write = Write {
             key: key.clone(),
             counters: state.counters(),
             changes: state.take_changes(),
+            ledger,
             committed,
         };
-        if let Err(mpsc::SendError(w)) = lock(&self.writer).send(write)
+        if let Err(mpsc::SendError(Job::Write(w))) = lock(&self.writer).send(Job::Write(write))
             && let Some(done) = w.committed
         {
             done.send(Err("the quota writer has stopped".into())).ok();
@@ -187,7 +205,7 @@ impl QuotaStore {
             let outcome = s.reserve(now_ms, &request.limits, id, request.amounts, request.ttl_ms);
             let (done, committed) = oneshot::channel();
             let admitted = matches!(outcome, ReserveOutcome::Admit { .. });
-            self.persist(&key, &mut s, admitted.then_some(done));
+            self.persist(&key, &mut s, None, admitted.then_some(done));
             (outcome, admitted.then_some(committed))
         };
         let Some(committed) = committed else {
@@ -199,22 +217,60 @@ impl QuotaStore {
             Err(_) => "the quota writer has stopped".to_owned(),
         };
         // Not durable, so not admitted: give it back.
-        self.release(&request.key, &request.limits, id, now_ms);
+        self.release(&request.key, &request.limits, id, None, now_ms);
         Err(internal(format!("quota store: {failure}")))
     }
 
-    /// Charges the real usage instead of the reservation (not waited for).
-    pub fn settle(&self, key: &str, limits: &QuotaLimits, id: &str, actual: Amounts, now_ms: u64) {
+    /// Charges the real usage instead of the reservation and adds the
+    /// request to the ledger, in one transaction (not waited for). The
+    /// entry is added even when the reservation had expired: the ledger
+    /// counts what the request used.
+    pub fn settle(
+        &self,
+        key: &str,
+        limits: &QuotaLimits,
+        id: &str,
+        actual: Amounts,
+        ledger: Option<LedgerEntry>,
+        now_ms: u64,
+    ) {
         let (key, state) = self.state(key, limits, now_ms);
         let mut s = lock(&state);
-        if s.settle(now_ms, limits, id, actual) {
-            self.persist(&key, &mut s, None);
+        if s.settle(now_ms, limits, id, actual) || ledger.is_some() {
+            self.persist(&key, &mut s, ledger, None);
         }
     }
 
-    /// Gives the whole reservation back.
-    pub fn release(&self, key: &str, limits: &QuotaLimits, id: &str, now_ms: u64) {
-        self.settle(key, limits, id, Amounts::default(), now_ms);
+    /// Gives the whole reservation back (adding the request to the ledger
+    /// as an error, when it reached the backend's side of the exchange).
+    pub fn release(
+        &self,
+        key: &str,
+        limits: &QuotaLimits,
+        id: &str,
+        ledger: Option<LedgerEntry>,
+        now_ms: u64,
+    ) {
+        self.settle(key, limits, id, Amounts::default(), ledger, now_ms);
+    }
+
+    /// The ledger rows `query` selects, read after everything settled
+    /// before this call is committed.
+    pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<LedgerEntry>, GatewayError> {
+        let (reply, rows) = oneshot::channel();
+        let read = Read {
+            query: query.clone(),
+            reply,
+        };
+        let stopped = || internal("the quota writer has stopped".into());
+        lock(&self.writer)
+            .send(Job::Read(read))
+            .map_err(|_| stopped())?;
+        match rows.await {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(e)) => Err(internal(format!("reading the ledger: {e}"))),
+            Err(_) => Err(stopped()),
+        }
     }
 }
 
@@ -313,24 +369,79 @@ fn write_rows(
     Ok(())
 }
 
-/// Commits whatever has queued up in one transaction, then answers everyone
-/// who waits on it. Ends when the store is dropped.
-fn write_loop(conn: Connection, rx: mpsc::Receiver<Write>) {
+/// Commits whatever writes have queued up in one transaction, answers
+/// everyone who waits on it, then serves the reads that queued with them.
+/// Ends when the store is dropped.
+fn write_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
-        let batch: Vec<Write> = std::iter::once(first).chain(rx.try_iter()).collect();
-        let result = commit(&conn, &batch).map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            eprintln!(
-                "edgegate: quota commit of {} writes failed: {e}",
-                batch.len()
-            );
-        }
-        for w in batch {
-            if let Some(done) = w.committed {
-                done.send(result.clone()).ok();
+        let mut batch: Vec<Write> = Vec::new();
+        let mut reads: Vec<Read> = Vec::new();
+        for job in std::iter::once(first).chain(rx.try_iter()) {
+            match job {
+                Job::Write(w) => batch.push(w),
+                Job::Read(r) => reads.push(r),
             }
         }
+        if !batch.is_empty() {
+            commit_batch(&conn, batch);
+        }
+        for read in reads {
+            let rows = read_ledger(&conn, &read.query).map_err(|e| e.to_string());
+            read.reply.send(rows).ok();
+        }
     }
+}
+
+/// The ledger rows a query selects.
+fn read_ledger(conn: &Connection, q: &UsageQuery) -> rusqlite::Result<Vec<LedgerEntry>> {
+    let mut select = conn.prepare_cached(sql::SELECT)?;
+    let from = i64::from(q.from.number());
+    let to = i64::from(q.to.number());
+    let rows = select.query_map(params![from, to, q.tenant, q.key], |r| {
+        let stored = StoredKey {
+            tenant: &r.get::<_, String>(0)?,
+            key: &r.get::<_, String>(1)?,
+            model: &r.get::<_, String>(2)?,
+            version: &r.get::<_, String>(3)?,
+            day: r.get(4)?,
+        };
+        let key = LedgerKey::from_stored(stored);
+        let mut counts = [0i64; 7];
+        for (i, c) in counts.iter_mut().enumerate() {
+            *c = r.get(5 + i)?;
+        }
+        Ok(LedgerEntry {
+            key,
+            counts: LedgerCounts::from_columns(counts),
+        })
+    })?;
+    rows.collect()
+}
+
+/// Commits a batch in one transaction and tells whoever waits on it.
+fn commit_batch(conn: &Connection, batch: Vec<Write>) {
+    let result = commit(conn, &batch).map_err(|e| e.to_string());
+    if let Err(e) = &result {
+        eprintln!(
+            "edgegate: quota commit of {} writes failed: {e}",
+            batch.len()
+        );
+    }
+    for w in batch {
+        if let Some(done) = w.committed {
+            done.send(result.clone()).ok();
+        }
+    }
+}
+
+/// Adds a ledger entry to its row.
+fn add_to_ledger(conn: &Connection, entry: &LedgerEntry) -> rusqlite::Result<()> {
+    let k = entry.key.stored();
+    let c = entry.counts.to_columns();
+    conn.prepare_cached(sql::UPSERT)?.execute(params![
+        k.tenant, k.key, k.model, k.version, k.day, c[0], c[1], c[2], c[3], c[4], c[5], c[6]
+    ])?;
+    Ok(())
 }
 
 /// How often the WAL is copied into the database.
@@ -386,6 +497,9 @@ fn commit(conn: &Connection, batch: &[Write]) -> rusqlite::Result<()> {
         for (i, w) in batch.iter().enumerate() {
             let counters = (last.get(&*w.key) == Some(&i)).then_some(&w.counters);
             write_rows(conn, &w.key, counters, &w.changes)?;
+            if let Some(entry) = &w.ledger {
+                add_to_ledger(conn, entry)?;
+            }
         }
         Ok(())
     })();

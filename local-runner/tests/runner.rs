@@ -441,6 +441,49 @@ async fn kill_9_during_group_commits_loses_no_admitted_reservation() {
     );
 }
 
+/// The usage report of tenant `acme`, by model (read after every
+/// settlement before it is committed).
+async fn acme_usage(c: &reqwest::Client, runner: &Runner) -> serde_json::Value {
+    let r = c
+        .get(runner.url("/admin/v1/usage?tenant=acme&group_by=model"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("usage");
+    assert_eq!(r.status(), 200);
+    r.json().await.expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_rows_survive_kill_9() {
+    let backends = Backends::start(0).await;
+    let mut cfg = config(&backends);
+    cfg["admin"] = json!({"api_key_secret": "EDGEGATE_ADMIN_KEY"});
+    let mut runner = Runner::start(&cfg, &[]);
+    let c = client();
+    for i in 0..3 {
+        let r = post(
+            &c,
+            &runner,
+            "/v1/chat/completions",
+            ACME_KEY,
+            &chat(&format!("ledger {i}")),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    let before = acme_usage(&c, &runner).await;
+    assert_eq!(before["total"]["requests"], 3, "{before}");
+    assert!(
+        before["total"]["cost_micros"].as_u64() > Some(0),
+        "{before}"
+    );
+    runner.kill_and_restart();
+    let after = acme_usage(&c, &runner).await;
+    assert_eq!(after["data"], before["data"]);
+    assert_eq!(after["total"], before["total"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_healthz() {
     let backends = Backends::start(0).await;

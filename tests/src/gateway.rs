@@ -39,7 +39,14 @@ pub mod keys {
     pub const GATED_HIGH: &str = "sk-conf-gated-high";
     pub const GATED_NORMAL: &str = "sk-conf-gated-normal";
     pub const GATED_LOW: &str = "sk-conf-gated-low";
+    /// The usage ledger's tenant.
+    pub const LEDGER: &str = "sk-conf-ledger";
 }
+
+/// The admin API's key, handed to each runner as the secret the config's
+/// `admin.api_key_secret` names.
+pub const ADMIN_SECRET_NAME: &str = "EDGEGATE_ADMIN_KEY";
+pub const ADMIN_KEY: &str = "conformance-admin-key-7d2f0c41b9e8";
 
 /// The HS256 issuer's secret, handed to each runner as the secret the config names.
 pub const HS256_SECRET_NAME: &str = "JWT_HS256_SECRET";
@@ -166,6 +173,9 @@ pub const KEYED_SECRET_NAME: &str = "KEYED_BACKEND_KEY";
 pub const KEYED_SECRET: &str = "conformance-backend-key-5f1c9a";
 /// How long a low-priority request waits for the gated replica.
 pub const LOW_WAIT_MS: u64 = 300;
+
+/// The tenant whose requests the ledger case sums.
+pub const LEDGER_TENANT: &str = "ledger-co";
 
 pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
@@ -327,6 +337,7 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
             tenant("gated-high-co", "urgent", keys::GATED_HIGH),
             tenant("gated-normal-co", "open", keys::GATED_NORMAL),
             tenant("gated-low-co", "bulk", keys::GATED_LOW),
+            tenant(LEDGER_TENANT, "open", keys::LEDGER),
         ],
         "jwt_issuers": [
             {"issuer": HS256_ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"],
@@ -338,5 +349,6 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
         "routes": routes,
         "regions": regions,
         "default_location": {"latitude": 39.0, "longitude": -77.5},
+        "admin": {"api_key_secret": ADMIN_SECRET_NAME},
     })
 }

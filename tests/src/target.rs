@@ -4,8 +4,8 @@
 //! runner's name.
 
 use crate::gateway::{
-    self, GATED, HS256_SECRET, HS256_SECRET_NAME, KEYED, KEYED_SECRET, KEYED_SECRET_NAME,
-    LLAMA_REGION, POOL_REPLICAS, REGIONS,
+    self, ADMIN_KEY, ADMIN_SECRET_NAME, GATED, HS256_SECRET, HS256_SECRET_NAME, KEYED,
+    KEYED_SECRET, KEYED_SECRET_NAME, LLAMA_REGION, POOL_REPLICAS, REGIONS,
 };
 use crate::llama::Llama;
 use edgegate_sim::{Backend, BackendConfig, Controls};
@@ -378,7 +378,10 @@ fn local_runner_command(dir: &Path, config: &serde_json::Value) -> Result<Comman
     // Secrets come from .dev.vars beside the config, as with `wrangler dev`.
     write(
         &dir.join(".dev.vars"),
-        &format!("{HS256_SECRET_NAME}={HS256_SECRET}\n{KEYED_SECRET_NAME}={KEYED_SECRET}\n"),
+        &format!(
+            "{HS256_SECRET_NAME}={HS256_SECRET}\n{KEYED_SECRET_NAME}={KEYED_SECRET}\n\
+             {ADMIN_SECRET_NAME}={ADMIN_KEY}\n"
+        ),
     )?;
     let access_log =
         std::fs::File::create(dir.join("access.log")).map_err(|e| format!("access log: {e}"))?;
@@ -415,7 +418,8 @@ fn workerd_command(dir: &Path, config: &serde_json::Value) -> Result<Command, St
     }
     let settings = json!({
         "gateway": config,
-        "secrets": {HS256_SECRET_NAME: HS256_SECRET, KEYED_SECRET_NAME: KEYED_SECRET},
+        "secrets": {HS256_SECRET_NAME: HS256_SECRET, KEYED_SECRET_NAME: KEYED_SECRET,
+                    ADMIN_SECRET_NAME: ADMIN_KEY},
         "vars": {"TRUST_CLIENT_GEO_HEADERS": "true"},
         "persist": dir.join("state"),
         "log_file": dir.join("worker.log"),

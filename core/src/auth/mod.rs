@@ -15,6 +15,10 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
     pub tenant: String,
+    /// The key's id in usage records and the ledger; by default the id
+    /// derived from its hash ([`derived_key_id`]).
+    #[serde(default)]
+    pub id: Option<String>,
     /// Required when the tenant is not in the config.
     #[serde(default)]
     pub tier: Option<String>,
@@ -37,6 +41,8 @@ pub struct Principal {
     pub tier: usize,
     pub user: Option<String>,
     pub method: AuthMethod,
+    /// The API key's id (never the key); `None` for a token.
+    pub key_id: Option<String>,
 }
 
 impl Principal {
@@ -63,6 +69,13 @@ pub fn presented_credential(headers: &Headers) -> Option<&str> {
 
 pub fn key_hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
+}
+
+/// The id of a key known by its hash alone (listed in the config, or a
+/// provisioned record without an id): `cfg_` and the hash's first 16 hex
+/// digits, which name the key without revealing it.
+pub fn derived_key_id(hash: &[u8; 32]) -> String {
+    format!("cfg_{}", hex::encode(&hash[..8]))
 }
 
 /// Hex SHA-256 of the presented API key (not for JWTs): what a host looks up
@@ -108,15 +121,20 @@ pub fn authenticate(
             tier: tenant.tier,
             user: None,
             method: AuthMethod::ApiKey,
+            key_id: Some(derived_key_id(&hash)),
         });
     }
     match provisioned {
-        Some(record) => from_record(config, record),
+        Some(record) => from_record(config, record, &hash),
         None => Err(GatewayError::unauthenticated("invalid API key")),
     }
 }
 
-fn from_record(config: &Config, record: &ApiKeyRecord) -> Result<Principal, GatewayError> {
+fn from_record(
+    config: &Config,
+    record: &ApiKeyRecord,
+    hash: &[u8; 32],
+) -> Result<Principal, GatewayError> {
     let tenant = config.tenant(&record.tenant);
     let tier = match (&record.tier, tenant) {
         (Some(name), _) => config.tier(name),
@@ -132,6 +150,7 @@ fn from_record(config: &Config, record: &ApiKeyRecord) -> Result<Principal, Gate
         tier,
         user: None,
         method: AuthMethod::ApiKey,
+        key_id: Some(record.id.clone().unwrap_or_else(|| derived_key_id(hash))),
     })
 }
 
@@ -159,6 +178,7 @@ fn from_token(config: &Config, token: &str, now_s: u64) -> Result<Principal, Gat
         tier,
         user: claims.user,
         method: AuthMethod::Jwt,
+        key_id: None,
     })
 }
 

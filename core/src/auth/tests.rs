@@ -42,18 +42,26 @@ fn provisioned_keys_need_a_usable_record() {
     let h = headers_with_key("sk-from-kv");
     let rec = super::ApiKeyRecord {
         tenant: "newco".into(),
+        id: None,
         tier: Some("free".into()),
     };
     let p = super::authenticate(g.config(), &h, NOW_MS, Some(&rec)).expect("provisioned");
     assert_eq!((p.tenant_id.as_str(), p.tenant), ("newco", None));
+    // Named by its hash, never by the key.
+    let derived = super::derived_key_id(&super::key_hash("sk-from-kv"));
+    assert_eq!(p.key_id.as_deref(), Some(derived.as_str()));
+    assert!(derived.starts_with("cfg_") && !derived.contains("sk-from-kv"));
     let rec = super::ApiKeyRecord {
         tenant: "acme".into(),
+        id: Some("key_kv_1".into()),
         tier: None,
     };
     let p = super::authenticate(g.config(), &h, NOW_MS, Some(&rec)).expect("listed tenant");
     assert_eq!(p.tenant, g.config().tenant("acme"));
+    assert_eq!(p.key_id.as_deref(), Some("key_kv_1"));
     let rec = super::ApiKeyRecord {
         tenant: "newco".into(),
+        id: None,
         tier: None,
     };
     assert!(super::authenticate(g.config(), &h, NOW_MS, Some(&rec)).is_err());

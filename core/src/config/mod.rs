@@ -6,6 +6,7 @@ pub(crate) mod raw;
 mod region;
 mod route;
 
+use crate::admin::AdminAccess;
 use crate::admission::Priority;
 use crate::auth::jwt::JwtIssuer;
 use crate::geo::GeoPoint;
@@ -24,7 +25,8 @@ use std::fmt;
 pub type Secrets = BTreeMap<String, String>;
 
 /// The names of the secrets a `[vars.gateway]` document refers to (each JWT
-/// issuer's `hs256_secret`, each region's and replica's `api_key_secret`),
+/// issuer's `hs256_secret`, each region's and replica's `api_key_secret`,
+/// `admin.api_key_secret`),
 /// for a host to look up before parsing it; a missing one is reported by
 /// `Config::from_json`, naming its field.
 pub fn secret_names(gateway: &serde_json::Value) -> Vec<&str> {
@@ -36,6 +38,9 @@ pub fn secret_names(gateway: &serde_json::Value) -> Vec<&str> {
         v.get(key).and_then(Value::as_str)
     }
     let mut names: Vec<&str> = Vec::new();
+    if let Some(admin) = gateway.get("admin") {
+        names.extend(name(admin, "api_key_secret"));
+    }
     for issuer in items(gateway.get("jwt_issuers")) {
         names.extend(name(issuer, "hs256_secret"));
     }
@@ -169,6 +174,8 @@ pub struct Config {
     pub defaults: RouteSettings,
     pub balancing: Balancing,
     pub admission: Admission,
+    /// Who may call the admin API; `None`: it is off.
+    pub admin: Option<AdminAccess>,
     tier_index: HashMap<String, usize>,
     tenant_index: HashMap<String, usize>,
     key_index: HashMap<[u8; 32], usize>,
@@ -365,6 +372,11 @@ impl Config {
             .map(|l| validate_location("default_location", l.latitude, l.longitude))
             .transpose()?;
 
+        let admin = raw
+            .admin
+            .as_ref()
+            .map(|a| validate_admin(a, &lookup))
+            .transpose()?;
         Ok(Config {
             limits,
             tiers,
@@ -377,12 +389,31 @@ impl Config {
             defaults,
             balancing: validate_balancing(raw.balancing.as_ref())?,
             admission: validate_admission(raw.admission.as_ref())?,
+            admin,
             tier_index,
             tenant_index,
             key_index,
             model_index,
         })
     }
+}
+
+/// An admin key shorter than this is refused: it guards every tenant.
+const MIN_ADMIN_KEY_CHARS: usize = 24;
+
+fn validate_admin(raw: &RawAdmin, lookup: &Lookup) -> Result<AdminAccess> {
+    let path = "admin.api_key_secret";
+    let key = lookup.secret(path, &raw.api_key_secret)?;
+    if key.chars().count() < MIN_ADMIN_KEY_CHARS {
+        return Err(ConfigError::new(
+            path,
+            format!(
+                "the secret `{}` must be at least {MIN_ADMIN_KEY_CHARS} characters",
+                raw.api_key_secret
+            ),
+        ));
+    }
+    Ok(AdminAccess::new(&key))
 }
 
 /// Name lookups available while validating later sections.

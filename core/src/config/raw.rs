@@ -30,6 +30,16 @@ pub struct RawConfig {
     pub balancing: Option<RawBalancing>,
     #[serde(default)]
     pub admission: Option<RawAdmission>,
+    /// The admin API (`/admin/v1/…`); off without it.
+    #[serde(default)]
+    pub admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// The name of the secret holding the admin key.
+    pub api_key_secret: String,
 }
 
 #[derive(Debug, Deserialize)]

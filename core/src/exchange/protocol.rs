@@ -5,6 +5,7 @@ use crate::admission::{Answer, Ask};
 use crate::error::GatewayError;
 use crate::gateway::QuotaRequest;
 use crate::health::{AttemptFailure, Observation};
+use crate::ledger::LedgerEntry;
 use crate::quota::{Amounts, ReserveOutcome};
 use crate::telemetry::UsageRecord;
 
@@ -59,10 +60,15 @@ pub enum Action {
     Write(Vec<u8>),
     /// Close the streamed response; drop the upstream connection.
     EndStream,
-    /// Charge `actual` instead of the reservation.
-    Settle { actual: Amounts },
-    /// Give the whole reservation back.
-    Release,
+    /// Charge `actual` instead of the reservation, and add `ledger` to the
+    /// usage ledger, in one store operation. Comes after the response.
+    Settle {
+        actual: Amounts,
+        ledger: Box<LedgerEntry>,
+    },
+    /// Give the whole reservation back, and add `ledger` to the usage
+    /// ledger (an error: no tokens, no cost), in one store operation.
+    Release { ledger: Box<LedgerEntry> },
     /// Keep `body` in the response cache under `key`.
     Store {
         key: String,

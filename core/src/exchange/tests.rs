@@ -151,6 +151,24 @@ fn drive(g: &Gateway, ex: &mut Exchange, script: Vec<Event>) -> Vec<Action> {
     log
 }
 
+/// The settlement's amounts and ledger entry.
+fn settled(log: &[Action]) -> (Amounts, &LedgerEntry) {
+    log.iter()
+        .find_map(|a| match a {
+            Action::Settle { actual, ledger } => Some((*actual, &**ledger)),
+            _ => None,
+        })
+        .expect("settled")
+}
+
+/// The release's ledger entry, if the reservation was given back.
+fn released(log: &[Action]) -> Option<&LedgerEntry> {
+    log.iter().find_map(|a| match a {
+        Action::Release { ledger } => Some(&**ledger),
+        _ => None,
+    })
+}
+
 fn record(log: &[Action]) -> &UsageRecord {
     match log.last() {
         Some(Action::Record(r)) => r,
@@ -335,7 +353,19 @@ fn a_retryable_status_fails_over_and_a_client_error_does_not() {
     };
     assert!(String::from_utf8_lossy(body).contains("no such parameter"));
     assert_eq!(header(head, "x-ratelimit-remaining-requests"), Some("99"));
-    assert!(log.contains(&Action::Release));
+    // Ledgered as an error that cost nothing, after the response.
+    let ledger = released(&log).expect("released");
+    assert_eq!(
+        (
+            ledger.counts.requests,
+            ledger.counts.errors,
+            ledger.counts.cost_micros
+        ),
+        (1, 1, 0)
+    );
+    let responded = position(&log, |a| matches!(a, Action::Respond(_)));
+    let released_at = position(&log, |a| matches!(a, Action::Release { .. }));
+    assert!(responded < released_at);
     assert!(!log.iter().any(|a| matches!(a, Action::Settle { .. })));
     assert_eq!(record(&log).status, 400);
 }
@@ -354,7 +384,7 @@ fn every_attempt_is_tried_in_order_and_the_last_error_answers() {
     let r = record(&log);
     assert_eq!(r.attempts as usize, attempts);
     assert_eq!(r.error.as_deref(), Some("upstream_unavailable"));
-    assert!(log.contains(&Action::Release));
+    assert!(released(&log).is_some());
 }
 
 #[test]
@@ -399,7 +429,7 @@ fn a_rate_limited_request_is_429_with_its_headers_and_holds_nothing() {
     assert_eq!(header(head, "x-request-id"), Some("req-1"));
     assert!(
         !log.iter()
-            .any(|a| matches!(a, Action::Release | Action::Settle { .. }))
+            .any(|a| matches!(a, Action::Release { .. } | Action::Settle { .. }))
     );
     assert_eq!(record(&log).status, 429);
 }
@@ -431,9 +461,7 @@ fn a_cache_hit_is_charged_as_one_request_and_replays_as_a_stream() {
     );
     let head = the_response(&log);
     assert_eq!(header(head, "x-edgegate-cache"), Some("HIT"));
-    assert!(log.contains(&Action::Settle {
-        actual: Settlement::cache_hit().actual
-    }));
+    assert_eq!(settled(&log).0, Settlement::cache_hit().actual);
     let r = record(&log);
     assert_eq!((r.cache, r.attempts, r.status), (CacheStatus::Hit, 0, 200));
 
@@ -597,10 +625,7 @@ fn a_client_that_leaves_is_charged_for_what_was_relayed_and_logged_499() {
         ],
     );
     assert!(!log.contains(&Action::EndStream));
-    let Some(Action::Settle { actual }) = log.iter().find(|a| matches!(a, Action::Settle { .. }))
-    else {
-        panic!("settled")
-    };
+    let (actual, _) = settled(&log);
     let reserved = ex.plan().expect("plan").quota.amounts;
     assert!(
         actual.tokens < reserved.tokens,
@@ -654,10 +679,24 @@ fn a_fallback_versions_answer_is_never_stored() {
         !log.iter().any(|a| matches!(a, Action::Store { .. })),
         "{log:#?}"
     );
+    let answered = &ex.plan().expect("plan").attempts[fallback];
+    let r = record(&log);
+    assert_eq!(r.version.as_deref(), Some(answered.version.as_str()));
+    // Recorded, priced and ledgered under the model that answered.
+    assert_eq!(r.model.as_deref(), Some("small"));
+    let (actual, ledger) = settled(&log);
+    assert_eq!(ledger.key.model, "small");
     assert_eq!(
-        record(&log).version.as_deref(),
-        Some(ex.plan().expect("plan").attempts[fallback].version.as_str())
+        ledger.key.version.as_deref(),
+        Some(answered.version.as_str())
     );
+    assert_eq!(ledger.key.tenant, "acme");
+    assert_eq!(ledger.counts.cost_micros, actual.cost_micros);
+    assert_eq!(
+        (ledger.counts.input_tokens, ledger.counts.output_tokens),
+        (r.input_tokens, r.output_tokens)
+    );
+    assert_eq!((ledger.counts.requests, ledger.counts.errors), (1, 0));
 }
 
 #[test]
@@ -770,9 +809,7 @@ fn an_identical_requests_answer_is_served_as_coalesced_without_a_send() {
     assert!(sends(&log).is_empty(), "{log:#?}");
     let head = the_response(&log);
     assert_eq!(header(head, "x-edgegate-cache"), Some("COALESCED"));
-    assert!(log.contains(&Action::Settle {
-        actual: Settlement::cache_hit().actual
-    }));
+    assert_eq!(settled(&log).0, Settlement::cache_hit().actual);
     let r = record(&log);
     assert_eq!((r.cache, r.attempts), (CacheStatus::Coalesced, 0));
 }
@@ -870,10 +907,7 @@ fn full_gates_are_tried_region_by_region_then_waited_at_then_429() {
     assert_eq!(head.status, 429);
     assert_eq!(header(head, "retry-after"), Some("4"));
     assert!(!log.iter().any(|a| matches!(a, Action::Settle { .. })));
-    assert!(
-        log.iter().any(|a| matches!(a, Action::Release)),
-        "the reservation goes back"
-    );
+    assert!(released(&log).is_some(), "the reservation goes back");
     assert_eq!(record(&log).error.as_deref(), Some("saturated"));
 }
 
@@ -959,7 +993,7 @@ fn an_answer_past_its_ttl_answers_only_when_every_attempt_failed() {
         (r.cache, r.degraded.as_deref()),
         (CacheStatus::Stale, Some("stale"))
     );
-    assert!(!log.contains(&Action::Release), "charged as a hit");
+    assert!(released(&log).is_none(), "charged as a hit");
     // The same answer, when a backend answers: the fresh one, kept anew.
     let mut ex = chat(&g, &chat_body("hello"));
     let script = vec![

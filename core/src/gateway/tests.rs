@@ -531,6 +531,22 @@ fn settle_prices_real_usage_at_the_answering_version() {
 }
 
 #[test]
+fn relayed_output_is_counted_in_the_models_own_tokens() {
+    let mut v = config_value();
+    v["models"][0]["prompt_estimate_factor"] = json!(2.0);
+    let g = Gateway::from_json(&v.to_string(), &secrets()).expect("valid");
+    let plan = forward(&g, &chat("sk-acme-test-key-1", &chat_body("hi")), &ctx());
+    let s = g.settle(
+        &plan,
+        0,
+        Metered::Relayed {
+            completion_tokens: 3,
+        },
+    );
+    assert_eq!(s.output_tokens, 6, "like the prompt, scaled by the factor");
+}
+
+#[test]
 fn backends_get_the_request_id_as_a_uuid() {
     let g = gateway();
     let id = crate::request_id::new([7; 16]);

@@ -8,6 +8,7 @@ use edgegate_core::exchange::{Action, BodyLimit, Event, Exchange, Head, Response
 use edgegate_core::gateway::{QuotaRequest, RequestContext, UsageSource};
 use edgegate_core::geo::{ClientGeo, Health, RegionStatus};
 use edgegate_core::health::Observation;
+use edgegate_core::ledger::LedgerEntry;
 use edgegate_core::load::{BackendLoad, TargetLoad};
 use edgegate_core::quota::{Amounts, QuotaLimits, QuotaSnapshot, ReserveOutcome};
 use edgegate_core::telemetry::{CacheStatus, UsageRecord};
@@ -188,8 +189,11 @@ fn action_to_wit(exchange: &Exchange, action: Action) -> wit::Action {
         Action::Respond(head) => wit::Action::Respond(respond(head)),
         Action::Write(bytes) => wit::Action::Write(bytes),
         Action::EndStream => wit::Action::EndStream,
-        Action::Settle { actual } => wit::Action::Settle(amounts(actual)),
-        Action::Release => wit::Action::Release,
+        Action::Settle { actual, ledger } => wit::Action::Settle(wit::Settlement {
+            actual: amounts(actual),
+            ledger: ledger_entry(*ledger),
+        }),
+        Action::Release { ledger } => wit::Action::Release(ledger_entry(*ledger)),
         Action::Store {
             key,
             body,
@@ -265,10 +269,29 @@ fn amounts(a: Amounts) -> wit::Amounts {
     }
 }
 
+fn ledger_entry(e: LedgerEntry) -> wit::LedgerEntry {
+    let c = e.counts;
+    wit::LedgerEntry {
+        tenant: e.key.tenant,
+        key_id: e.key.key,
+        model: e.key.model,
+        version: e.key.version,
+        day: e.key.day.number(),
+        requests: c.requests,
+        input_tokens: c.input_tokens,
+        output_tokens: c.output_tokens,
+        cost_micros: c.cost_micros,
+        errors: c.errors,
+        cache_hits: c.cache_hits,
+        degraded: c.degraded,
+    }
+}
+
 fn usage_record(r: UsageRecord) -> wit::UsageRecord {
     wit::UsageRecord {
         request_id: r.request_id,
         tenant: r.tenant,
+        key_id: r.key_id,
         tier: r.tier,
         endpoint: r.endpoint,
         model: r.model,

@@ -8,6 +8,7 @@ use edgegate_core::error::LimitKind;
 use edgegate_core::exchange::{BodyLimit, BodyRead, Transport};
 use edgegate_core::gateway::{QuotaRequest, RequestContext, UsageSource};
 use edgegate_core::geo::Health;
+use edgegate_core::ledger::{Day, LedgerCounts, LedgerEntry, LedgerKey};
 use edgegate_core::quota::{Amounts, QuotaLimits, QuotaSnapshot, ReserveOutcome};
 use edgegate_core::request::HttpRequest;
 use edgegate_core::telemetry::{CacheStatus, Latency, UsageRecord};
@@ -149,10 +150,32 @@ pub fn body_read(read: Result<Vec<u8>, Transport>) -> guest::Event {
     }
 }
 
+pub fn ledger_entry(e: guest::LedgerEntry) -> LedgerEntry {
+    LedgerEntry {
+        key: LedgerKey {
+            tenant: e.tenant,
+            key: e.key_id,
+            model: e.model,
+            version: e.version,
+            day: Day::from_number(e.day),
+        },
+        counts: LedgerCounts {
+            requests: e.requests,
+            input_tokens: e.input_tokens,
+            output_tokens: e.output_tokens,
+            cost_micros: e.cost_micros,
+            errors: e.errors,
+            cache_hits: e.cache_hits,
+            degraded: e.degraded,
+        },
+    }
+}
+
 pub fn usage_record(r: guest::UsageRecord) -> UsageRecord {
     UsageRecord {
         request_id: r.request_id,
         tenant: r.tenant,
+        key_id: r.key_id,
         tier: r.tier,
         endpoint: r.endpoint,
         model: r.model,

@@ -16,6 +16,9 @@ pub const ACME_KEY: &str = "sk-test-acme";
 pub const FREE_KEY: &str = "sk-test-free";
 pub const OTHER_KEY: &str = "sk-test-other";
 pub const BLOCKED_KEY: &str = "sk-test-blocked";
+/// The admin API's key, in every runner's `.dev.vars` (used by a config
+/// with `admin.api_key_secret = "EDGEGATE_ADMIN_KEY"`).
+pub const ADMIN_KEY: &str = "runner-test-admin-key-0123456789";
 
 pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
@@ -120,6 +123,11 @@ impl Runner {
             toml::to_string(&wrangler).expect("config as TOML"),
         )
         .expect("write config");
+        std::fs::write(
+            dir.path().join(".dev.vars"),
+            format!("EDGEGATE_ADMIN_KEY={ADMIN_KEY}\n"),
+        )
+        .expect("write .dev.vars");
         let mut args: Vec<String> = [
             "serve",
             "--config",

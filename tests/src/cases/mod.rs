@@ -8,6 +8,7 @@ mod cache;
 mod errors;
 mod geo;
 mod interop;
+mod ledger;
 mod lifecycle;
 mod limits;
 mod real_backend;
@@ -242,6 +243,14 @@ pub const ALL: &[Case] = &[
     case!(
         "credentials: a keyed backend gets its region's secret, which never shows",
         upstream_auth::a_keyed_backend_gets_its_secret_which_never_shows
+    ),
+    case!(
+        "ledger: what each request was charged, under the model that answered; JSON = CSV",
+        ledger::the_ledger_equals_what_was_charged
+    ),
+    case!(
+        "admin: only the admin key reads usage; bad parameters are 400 naming them",
+        ledger::only_the_admin_key_reads_usage
     ),
     case!(
         "admission: a full replica serves its waiting requests in priority order",

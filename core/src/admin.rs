@@ -1,0 +1,119 @@
+//! The admin API's front door (`/admin/v1/…`): off unless the config names
+//! an admin key secret (`admin.api_key_secret`); the caller presents that
+//! key as `Authorization: Bearer …`, compared by its SHA-256 in constant
+//! time; then what the request asks, parsed, every bad parameter a 400
+//! naming it. The host reads what is asked from its stores and answers
+//! with [`usage_response`].
+//!
+//! Order of refusals: not configured → 404 (as if the API did not exist);
+//! a missing or wrong key → 401 (before anything about the path is said);
+//! an unknown path → 404; a known path with another method → 405.
+
+use crate::auth::{key_hash, presented_credential};
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::gateway::LocalResponse;
+use crate::ledger::{Day, UsageFormat, UsageQuery, UsageReport};
+use crate::request::Headers;
+use subtle::ConstantTimeEq;
+
+/// Where the admin API lives.
+pub const PREFIX: &str = "/admin/";
+
+/// Who may call the admin API: the key's SHA-256 (the key itself is not
+/// kept once the config is read).
+#[derive(Clone)]
+pub struct AdminAccess {
+    key_hash: [u8; 32],
+}
+
+impl AdminAccess {
+    pub fn new(key: &str) -> AdminAccess {
+        AdminAccess {
+            key_hash: key_hash(key),
+        }
+    }
+
+    fn admits(&self, presented: &str) -> bool {
+        key_hash(presented).ct_eq(&self.key_hash).into()
+    }
+}
+
+impl std::fmt::Debug for AdminAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminAccess(…)")
+    }
+}
+
+/// What an admin request asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminRequest {
+    /// `GET /admin/v1/usage`: a usage report from the ledger.
+    Usage {
+        query: UsageQuery,
+        format: UsageFormat,
+    },
+}
+
+/// Whether `path` is the admin API's (the host sends it to [`admit`]).
+pub fn is_admin_path(path: &str) -> bool {
+    path.starts_with(PREFIX) || path == "/admin"
+}
+
+/// Checks the caller and parses what it asks. `today` is the host's UTC day.
+pub fn admit(
+    config: &Config,
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &Headers,
+    today: Day,
+) -> Result<AdminRequest, GatewayError> {
+    let Some(access) = &config.admin else {
+        return Err(GatewayError::UnknownEndpoint {
+            path: path.chars().take(200).collect(),
+        });
+    };
+    let presented = presented_credential(headers)
+        .ok_or_else(|| GatewayError::unauthenticated("no admin key provided"))?;
+    if !access.admits(presented) {
+        return Err(GatewayError::unauthenticated("invalid admin key"));
+    }
+    match path.trim_end_matches('/') {
+        "/admin/v1/usage" => {
+            if method != "GET" {
+                return Err(GatewayError::MethodNotAllowed {
+                    method: method.chars().take(16).collect(),
+                    path: path.to_owned(),
+                });
+            }
+            Ok(AdminRequest::Usage {
+                query: UsageQuery::parse(query, today)?,
+                format: UsageFormat::from_accept(headers.get("accept")),
+            })
+        }
+        _ => Err(GatewayError::UnknownEndpoint {
+            path: path.chars().take(200).collect(),
+        }),
+    }
+}
+
+/// The answer to a usage request: the report as JSON or CSV.
+pub fn usage_response(
+    report: &UsageReport,
+    format: UsageFormat,
+    request_id: &str,
+) -> LocalResponse {
+    LocalResponse {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), format.content_type().into()),
+            ("x-request-id".into(), request_id.to_owned()),
+            ("cache-control".into(), "no-store".into()),
+        ],
+        body: report.render(format),
+    }
+}
+
+#[cfg(test)]
+mod tests;

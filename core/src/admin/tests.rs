@@ -1,0 +1,97 @@
+use super::*;
+use crate::config::Secrets;
+use crate::testing::{config_value, secrets};
+use serde_json::json;
+
+const ADMIN_KEY: &str = "admin-key-for-the-unit-tests-0001";
+
+fn with_admin() -> Config {
+    let mut v = config_value();
+    v["admin"] = json!({"api_key_secret": "EDGEGATE_ADMIN_KEY"});
+    let mut s: Secrets = secrets();
+    s.insert("EDGEGATE_ADMIN_KEY".into(), ADMIN_KEY.into());
+    Config::from_json(&v.to_string(), &s).expect("valid")
+}
+
+fn ask(
+    config: &Config,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+) -> Result<AdminRequest, GatewayError> {
+    let headers = Headers::new(key.map(|k| ("authorization", format!("Bearer {k}"))));
+    admit(
+        config,
+        method,
+        path,
+        "group_by=model",
+        &headers,
+        Day::from_number(20_000),
+    )
+}
+
+#[test]
+fn without_an_admin_key_secret_the_api_does_not_exist() {
+    let config = Config::from_json(&config_value().to_string(), &secrets()).expect("valid");
+    let err = ask(&config, "GET", "/admin/v1/usage", Some(ADMIN_KEY)).expect_err("off");
+    assert_eq!(err.status(), 404);
+}
+
+#[test]
+fn a_missing_or_wrong_admin_key_is_401_before_the_path_is_judged() {
+    let config = with_admin();
+    for key in [None, Some("sk-acme-test-key-1"), Some("")] {
+        for path in ["/admin/v1/usage", "/admin/v1/nothing-here"] {
+            let err = ask(&config, "GET", path, key).expect_err("refused");
+            assert_eq!(err.status(), 401, "{key:?} {path}");
+            assert!(!err.to_openai_json().to_string().contains(ADMIN_KEY));
+        }
+    }
+}
+
+#[test]
+fn the_admin_key_reads_usage_and_nothing_unknown() {
+    let config = with_admin();
+    let asked = ask(&config, "GET", "/admin/v1/usage", Some(ADMIN_KEY)).expect("usage");
+    let AdminRequest::Usage { query, format } = asked;
+    assert_eq!(query.group_by, [crate::ledger::GroupBy::Model]);
+    assert_eq!(format, UsageFormat::Json);
+    let err = ask(&config, "GET", "/admin/v1/nothing-here", Some(ADMIN_KEY)).expect_err("404");
+    assert_eq!(err.status(), 404);
+    let err = ask(&config, "POST", "/admin/v1/usage", Some(ADMIN_KEY)).expect_err("405");
+    assert_eq!(err.status(), 405);
+}
+
+#[test]
+fn csv_is_chosen_by_accept() {
+    let config = with_admin();
+    let headers = Headers::new([
+        ("authorization", format!("Bearer {ADMIN_KEY}")),
+        ("accept", "text/csv".to_owned()),
+    ]);
+    let asked = admit(
+        &config,
+        "GET",
+        "/admin/v1/usage",
+        "",
+        &headers,
+        Day::from_number(1),
+    )
+    .expect("usage");
+    let AdminRequest::Usage { format, .. } = asked;
+    assert_eq!(format, UsageFormat::Csv);
+}
+
+#[test]
+fn a_short_or_missing_admin_secret_stops_start_up_naming_its_field() {
+    let mut v = config_value();
+    v["admin"] = json!({"api_key_secret": "EDGEGATE_ADMIN_KEY"});
+    let err = Config::from_json(&v.to_string(), &secrets()).expect_err("missing");
+    assert_eq!(err.path, "admin.api_key_secret");
+    let mut s = secrets();
+    s.insert("EDGEGATE_ADMIN_KEY".into(), "short-admin-key".into());
+    let err = Config::from_json(&v.to_string(), &s).expect_err("short");
+    assert_eq!(err.path, "admin.api_key_secret");
+    assert!(!err.message.contains("short-admin-key"), "{}", err.message);
+    assert!(format!("{:?}", with_admin().admin).contains('…'));
+}

@@ -1,0 +1,55 @@
+//! The ledger's table as both hosts keep it in SQLite (local-runner's state
+//! file, each quota Durable Object's storage): one definition, so the rows
+//! and the sums are the same everywhere.
+//!
+//! Bind order: [`UPSERT`] takes the key's five columns
+//! ([`super::StoredKey`]) then the seven counts
+//! ([`super::LedgerCounts::to_columns`]); [`SELECT`] takes the first and
+//! last day (numbers), the tenant and the key id (each NULL for any), and
+//! returns the same twelve columns.
+
+pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS usage_ledger (
+    tenant TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_micros INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    cache_hits INTEGER NOT NULL,
+    degraded INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key_id, model, version, day)
+)";
+
+/// The count columns, in order.
+pub const COUNT_COLUMNS: [&str; 7] = [
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cost_micros",
+    "errors",
+    "cache_hits",
+    "degraded",
+];
+
+/// Adds an entry to its row (creating it).
+pub const UPSERT: &str = "INSERT INTO usage_ledger (tenant, key_id, model, version, day,
+    requests, input_tokens, output_tokens, cost_micros, errors, cache_hits, degraded)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+    ON CONFLICT (tenant, key_id, model, version, day) DO UPDATE SET
+    requests = requests + excluded.requests,
+    input_tokens = input_tokens + excluded.input_tokens,
+    output_tokens = output_tokens + excluded.output_tokens,
+    cost_micros = cost_micros + excluded.cost_micros,
+    errors = errors + excluded.errors,
+    cache_hits = cache_hits + excluded.cache_hits,
+    degraded = degraded + excluded.degraded";
+
+/// The rows of a day range, of one tenant and one key or any.
+pub const SELECT: &str = "SELECT tenant, key_id, model, version, day,
+    requests, input_tokens, output_tokens, cost_micros, errors, cache_hits, degraded
+    FROM usage_ledger
+    WHERE day BETWEEN ?1 AND ?2 AND (?3 IS NULL OR tenant = ?3) AND (?4 IS NULL OR key_id = ?4)";

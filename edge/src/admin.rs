@@ -1,0 +1,81 @@
+//! The admin API at the edge (`/admin/v1/…`). The core checks the caller
+//! and parses what is asked (`edgegate_core::admin`); this reads the stores
+//! and answers. Usage comes from the ledger rows in the tenants' quota
+//! objects: one tenant's (each of its shards), or every tenant the config
+//! lists or KV notes as having rows.
+
+use crate::clock::now_ms;
+use crate::kv_store::EdgeKv;
+use crate::quota_object::QuotaStore;
+use crate::{config, incoming, respond};
+use edgegate_core::admin::{self, AdminRequest};
+use edgegate_core::gateway::LocalResponse;
+use edgegate_core::ledger::{Day, LedgerEntry, UsageQuery, UsageReport};
+use edgegate_core::quota::state_keys;
+use edgegate_core::{Gateway, GatewayError};
+use std::collections::BTreeSet;
+use worker::{Env, Request, Response};
+
+/// Answers one admin request.
+pub async fn handle(req: &Request, env: &Env, request_id: &str) -> Response {
+    let answer = answer(req, env, request_id).await;
+    let local = answer.unwrap_or_else(|e| LocalResponse::error(&e, request_id));
+    respond::fixed(
+        local.status,
+        respond::headers(&local.headers),
+        local.body.into_bytes(),
+    )
+}
+
+async fn answer(req: &Request, env: &Env, request_id: &str) -> Result<LocalResponse, GatewayError> {
+    let gateway = config::gateway(env)?;
+    let url = req
+        .url()
+        .map_err(|_| GatewayError::invalid("The URL is not valid.", None))?;
+    let headers = incoming::headers(req);
+    let today = Day::of_ms(now_ms());
+    let method = req.inner().method();
+    let query = url.query().unwrap_or("");
+    match admin::admit(
+        gateway.config(),
+        &method,
+        url.path(),
+        query,
+        &headers,
+        today,
+    )? {
+        AdminRequest::Usage { query, format } => {
+            let rows = usage_rows(&gateway, env, &query).await?;
+            let report = UsageReport::build(query, rows);
+            Ok(admin::usage_response(&report, format, request_id))
+        }
+    }
+}
+
+/// The ledger rows of every quota object the query reaches.
+async fn usage_rows(
+    gateway: &Gateway,
+    env: &Env,
+    query: &UsageQuery,
+) -> Result<Vec<LedgerEntry>, GatewayError> {
+    let config = gateway.config();
+    let tenants: BTreeSet<String> = match &query.tenant {
+        Some(t) => BTreeSet::from([t.clone()]),
+        None => {
+            let mut all: BTreeSet<String> = config.tenants.iter().map(|t| t.id.clone()).collect();
+            all.extend(EdgeKv::new(env)?.ledger_tenants().await?);
+            all
+        }
+    };
+    let quotas = QuotaStore::new(env)?;
+    let mut rows = Vec::new();
+    for tenant in &tenants {
+        let shards = config
+            .tenant(tenant)
+            .map_or(1, |t| config.tenants[t].quota_shards);
+        for key in state_keys(tenant, shards) {
+            rows.extend(quotas.usage(&key, query).await?);
+        }
+    }
+    Ok(rows)
+}
