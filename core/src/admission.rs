@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// A region's gate (one per region, or per shard with `gate_shards`).
+pub type GateKey = crate::names::ShardedName;
+
 /// A tier's priority class: who is served first when replicas are full,
 /// and who is refused or degraded first.
 #[derive(

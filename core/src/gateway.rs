@@ -8,14 +8,14 @@
 //! quota reservation to make.
 //! `settle`: the backend's real usage → what to charge.
 
-use crate::admission::Priority;
+use crate::admission::{GateKey, Priority};
 use crate::auth::{self, ApiKeyRecord, AuthMethod, Principal};
 use crate::cache::{self, CacheDecision};
 use crate::config::{Config, ConfigError, Credential, Secrets, Timeouts};
 use crate::error::GatewayError;
 use crate::geo::{ClientGeo, RegionStatus};
 use crate::load::TargetLoad;
-use crate::quota::{self, Amounts, QuotaLimits, QuotaSnapshot, ReserveOutcome};
+use crate::quota::{Amounts, QuotaKey, QuotaLimits, QuotaSnapshot, ReserveOutcome};
 use crate::request::{self, Endpoint, HttpRequest, ParsedBody};
 use crate::response::{Metered, ResponseKind};
 use crate::routing;
@@ -89,8 +89,8 @@ impl LocalResponse {
 /// The reservation the host makes in its quota store before forwarding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuotaRequest {
-    /// Quota state key: the tenant, or `tenant#shard` for a sharded tenant.
-    pub key: String,
+    /// Where the quota state is: the tenant's, or one shard of it.
+    pub key: QuotaKey,
     pub limits: QuotaLimits,
     pub amounts: Amounts,
     /// An unsettled reservation expires after this long.
@@ -147,8 +147,8 @@ pub struct Attempt {
 /// What an attempt's region gate needs to know about its replica.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptGate {
-    /// The gate: the replica's region (`region#k` when it is sharded).
-    pub region: String,
+    /// The gate: the replica's region's (one shard of it when it is sharded).
+    pub region: GateKey,
     /// Its configured capacity, less the queue its metrics last reported
     /// (at least 1).
     pub capacity: u32,
@@ -404,8 +404,8 @@ impl Gateway {
 
         let tier = &config.tiers[principal.tier];
         let shards = tenant.map_or(1, |t| t.quota_shards);
-        let shard = routing::stable_hash(&[&ctx.request_id]) % u64::from(shards);
-        let key = quota::state_key(&principal.tenant_id, shard, shards);
+        let shard = (routing::stable_hash(&[&ctx.request_id]) % u64::from(shards)) as u32;
+        let key = QuotaKey::shard(&principal.tenant_id, shard, shards);
         let quota = QuotaRequest {
             key,
             limits: tier.limits.shard(shards),

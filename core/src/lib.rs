@@ -17,6 +17,7 @@ pub mod geo;
 pub mod health;
 pub mod ledger;
 pub mod load;
+pub mod names;
 pub mod net;
 pub mod quota;
 pub mod request;

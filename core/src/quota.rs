@@ -24,22 +24,9 @@ const MS_PER_DAY: u64 = 86_400_000;
 /// Retry hint when only the concurrency cap is full (no clock tells when a slot frees).
 const CONCURRENCY_RETRY_MS: u64 = 1_000;
 
-/// The quota state key of `shard` of a tenant's `shards`: the tenant's id,
-/// or `id#shard` when it has several (each its own Durable Object).
-pub fn state_key(tenant: &str, shard: u64, shards: u32) -> String {
-    if shards > 1 {
-        format!("{tenant}#{shard}")
-    } else {
-        tenant.to_owned()
-    }
-}
-
-/// Every quota state key of a tenant (where its ledger rows are too).
-pub fn state_keys(tenant: &str, shards: u32) -> Vec<String> {
-    (0..u64::from(shards.max(1)))
-        .map(|k| state_key(tenant, k, shards))
-        .collect()
-}
+/// Where a quota state lives (and its ledger rows): a tenant's, or one of
+/// its `quota_shards` (each its own Durable Object, `tenant#k`).
+pub type QuotaKey = crate::names::ShardedName;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuotaLimits {

@@ -11,7 +11,7 @@ use crate::{config, incoming, respond};
 use edgegate_core::admin::{self, AdminRequest};
 use edgegate_core::gateway::LocalResponse;
 use edgegate_core::ledger::{Day, LedgerEntry, UsageQuery, UsageReport};
-use edgegate_core::quota::state_keys;
+use edgegate_core::quota::QuotaKey;
 use edgegate_core::{Gateway, GatewayError};
 use std::collections::BTreeSet;
 use worker::{Env, Request, Response};
@@ -73,7 +73,7 @@ async fn usage_rows(
         let shards = config
             .tenant(tenant)
             .map_or(1, |t| config.tenants[t].quota_shards);
-        for key in state_keys(tenant, shards) {
+        for key in QuotaKey::all(tenant, shards) {
             rows.extend(quotas.usage(&key, query).await?);
         }
     }

@@ -243,6 +243,8 @@ impl Driver {
                 look_up(&io.kv, &key, coalesce_ms, &mut self.leading).await
             }
             Action::Acquire { region, ask } => {
+                // The gate object's name.
+                let region = region.to_string();
                 self.release_permit().await;
                 let Some(io) = self.io.as_mut() else { return };
                 let queue_limit = io.gateway.config().admission.queue_limit;

@@ -1,5 +1,5 @@
 //! Exact quotas: one SQLite-backed Durable Object per quota key (a tenant,
-//! or `tenant#shard`), holding the core's `QuotaState` in memory between
+//! or one of its shards, named `tenant#k`), holding the core's `QuotaState` in memory between
 //! requests and in SQLite by rows (a counters record, one row per open
 //! reservation). Each command changes the state and writes the rows it
 //! changed without awaiting in between, so concurrent requests to one object
@@ -19,7 +19,7 @@ use edgegate_core::GatewayError;
 use edgegate_core::gateway::QuotaRequest;
 use edgegate_core::ledger::{LedgerCounts, LedgerEntry, LedgerKey, StoredKey, UsageQuery, sql};
 use edgegate_core::quota::{
-    Amounts, Outstanding, QuotaChange, QuotaLimits, QuotaState, ReserveOutcome,
+    Amounts, Outstanding, QuotaChange, QuotaKey, QuotaLimits, QuotaState, ReserveOutcome,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -115,7 +115,7 @@ impl QuotaStore {
             amounts: quota.amounts,
             ttl_ms: quota.ttl_ms,
         };
-        self.call(&quota.key, &command).await
+        self.call(&quota.key.to_string(), &command).await
     }
 
     /// Charges the real usage instead of the reservation, and adds the
@@ -133,7 +133,7 @@ impl QuotaStore {
             actual,
             ledger: Some(ledger),
         };
-        self.call_logged(&quota.key, &command).await;
+        self.call_logged(&quota.key.to_string(), &command).await;
     }
 
     /// Gives the whole reservation back (the call failed), and adds the
@@ -144,14 +144,14 @@ impl QuotaStore {
             limits: quota.limits.clone(),
             ledger: Some(ledger),
         };
-        self.call_logged(&quota.key, &command).await;
+        self.call_logged(&quota.key.to_string(), &command).await;
     }
 
     /// The ledger rows the object of quota key `key` holds for `query`'s
     /// days and key.
     pub async fn usage(
         &self,
-        key: &str,
+        key: &QuotaKey,
         query: &UsageQuery,
     ) -> std::result::Result<Vec<LedgerEntry>, GatewayError> {
         let ask = Query::Usage {
@@ -159,7 +159,7 @@ impl QuotaStore {
             to: query.to.number(),
             key: query.key.clone(),
         };
-        crate::object_call::call(&self.0, key, "https://quota.internal/", &ask)
+        crate::object_call::call(&self.0, &key.to_string(), "https://quota.internal/", &ask)
             .await
             .map_err(|e| store_error(e.to_string()))
     }

@@ -1,6 +1,6 @@
 //! Quota state in memory, made durable in SQLite by rows.
 //!
-//! Each quota key (a tenant, or `tenant#shard`) has its own `QuotaState`
+//! Each quota key (a tenant, or one of its shards) has its own `QuotaState`
 //! behind its own lock, so tenants never wait on each other; the core's pure
 //! functions change it in place, in O(log n) of the reservations open. The
 //! rows each operation changed (the key's counters record, a reservation
@@ -20,7 +20,8 @@ use edgegate_core::GatewayError;
 use edgegate_core::gateway::QuotaRequest;
 use edgegate_core::ledger::{LedgerCounts, LedgerEntry, LedgerKey, StoredKey, UsageQuery, sql};
 use edgegate_core::quota::{
-    Amounts, Outstanding, QuotaChange, QuotaCounters, QuotaLimits, QuotaState, ReserveOutcome,
+    Amounts, Outstanding, QuotaChange, QuotaCounters, QuotaKey, QuotaLimits, QuotaState,
+    ReserveOutcome,
 };
 use rusqlite::{Connection, params};
 use std::collections::HashMap;
@@ -46,7 +47,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// One key's rows to write (and a ledger entry to add with them), and who
 /// waits for the commit.
 struct Write {
-    key: Arc<str>,
+    key: Arc<QuotaKey>,
     counters: QuotaCounters,
     changes: Vec<QuotaChange>,
     ledger: Option<LedgerEntry>,
@@ -65,7 +66,7 @@ enum Job {
     Read(Read),
 }
 
-type Shard = Mutex<HashMap<Arc<str>, Arc<Mutex<QuotaState>>>>;
+type Shard = Mutex<HashMap<Arc<QuotaKey>, Arc<Mutex<QuotaState>>>>;
 
 pub struct QuotaStore {
     shards: Vec<Shard>,
@@ -140,7 +141,7 @@ impl QuotaStore {
             _owner: owner,
         };
         for (key, state) in load(&conn)? {
-            lock(store.shard(&key)).insert(key.into(), Arc::new(Mutex::new(state)));
+            lock(store.shard(&key)).insert(Arc::new(key), Arc::new(Mutex::new(state)));
         }
         std::thread::Builder::new()
             .name("quota-writer".into())
@@ -149,21 +150,21 @@ impl QuotaStore {
         Ok(store)
     }
 
-    fn shard(&self, key: &str) -> &Shard {
+    fn shard(&self, key: &QuotaKey) -> &Shard {
         &self.shards[self.hasher.hash_one(key) as usize % MAP_SHARDS]
     }
 
     fn state(
         &self,
-        key: &str,
+        key: &QuotaKey,
         limits: &QuotaLimits,
         now_ms: u64,
-    ) -> (Arc<str>, Arc<Mutex<QuotaState>>) {
+    ) -> (Arc<QuotaKey>, Arc<Mutex<QuotaState>>) {
         let mut shard = lock(self.shard(key));
         if let Some((k, s)) = shard.get_key_value(key) {
             return (k.clone(), s.clone());
         }
-        let k: Arc<str> = key.into();
+        let k = Arc::new(key.clone());
         let s = Arc::new(Mutex::new(QuotaState::new(limits, now_ms)));
         shard.insert(k.clone(), s.clone());
         (k, s)
@@ -173,7 +174,7 @@ impl QuotaStore {
     /// lock held, so one key's writes reach the database in order.
     fn persist(
         &self,
-        key: &Arc<str>,
+        key: &Arc<QuotaKey>,
         state: &mut QuotaState,
         ledger: Option<LedgerEntry>,
         committed: Option<oneshot::Sender<Result<(), String>>>,
@@ -227,7 +228,7 @@ impl QuotaStore {
     /// counts what the request used.
     pub fn settle(
         &self,
-        key: &str,
+        key: &QuotaKey,
         limits: &QuotaLimits,
         id: &str,
         actual: Amounts,
@@ -245,7 +246,7 @@ impl QuotaStore {
     /// as an error, when it reached the backend's side of the exchange).
     pub fn release(
         &self,
-        key: &str,
+        key: &QuotaKey,
         limits: &QuotaLimits,
         id: &str,
         ledger: Option<LedgerEntry>,
@@ -276,7 +277,7 @@ impl QuotaStore {
 
 /// The state of every key, from its counters record and its open rows, or
 /// from the whole-state JSON rows of earlier versions (table `quota`).
-fn load(conn: &Connection) -> Result<Vec<(String, QuotaState)>> {
+fn load(conn: &Connection) -> Result<Vec<(QuotaKey, QuotaState)>> {
     let mut counters: HashMap<String, QuotaCounters> = HashMap::new();
     let mut q = conn.prepare("SELECT key, counters FROM quota_counters")?;
     for row in q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
@@ -329,7 +330,14 @@ fn load(conn: &Connection) -> Result<Vec<(String, QuotaState)>> {
         }
         conn.execute_batch("DROP TABLE quota")?;
     }
-    Ok(states)
+    states
+        .into_iter()
+        .map(|(name, state)| {
+            let key = QuotaKey::parse(&name)
+                .with_context(|| format!("the stored quota key `{name}` is not a quota key"))?;
+            Ok((key, state))
+        })
+        .collect()
 }
 
 /// Rows hold small serde records as JSON text.
@@ -490,13 +498,13 @@ fn commit(conn: &Connection, batch: &[Write]) -> rusqlite::Result<()> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     let written = (|| {
         // A key written many times in a batch needs only its last counters.
-        let mut last: HashMap<&str, usize> = HashMap::new();
+        let mut last: HashMap<&QuotaKey, usize> = HashMap::new();
         for (i, w) in batch.iter().enumerate() {
-            last.insert(&w.key, i);
+            last.insert(&*w.key, i);
         }
         for (i, w) in batch.iter().enumerate() {
             let counters = (last.get(&*w.key) == Some(&i)).then_some(&w.counters);
-            write_rows(conn, &w.key, counters, &w.changes)?;
+            write_rows(conn, &w.key.to_string(), counters, &w.changes)?;
             if let Some(entry) = &w.ledger {
                 add_to_ledger(conn, entry)?;
             }
@@ -542,7 +550,7 @@ mod tests {
         );
 
         let request = QuotaRequest {
-            key: "t".into(),
+            key: QuotaKey::shard("t", 1, 2),
             limits: limits(),
             amounts: Amounts {
                 requests: 1,
@@ -559,7 +567,9 @@ mod tests {
         drop(store);
         // The lock went with the store; the committed reservation did not.
         let reopened = QuotaStore::open(&path).expect("reopen");
-        let state = reopened.state("t", &limits(), 1_000).1;
+        let state = reopened
+            .state(&QuotaKey::shard("t", 1, 2), &limits(), 1_000)
+            .1;
         assert!(lock(&state).reservation("r1").is_some());
     }
 }

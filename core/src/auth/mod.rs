@@ -135,6 +135,12 @@ fn from_record(
     record: &ApiKeyRecord,
     hash: &[u8; 32],
 ) -> Result<Principal, GatewayError> {
+    // A tenant that could share another's quota store is refused.
+    if !crate::names::is_valid(&record.tenant) {
+        return Err(GatewayError::unauthenticated(
+            "API key record is not usable",
+        ));
+    }
     let tenant = config.tenant(&record.tenant);
     let tier = match (&record.tier, tenant) {
         (Some(name), _) => config.tier(name),
@@ -157,6 +163,11 @@ fn from_record(
 fn from_token(config: &Config, token: &str, now_s: u64) -> Result<Principal, GatewayError> {
     let (issuer, claims) = jwt::verify(&config.jwt_issuers, token, now_s)?;
     let issuer = &config.jwt_issuers[issuer];
+    if !crate::names::is_valid(&claims.tenant) {
+        return Err(GatewayError::unauthenticated(
+            "token names an invalid tenant",
+        ));
+    }
     let tenant = config.tenant(&claims.tenant);
     let tier = match (&claims.tier, tenant) {
         (Some(name), _) => config

@@ -250,3 +250,21 @@ fn only_unlisted_api_keys_are_looked_up_in_the_key_store() {
     let jwt = headers_with_key(&sign_hs256(&hs_claims()));
     assert_eq!(key_to_look_up(g.config(), &jwt), None);
 }
+
+#[test]
+fn a_tenant_name_that_could_share_a_store_is_refused() {
+    let mut claims = hs_claims();
+    claims["org"] = json!("acme#1");
+    assert_eq!(
+        reason(auth_with(&sign_hs256(&claims))),
+        "token names an invalid tenant"
+    );
+    let g = gateway();
+    let rec = super::ApiKeyRecord {
+        tenant: "acme#1".into(),
+        id: None,
+        tier: Some("free".into()),
+    };
+    let h = headers_with_key("sk-from-kv");
+    assert!(super::authenticate(g.config(), &h, NOW_MS, Some(&rec)).is_err());
+}

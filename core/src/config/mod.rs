@@ -299,8 +299,11 @@ impl Config {
         let mut key_index = HashMap::new();
         for (i, t) in raw.tenants.iter().enumerate() {
             let path = format!("tenants[{i}]");
-            if t.id.is_empty() {
-                return Err(ConfigError::new(format!("{path}.id"), "must not be empty"));
+            if !crate::names::is_valid(&t.id) {
+                return Err(ConfigError::new(
+                    format!("{path}.id"),
+                    crate::names::NAME_RULE,
+                ));
             }
             if tenant_index.insert(t.id.clone(), i).is_some() {
                 return Err(ConfigError::new(

@@ -358,10 +358,10 @@ fn validate_replicas(path: &str, r: &RawRegion, lookup: &Lookup) -> Result<Vec<R
 }
 
 pub(crate) fn validate_region(path: &str, r: &RawRegion, lookup: &Lookup) -> Result<Region> {
-    if r.name.is_empty() || r.name.contains(['/', ' ']) {
+    if !crate::names::is_valid(&r.name) {
         return Err(ConfigError::new(
             format!("{path}.name"),
-            "must be non-empty, without `/` or spaces",
+            crate::names::NAME_RULE,
         ));
     }
     let replicas = validate_replicas(path, r, lookup)?;

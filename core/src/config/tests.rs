@@ -73,6 +73,15 @@ fn semantic_errors_name_their_field() {
             Box::new(|v| v["tenants"][1]["tier"] = json!("gold")),
             "tenants[1].tier",
         ),
+        // `acme#1` would share a quota store with shard 1 of `acme`.
+        (
+            Box::new(|v| v["tenants"][1]["id"] = json!("acme#1")),
+            "tenants[1].id",
+        ),
+        (
+            Box::new(|v| v["regions"][0]["name"] = json!("us-east#0")),
+            "regions[0].name",
+        ),
         (
             Box::new(|v| v["tenants"][0]["api_key_sha256"][0] = json!("sk-plaintext")),
             "tenants[0].api_key_sha256[0]",

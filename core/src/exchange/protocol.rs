@@ -1,7 +1,7 @@
 //! What an exchange and its host say to each other: the actions it asks
 //! for, the events it is told, and the values they carry.
 
-use crate::admission::{Answer, Ask};
+use crate::admission::{Answer, Ask, GateKey};
 use crate::error::GatewayError;
 use crate::gateway::QuotaRequest;
 use crate::health::{AttemptFailure, Observation};
@@ -35,7 +35,7 @@ pub enum Action {
     /// held first. The host holds a granted permit until the attempt's
     /// connection is dropped (the next `Acquire` or `Send`, `EndStream`,
     /// or the end of the exchange) and then gives it back.
-    Acquire { region: String, ask: Ask },
+    Acquire { region: GateKey, ask: Ask },
     /// Send [`Exchange::upstream_request`]`(attempt)`, dropping any earlier
     /// attempt's connection; answer with [`Event::Head`] or [`Event::Failed`]
     /// (`Connect` if not connected within `connect_ms`, `Timeout` if no

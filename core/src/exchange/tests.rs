@@ -828,11 +828,11 @@ fn gated(degrade: bool) -> Gateway {
     Gateway::from_json(&v.to_string(), &crate::testing::secrets()).expect("valid")
 }
 
-fn acquires(log: &[Action]) -> Vec<(&str, u64, Vec<usize>)> {
+fn acquires(log: &[Action]) -> Vec<(String, u64, Vec<usize>)> {
     log.iter()
         .filter_map(|a| match a {
             Action::Acquire { region, ask } => Some((
-                region.as_str(),
+                region.to_string(),
                 ask.wait_ms,
                 ask.candidates.iter().map(|c| c.attempt as usize).collect(),
             )),
@@ -897,7 +897,7 @@ fn full_gates_are_tried_region_by_region_then_waited_at_then_429() {
     assert_eq!(covered, (0..attempts).collect::<Vec<_>>());
     assert!(spill.iter().all(|a| a.1 == 0));
     assert_eq!(
-        (last.0, last.1),
+        (last.0.as_str(), last.1),
         ("us-east", 2_000),
         "normal priority waits 2 s"
     );

@@ -5,6 +5,7 @@
 //! for its smaller model, with its answer capped and marked.
 
 use super::{Attempt, AttemptGate, Gateway, RequestContext};
+use crate::admission::GateKey;
 use crate::balance;
 use crate::config::{Degrade, Region, Replica, Route, VersionRef};
 use crate::error::GatewayError;
@@ -177,12 +178,12 @@ impl Gateway {
 /// already cannot start), and its latency estimate.
 fn gate(ctx: &RequestContext, region: &Region, replica: &Replica, capacity: u32) -> AttemptGate {
     let (name, capacity) = match region.gate_shards {
-        0 | 1 => (region.name.clone(), capacity),
+        0 | 1 => (GateKey::whole(&region.name), capacity),
         n => {
             let shard = (stable_hash(&[&ctx.request_id, &region.name]) % u64::from(n)) as u32;
             // Shard k of n gets cap / n, and one more for k < cap % n.
             let share = capacity / n + u32::from(shard < capacity % n);
-            (format!("{}#{shard}", region.name), share)
+            (GateKey::shard(&region.name, shard, n), share)
         }
     };
     let waiting = ctx

@@ -44,7 +44,7 @@ fn a_chat_request_becomes_a_plan() {
     assert_eq!(plan.model, "llama-3.1-8b");
     assert_eq!(plan.max_output_tokens, 64);
     assert!(plan.prompt_tokens_estimate >= 8);
-    assert_eq!(plan.quota.key, "acme");
+    assert_eq!(plan.quota.key.to_string(), "acme");
     assert_eq!(plan.quota.amounts.requests, 1);
     assert_eq!(plan.quota.amounts.tokens, plan.prompt_tokens_estimate + 64);
     assert_eq!(plan.quota.ttl_ms, 120_000);
@@ -704,7 +704,7 @@ fn a_sharded_gate_splits_the_replicas_capacity_among_its_shards() {
             .iter()
             .find_map(|a| a.gate.clone())
             .expect("a gated attempt");
-        seen.insert(gate.region, gate.capacity);
+        seen.insert(gate.region.to_string(), gate.capacity);
     }
     let expected: std::collections::BTreeMap<String, u32> =
         [("us-east#0", 3), ("us-east#1", 3), ("us-east#2", 2)]

@@ -10,6 +10,7 @@ use edgegate_core::geo::{ClientGeo, Health, RegionStatus};
 use edgegate_core::health::Observation;
 use edgegate_core::ledger::LedgerEntry;
 use edgegate_core::load::{BackendLoad, TargetLoad};
+use edgegate_core::names::ShardedName;
 use edgegate_core::quota::{Amounts, QuotaLimits, QuotaSnapshot, ReserveOutcome};
 use edgegate_core::telemetry::{CacheStatus, UsageRecord};
 
@@ -129,7 +130,7 @@ fn action_to_wit(exchange: &Exchange, action: Action) -> wit::Action {
     match action {
         Action::Reserve { quota, id } => wit::Action::Reserve(quota_request(quota, id)),
         Action::Acquire { region, ask } => wit::Action::Acquire(wit::GateAsk {
-            region,
+            region: sharded_name(region),
             id: ask.id,
             priority: match ask.priority {
                 Priority::Low => wit::Priority::Low,
@@ -245,7 +246,7 @@ fn quota_request(q: QuotaRequest, id: String) -> wit::QuotaRequest {
         max_concurrent,
     } = q.limits;
     wit::QuotaRequest {
-        key: q.key,
+        key: sharded_name(q.key),
         limits: wit::QuotaLimits {
             requests_per_minute,
             request_burst,
@@ -258,6 +259,13 @@ fn quota_request(q: QuotaRequest, id: String) -> wit::QuotaRequest {
         amounts: amounts(q.amounts),
         ttl_ms: q.ttl_ms,
         id,
+    }
+}
+
+fn sharded_name(n: ShardedName) -> wit::ShardedName {
+    wit::ShardedName {
+        name: n.name,
+        shard: n.shard,
     }
 }
 

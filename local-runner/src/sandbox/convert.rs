@@ -9,6 +9,7 @@ use edgegate_core::exchange::{BodyLimit, BodyRead, Transport};
 use edgegate_core::gateway::{QuotaRequest, RequestContext, UsageSource};
 use edgegate_core::geo::Health;
 use edgegate_core::ledger::{Day, LedgerCounts, LedgerEntry, LedgerKey};
+use edgegate_core::names::ShardedName;
 use edgegate_core::quota::{Amounts, QuotaLimits, QuotaSnapshot, ReserveOutcome};
 use edgegate_core::request::HttpRequest;
 use edgegate_core::telemetry::{CacheStatus, Latency, UsageRecord};
@@ -69,7 +70,7 @@ pub fn context(c: &RequestContext) -> guest::RequestContext {
 pub fn quota_request(q: guest::QuotaRequest) -> (QuotaRequest, String) {
     let l = q.limits;
     let request = QuotaRequest {
-        key: q.key,
+        key: sharded_name(q.key),
         limits: QuotaLimits {
             requests_per_minute: l.requests_per_minute,
             request_burst: l.request_burst,
@@ -212,7 +213,14 @@ pub fn usage_record(r: guest::UsageRecord) -> UsageRecord {
     }
 }
 
-/// A permit request, as the host's gate takes it.
+fn sharded_name(n: guest::ShardedName) -> ShardedName {
+    ShardedName {
+        name: n.name,
+        shard: n.shard,
+    }
+}
+
+/// A permit request, as the host's gate takes it: the gate's name, the ask.
 pub fn gate_ask(a: guest::GateAsk) -> (String, Ask) {
     let ask = Ask {
         id: a.id,
@@ -234,7 +242,7 @@ pub fn gate_ask(a: guest::GateAsk) -> (String, Ask) {
         lease_ms: a.lease_ms,
         service_ms: a.service_ms,
     };
-    (a.region, ask)
+    (sharded_name(a.region).to_string(), ask)
 }
 
 /// The gate's answer, as the exchange takes it.
