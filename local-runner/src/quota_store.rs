@@ -442,10 +442,14 @@ fn commit_batch(conn: &Connection, batch: Vec<Write>) {
     }
 }
 
-/// Adds a ledger entry to its row.
-fn add_to_ledger(conn: &Connection, entry: &LedgerEntry) -> rusqlite::Result<()> {
-    let k = entry.key.stored();
-    let c = entry.counts.to_columns();
+/// Adds counts to a ledger row.
+fn add_to_ledger(
+    conn: &Connection,
+    key: &LedgerKey,
+    counts: &LedgerCounts,
+) -> rusqlite::Result<()> {
+    let k = key.stored();
+    let c = counts.to_columns();
     conn.prepare_cached(sql::UPSERT)?.execute(params![
         k.tenant, k.key, k.model, k.version, k.day, c[0], c[1], c[2], c[3], c[4], c[5], c[6]
     ])?;
@@ -505,9 +509,15 @@ fn commit(conn: &Connection, batch: &[Write]) -> rusqlite::Result<()> {
         for (i, w) in batch.iter().enumerate() {
             let counters = (last.get(&*w.key) == Some(&i)).then_some(&w.counters);
             write_rows(conn, &w.key.to_string(), counters, &w.changes)?;
-            if let Some(entry) = &w.ledger {
-                add_to_ledger(conn, entry)?;
-            }
+        }
+        // Entries of one row (one tenant, key, model and day) are summed
+        // first: one upsert per row per batch, however many requests.
+        let mut ledger: HashMap<&LedgerKey, LedgerCounts> = HashMap::new();
+        for entry in batch.iter().filter_map(|w| w.ledger.as_ref()) {
+            ledger.entry(&entry.key).or_default().add(&entry.counts);
+        }
+        for (key, counts) in ledger {
+            add_to_ledger(conn, key, &counts)?;
         }
         Ok(())
     })();
@@ -571,5 +581,47 @@ mod tests {
             .state(&QuotaKey::shard("t", 1, 2), &limits(), 1_000)
             .1;
         assert!(lock(&state).reservation("r1").is_some());
+    }
+
+    #[tokio::test]
+    async fn settlements_of_one_ledger_row_sum_exactly_however_they_batch() {
+        use edgegate_core::ledger::{Day, LedgerCounts, LedgerKey};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = QuotaStore::open(&dir.path().join("state.sqlite")).expect("open");
+        let key = QuotaKey::whole("t");
+        let entry = |cost| LedgerEntry {
+            key: LedgerKey {
+                tenant: "t".into(),
+                key: Some("k1".into()),
+                model: "m".into(),
+                version: Some("v1".into()),
+                day: Day::of_ms(1_000),
+            },
+            counts: LedgerCounts {
+                requests: 1,
+                input_tokens: 10,
+                output_tokens: 5,
+                cost_micros: cost,
+                ..LedgerCounts::default()
+            },
+        };
+        // Queued back to back: the writer takes several in one batch.
+        for (i, cost) in [3, 5, 7, 11].into_iter().enumerate() {
+            let id = format!("r{i}");
+            store.settle(
+                &key,
+                &limits(),
+                &id,
+                Amounts::default(),
+                Some(entry(cost)),
+                1_000,
+            );
+        }
+        let query = UsageQuery::parse("tenant=t", Day::of_ms(1_000)).expect("query");
+        let rows = store.usage(&query).await.expect("usage");
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].counts.requests, 4);
+        assert_eq!(rows[0].counts.cost_micros, 26);
+        assert_eq!(rows[0].counts.input_tokens, 40);
     }
 }
