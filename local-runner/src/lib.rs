@@ -2,6 +2,7 @@
 //! around it (HTTP, SQLite quotas, cache, health probes, logs, metrics).
 
 pub mod admin;
+pub mod admin_cli;
 pub mod app;
 pub mod clock;
 pub mod coalescing;

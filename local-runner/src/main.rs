@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use edgegate_local_runner::admin_cli::{self, AdminArgs};
 use edgegate_local_runner::settings::Settings;
 use edgegate_local_runner::{ConfigArgs, ServeArgs, demo, serve, shutdown_signal};
 use std::net::SocketAddr;
@@ -32,6 +33,8 @@ enum Command {
     Check(ConfigArgs),
     /// Start simulated regional backends and the gateway in front of them.
     Demo(DemoArgs),
+    /// Call a running gateway's admin API (usage).
+    Admin(AdminArgs),
 }
 
 #[derive(Args, Clone)]
@@ -54,6 +57,7 @@ fn main() -> Result<()> {
             serve(settings, args, shutdown_signal()).await
         }),
         Command::Demo(args) => runtime.block_on(demo::run(args.config, args.listen)),
+        Command::Admin(args) => runtime.block_on(admin_cli::run(args)),
     }
 }
 

@@ -454,24 +454,25 @@ async fn acme_usage(c: &reqwest::Client, runner: &Runner) -> serde_json::Value {
     r.json().await.expect("JSON")
 }
 
+/// A runner with the admin API on, after `requests` answered requests of
+/// tenant `acme` (its backends must outlive it).
+async fn runner_with_usage(backends: &Backends, requests: usize) -> (Runner, reqwest::Client) {
+    let mut cfg = config(backends);
+    cfg["admin"] = json!({"api_key_secret": "EDGEGATE_ADMIN_KEY"});
+    let runner = Runner::start(&cfg, &[]);
+    let c = client();
+    for i in 0..requests {
+        let body = chat(&format!("usage {i}"));
+        let r = post(&c, &runner, "/v1/chat/completions", ACME_KEY, &body).await;
+        assert_eq!(r.status(), 200);
+    }
+    (runner, c)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ledger_rows_survive_kill_9() {
     let backends = Backends::start(0).await;
-    let mut cfg = config(&backends);
-    cfg["admin"] = json!({"api_key_secret": "EDGEGATE_ADMIN_KEY"});
-    let mut runner = Runner::start(&cfg, &[]);
-    let c = client();
-    for i in 0..3 {
-        let r = post(
-            &c,
-            &runner,
-            "/v1/chat/completions",
-            ACME_KEY,
-            &chat(&format!("ledger {i}")),
-        )
-        .await;
-        assert_eq!(r.status(), 200);
-    }
+    let (mut runner, c) = runner_with_usage(&backends, 3).await;
     let before = acme_usage(&c, &runner).await;
     assert_eq!(before["total"]["requests"], 3, "{before}");
     assert!(
@@ -482,6 +483,43 @@ async fn ledger_rows_survive_kill_9() {
     let after = acme_usage(&c, &runner).await;
     assert_eq!(after["data"], before["data"]);
     assert_eq!(after["total"], before["total"]);
+}
+
+/// `local-runner admin usage …` against a running runner, as a table, as
+/// JSON, and refused with a wrong key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_cli_prints_usage() {
+    let backends = Backends::start(0).await;
+    let (runner, _) = runner_with_usage(&backends, 2).await;
+    let cli = |extra: &[&str], key: &str| {
+        let mut args = vec!["admin", "usage", "--url", &runner.base, "--tenant", "acme"];
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_local-runner"))
+            .args(&args)
+            .env("EDGEGATE_ADMIN_KEY", key)
+            .env_remove("EDGEGATE_URL")
+            .output()
+            .expect("the CLI runs")
+    };
+    let table = cli(&["--group-by", "model"], ADMIN_KEY);
+    assert!(table.status.success(), "{table:?}");
+    let text = String::from_utf8_lossy(&table.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("model"), "{text}");
+    assert!(lines.iter().any(|l| l.starts_with("chat-model")), "{text}");
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with("total")),
+        "{text}"
+    );
+    let json = cli(&["--json"], ADMIN_KEY);
+    assert!(json.status.success(), "{json:?}");
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(report["total"]["requests"], 2);
+    let refused = cli(&[], "not-the-admin-key");
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("401"), "{why}");
+    assert!(!why.contains("not-the-admin-key"), "{why}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
