@@ -57,7 +57,14 @@ fn main() -> Result<()> {
             serve(settings, args, shutdown_signal()).await
         }),
         Command::Demo(args) => runtime.block_on(demo::run(args.config, args.listen)),
-        Command::Admin(args) => runtime.block_on(admin_cli::run(args)),
+        Command::Admin(args) => {
+            // A refusal is the operator's answer, not a crash: one line.
+            if let Err(e) = runtime.block_on(admin_cli::run(args)) {
+                eprintln!("local-runner admin: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 
