@@ -17,6 +17,8 @@ use crate::ledger::{Day, UsageFormat, UsageQuery, UsageReport};
 use crate::request::Headers;
 use subtle::ConstantTimeEq;
 
+mod tenants;
+
 /// Where the admin API lives.
 pub const PREFIX: &str = "/admin/";
 
@@ -53,6 +55,10 @@ pub enum AdminRequest {
         query: UsageQuery,
         format: UsageFormat,
     },
+    /// `GET /admin/v1/tenants`.
+    ListTenants,
+    /// `GET /admin/v1/tenants/{id}`.
+    GetTenant { id: String },
 }
 
 /// Whether `path` is the admin API's (the host sends it to [`admit`]).
@@ -60,15 +66,59 @@ pub fn is_admin_path(path: &str) -> bool {
     path.starts_with(PREFIX) || path == "/admin"
 }
 
-/// Checks the caller and parses what it asks. `today` is the host's UTC day.
+/// What the host does with an admitted admin request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admitted {
+    /// The config alone answered it: respond with this.
+    Answered(LocalResponse),
+    /// Read the usage ledger's rows for `query` and respond with
+    /// [`usage_response`].
+    Usage {
+        query: UsageQuery,
+        format: UsageFormat,
+    },
+}
+
+/// Checks the caller, parses what it asks and answers what the config
+/// alone can. `today` is the host's UTC day.
 pub fn admit(
     config: &Config,
-    method: &str,
-    path: &str,
-    query: &str,
-    headers: &Headers,
-    today: Day,
-) -> Result<AdminRequest, GatewayError> {
+    call: &AdminCall<'_>,
+    request_id: &str,
+) -> Result<Admitted, GatewayError> {
+    let body = match parse(config, call)? {
+        AdminRequest::Usage { query, format } => return Ok(Admitted::Usage { query, format }),
+        AdminRequest::ListTenants => tenants::list(config),
+        AdminRequest::GetTenant { id } => tenants::get(config, &id)?,
+    };
+    let mut response = LocalResponse::json(200, body.to_string(), request_id);
+    response
+        .headers
+        .push(("cache-control".into(), "no-store".into()));
+    Ok(Admitted::Answered(response))
+}
+
+/// An admin request as the host received it.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminCall<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The URL's query string, without `?`.
+    pub query: &'a str,
+    pub headers: &'a Headers,
+    /// The host's UTC day.
+    pub today: Day,
+}
+
+/// Checks the caller and parses what it asks.
+pub fn parse(config: &Config, call: &AdminCall<'_>) -> Result<AdminRequest, GatewayError> {
+    let AdminCall {
+        method,
+        path,
+        query,
+        headers,
+        today,
+    } = *call;
     let Some(access) = &config.admin else {
         return Err(GatewayError::UnknownEndpoint {
             path: path.chars().take(200).collect(),
@@ -79,23 +129,37 @@ pub fn admit(
     if !access.admits(presented) {
         return Err(GatewayError::unauthenticated("invalid admin key"));
     }
-    match path.trim_end_matches('/') {
-        "/admin/v1/usage" => {
-            if method != "GET" {
-                return Err(GatewayError::MethodNotAllowed {
-                    method: method.chars().take(16).collect(),
-                    path: path.to_owned(),
-                });
-            }
-            Ok(AdminRequest::Usage {
-                query: UsageQuery::parse(query, today)?,
-                format: UsageFormat::from_accept(headers.get("accept")),
+    let only_get = || {
+        if method == "GET" {
+            Ok(())
+        } else {
+            Err(GatewayError::MethodNotAllowed {
+                method: method.chars().take(16).collect(),
+                path: path.chars().take(200).collect(),
             })
         }
-        _ => Err(GatewayError::UnknownEndpoint {
-            path: path.chars().take(200).collect(),
-        }),
+    };
+    let route = path.trim_end_matches('/');
+    if route == "/admin/v1/usage" {
+        only_get()?;
+        return Ok(AdminRequest::Usage {
+            query: UsageQuery::parse(query, today)?,
+            format: UsageFormat::from_accept(headers.get("accept")),
+        });
     }
+    if route == "/admin/v1/tenants" {
+        only_get()?;
+        return Ok(AdminRequest::ListTenants);
+    }
+    if let Some(id) = route.strip_prefix("/admin/v1/tenants/")
+        && !id.contains('/')
+    {
+        only_get()?;
+        return Ok(AdminRequest::GetTenant { id: id.to_owned() });
+    }
+    Err(GatewayError::UnknownEndpoint {
+        path: path.chars().take(200).collect(),
+    })
 }
 
 /// The answer to a usage request: the report as JSON or CSV.

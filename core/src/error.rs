@@ -67,6 +67,8 @@ pub enum GatewayError {
     ModelNotFound { model: String },
     /// Unknown path (404).
     UnknownEndpoint { path: String },
+    /// An admin object that does not exist (404), e.g. "tenant `acme`".
+    NotFound { what: String },
     /// Known path, wrong method (405).
     MethodNotAllowed { method: String, path: String },
     /// A quota is exhausted (429). `retry_after_ms` is `None` when waiting
@@ -114,7 +116,7 @@ impl GatewayError {
             HeadersTooLarge { .. } => 431,
             Unauthenticated { .. } => 401,
             PermissionDenied { .. } => 403,
-            ModelNotFound { .. } | UnknownEndpoint { .. } => 404,
+            ModelNotFound { .. } | UnknownEndpoint { .. } | NotFound { .. } => 404,
             MethodNotAllowed { .. } => 405,
             RateLimited { .. } | Saturated { .. } => 429,
             NoUpstream { .. } => 503,
@@ -140,6 +142,7 @@ impl GatewayError {
             | ContentBlocked { .. }
             | ModelNotFound { .. }
             | UnknownEndpoint { .. }
+            | NotFound { .. }
             | MethodNotAllowed { .. } => "invalid_request_error",
             Unauthenticated { .. } => "authentication_error",
             PermissionDenied { .. } => "permission_error",
@@ -170,6 +173,7 @@ impl GatewayError {
             ContentBlocked { .. } => "content_policy_violation",
             ModelNotFound { .. } => "model_not_found",
             UnknownEndpoint { .. } => "unknown_url",
+            NotFound { .. } => "not_found",
             MethodNotAllowed { .. } => "method_not_allowed",
             RateLimited {
                 limit: LimitKind::Cost,
@@ -239,6 +243,7 @@ impl GatewayError {
             ContentBlocked { .. } => "content_blocked",
             ModelNotFound { .. } => "model_not_found",
             UnknownEndpoint { .. } => "unknown_endpoint",
+            NotFound { .. } => "not_found",
             MethodNotAllowed { .. } => "method_not_allowed",
             RateLimited { limit, .. } => match limit {
                 LimitKind::Requests => "rate_limited_requests",
@@ -290,6 +295,7 @@ impl GatewayError {
                 format!("The model `{model}` does not exist or you do not have access to it.")
             }
             UnknownEndpoint { path } => format!("Unknown request URL: {path}."),
+            NotFound { what } => format!("No {what}."),
             MethodNotAllowed { method, path } => {
                 format!("Method {method} is not allowed for {path}.")
             }

@@ -8,7 +8,7 @@ use crate::clock::now_ms;
 use crate::kv_store::EdgeKv;
 use crate::quota_object::QuotaStore;
 use crate::{config, incoming, respond};
-use edgegate_core::admin::{self, AdminRequest};
+use edgegate_core::admin::{self, AdminCall, Admitted};
 use edgegate_core::gateway::LocalResponse;
 use edgegate_core::ledger::{Day, LedgerEntry, UsageQuery, UsageReport};
 use edgegate_core::quota::QuotaKey;
@@ -33,18 +33,17 @@ async fn answer(req: &Request, env: &Env, request_id: &str) -> Result<LocalRespo
         .url()
         .map_err(|_| GatewayError::invalid("The URL is not valid.", None))?;
     let headers = incoming::headers(req);
-    let today = Day::of_ms(now_ms());
     let method = req.inner().method();
-    let query = url.query().unwrap_or("");
-    match admin::admit(
-        gateway.config(),
-        &method,
-        url.path(),
-        query,
-        &headers,
-        today,
-    )? {
-        AdminRequest::Usage { query, format } => {
+    let call = AdminCall {
+        method: &method,
+        path: url.path(),
+        query: url.query().unwrap_or(""),
+        headers: &headers,
+        today: Day::of_ms(now_ms()),
+    };
+    match admin::admit(gateway.config(), &call, request_id)? {
+        Admitted::Answered(local) => Ok(local),
+        Admitted::Usage { query, format } => {
             let rows = usage_rows(&gateway, env, &query).await?;
             let report = UsageReport::build(query, rows);
             Ok(admin::usage_response(&report, format, request_id))

@@ -4,7 +4,7 @@
 //! after every settlement queued before the request is committed.
 
 use crate::app::{App, Body, full, response};
-use edgegate_core::admin::{self, AdminRequest};
+use edgegate_core::admin::{self, AdminCall, Admitted};
 use edgegate_core::gateway::LocalResponse;
 use edgegate_core::ledger::{Day, UsageReport};
 use edgegate_core::request::Headers;
@@ -21,9 +21,16 @@ pub async fn handle(
     headers: &Headers,
     request_id: &str,
 ) -> Response<Body> {
-    let today = Day::of_ms(crate::clock::now_ms());
-    let answer = match admin::admit(config, method, path, query, headers, today) {
-        Ok(AdminRequest::Usage { query, format }) => app.quota.usage(&query).await.map(|rows| {
+    let call = AdminCall {
+        method,
+        path,
+        query,
+        headers,
+        today: Day::of_ms(crate::clock::now_ms()),
+    };
+    let answer = match admin::admit(config, &call, request_id) {
+        Ok(Admitted::Answered(local)) => Ok(local),
+        Ok(Admitted::Usage { query, format }) => app.quota.usage(&query).await.map(|rows| {
             admin::usage_response(&UsageReport::build(query, rows), format, request_id)
         }),
         Err(e) => Err(e),

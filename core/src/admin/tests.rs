@@ -13,6 +13,16 @@ fn with_admin() -> Config {
     Config::from_json(&v.to_string(), &s).expect("valid")
 }
 
+fn call<'a>(method: &'a str, path: &'a str, query: &'a str, headers: &'a Headers) -> AdminCall<'a> {
+    AdminCall {
+        method,
+        path,
+        query,
+        headers,
+        today: Day::from_number(20_000),
+    }
+}
+
 fn ask(
     config: &Config,
     method: &str,
@@ -20,14 +30,15 @@ fn ask(
     key: Option<&str>,
 ) -> Result<AdminRequest, GatewayError> {
     let headers = Headers::new(key.map(|k| ("authorization", format!("Bearer {k}"))));
-    admit(
-        config,
-        method,
-        path,
-        "group_by=model",
-        &headers,
-        Day::from_number(20_000),
-    )
+    parse(config, &call(method, path, "group_by=model", &headers))
+}
+
+fn answered(config: &Config, path: &str) -> Result<serde_json::Value, GatewayError> {
+    let headers = Headers::new([("authorization", format!("Bearer {ADMIN_KEY}"))]);
+    match admit(config, &call("GET", path, "", &headers), "req-1")? {
+        Admitted::Answered(r) => Ok(serde_json::from_str(&r.body).expect("JSON")),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -53,7 +64,9 @@ fn a_missing_or_wrong_admin_key_is_401_before_the_path_is_judged() {
 fn the_admin_key_reads_usage_and_nothing_unknown() {
     let config = with_admin();
     let asked = ask(&config, "GET", "/admin/v1/usage", Some(ADMIN_KEY)).expect("usage");
-    let AdminRequest::Usage { query, format } = asked;
+    let AdminRequest::Usage { query, format } = asked else {
+        panic!("{asked:?}")
+    };
     assert_eq!(query.group_by, [crate::ledger::GroupBy::Model]);
     assert_eq!(format, UsageFormat::Json);
     let err = ask(&config, "GET", "/admin/v1/nothing-here", Some(ADMIN_KEY)).expect_err("404");
@@ -69,16 +82,10 @@ fn csv_is_chosen_by_accept() {
         ("authorization", format!("Bearer {ADMIN_KEY}")),
         ("accept", "text/csv".to_owned()),
     ]);
-    let asked = admit(
-        &config,
-        "GET",
-        "/admin/v1/usage",
-        "",
-        &headers,
-        Day::from_number(1),
-    )
-    .expect("usage");
-    let AdminRequest::Usage { format, .. } = asked;
+    let asked = parse(&config, &call("GET", "/admin/v1/usage", "", &headers)).expect("usage");
+    let AdminRequest::Usage { format, .. } = asked else {
+        panic!("{asked:?}")
+    };
     assert_eq!(format, UsageFormat::Csv);
 }
 
@@ -94,4 +101,25 @@ fn a_short_or_missing_admin_secret_stops_start_up_naming_its_field() {
     assert_eq!(err.path, "admin.api_key_secret");
     assert!(!err.message.contains("short-admin-key"), "{}", err.message);
     assert!(format!("{:?}", with_admin().admin).contains('…'));
+}
+
+#[test]
+fn config_tenants_are_listed_and_read_one_by_one() {
+    let config = with_admin();
+    let body = answered(&config, "/admin/v1/tenants").expect("listed");
+    let acme = &body["data"][0];
+    assert_eq!(
+        (acme["id"].as_str(), acme["tier"].as_str()),
+        (Some("acme"), Some("pro"))
+    );
+    assert_eq!(acme["source"], "config");
+    assert_eq!(acme["disabled"], false);
+    // Never a key or its hash.
+    assert!(!body.to_string().contains("730ce978b7434386"), "{body}");
+    let one = answered(&config, "/admin/v1/tenants/acme").expect("one");
+    assert_eq!(one["id"], "acme");
+    let err = answered(&config, "/admin/v1/tenants/ghost").expect_err("404");
+    assert_eq!((err.status(), err.code()), (404, Some("not_found")));
+    let err = ask(&config, "DELETE", "/admin/v1/tenants", Some(ADMIN_KEY)).expect_err("405");
+    assert_eq!(err.status(), 405);
 }

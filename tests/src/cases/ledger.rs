@@ -3,7 +3,7 @@
 //! answered; the JSON and CSV forms agree; only the admin key reads it.
 
 use crate::client::{CHAT, chat_body};
-use crate::gateway::{ADMIN_KEY, keys};
+use crate::gateway::{ADMIN_KEY, LEDGER_TENANT, keys};
 use crate::suite::Outcome;
 use crate::target::Target;
 use crate::{ensure, ensure_eq};
@@ -223,5 +223,41 @@ pub async fn only_the_admin_key_reads_usage(t: &Target) -> Outcome {
     ensure_eq!(bad.param.as_deref(), Some("from"), "the bad parameter");
     let unknown = t.get("/admin/v1/nothing").key(ADMIN_KEY).send().await?;
     unknown.expect_error(404, "invalid_request_error", "unknown_url")?;
+    Ok(())
+}
+
+pub async fn the_configs_tenants_are_listed(t: &Target) -> Outcome {
+    let list = t.get("/admin/v1/tenants").key(ADMIN_KEY).send().await?;
+    let list = list.expect(200)?;
+    let tenants = list["data"].as_array().ok_or("no data")?;
+    let ledger = tenants
+        .iter()
+        .find(|x| x["id"] == LEDGER_TENANT)
+        .ok_or("the ledger's tenant is not listed")?;
+    ensure_eq!(ledger["tier"].as_str(), Some("open"), "its tier");
+    ensure_eq!(ledger["source"].as_str(), Some("config"), "its source");
+    ensure!(
+        !list
+            .to_string()
+            .contains(&crate::gateway::sha256_hex(keys::LEDGER)),
+        "a key's hash is listed"
+    );
+    let one = t
+        .get(&format!("/admin/v1/tenants/{LEDGER_TENANT}"))
+        .key(ADMIN_KEY)
+        .send()
+        .await?
+        .expect(200)?;
+    ensure_eq!(one["id"].as_str(), Some(LEDGER_TENANT), "the one read");
+    t.get("/admin/v1/tenants/no-such-co")
+        .key(ADMIN_KEY)
+        .send()
+        .await?
+        .expect_error(404, "invalid_request_error", "not_found")?;
+    t.get("/admin/v1/tenants").send().await?.expect_error(
+        401,
+        "authentication_error",
+        "invalid_api_key",
+    )?;
     Ok(())
 }

@@ -253,6 +253,10 @@ pub const ALL: &[Case] = &[
         ledger::only_the_admin_key_reads_usage
     ),
     case!(
+        "admin: the config's tenants are listed and read, never their keys",
+        ledger::the_configs_tenants_are_listed
+    ),
+    case!(
         "admission: a full replica serves its waiting requests in priority order",
         admission::waiting_requests_are_served_in_priority_order
     ),
