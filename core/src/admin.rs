@@ -13,7 +13,8 @@ use crate::auth::{key_hash, presented_credential};
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::gateway::LocalResponse;
-use crate::ledger::{Day, UsageFormat, UsageQuery, UsageReport};
+use crate::ledger::{Day, LedgerEntry, UsageFormat, UsageQuery, UsageReport};
+use crate::quota::QuotaKey;
 use crate::request::Headers;
 use subtle::ConstantTimeEq;
 
@@ -162,12 +163,15 @@ pub fn parse(config: &Config, call: &AdminCall<'_>) -> Result<AdminRequest, Gate
     })
 }
 
-/// The answer to a usage request: the report as JSON or CSV.
+/// The answer to a usage request: the report summed from the ledger rows
+/// the host read for `query`, as JSON or CSV.
 pub fn usage_response(
-    report: &UsageReport,
+    query: UsageQuery,
+    rows: Vec<LedgerEntry>,
     format: UsageFormat,
     request_id: &str,
 ) -> LocalResponse {
+    let report = UsageReport::build(query, rows);
     LocalResponse {
         status: 200,
         headers: vec![
@@ -177,6 +181,33 @@ pub fn usage_response(
         ],
         body: report.render(format),
     }
+}
+
+/// The quota stores a usage query reads on a host that keeps the ledger
+/// with each quota key (the Worker's quota objects): each shard of the
+/// query's tenant, or of every tenant the config lists or `registered`
+/// names (tenants known to have rows).
+pub fn usage_stores(config: &Config, query: &UsageQuery, registered: &[String]) -> Vec<QuotaKey> {
+    let mut tenants: Vec<&str> = match &query.tenant {
+        Some(t) => vec![t.as_str()],
+        None => config
+            .tenants
+            .iter()
+            .map(|t| t.id.as_str())
+            .chain(registered.iter().map(String::as_str))
+            .collect(),
+    };
+    tenants.sort_unstable();
+    tenants.dedup();
+    tenants
+        .into_iter()
+        .flat_map(|t| {
+            let shards = config
+                .tenant(t)
+                .map_or(1, |i| config.tenants[i].quota_shards);
+            QuotaKey::all(t, shards)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -138,6 +138,16 @@ pub struct StoredKey<'a> {
     pub day: i64,
 }
 
+impl LedgerEntry {
+    /// A row as a host read it: its key's columns and its counts'.
+    pub fn from_stored(key: StoredKey<'_>, counts: [i64; 7]) -> LedgerEntry {
+        LedgerEntry {
+            key: LedgerKey::from_stored(key),
+            counts: LedgerCounts::from_columns(counts),
+        }
+    }
+}
+
 impl LedgerKey {
     pub fn stored(&self) -> StoredKey<'_> {
         StoredKey {

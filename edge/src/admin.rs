@@ -10,10 +10,8 @@ use crate::quota_object::QuotaStore;
 use crate::{config, incoming, respond};
 use edgegate_core::admin::{self, AdminCall, Admitted};
 use edgegate_core::gateway::LocalResponse;
-use edgegate_core::ledger::{Day, LedgerEntry, UsageQuery, UsageReport};
-use edgegate_core::quota::QuotaKey;
+use edgegate_core::ledger::{Day, LedgerEntry, UsageQuery};
 use edgegate_core::{Gateway, GatewayError};
-use std::collections::BTreeSet;
 use worker::{Env, Request, Response};
 
 /// Answers one admin request.
@@ -45,8 +43,7 @@ async fn answer(req: &Request, env: &Env, request_id: &str) -> Result<LocalRespo
         Admitted::Answered(local) => Ok(local),
         Admitted::Usage { query, format } => {
             let rows = usage_rows(&gateway, env, &query).await?;
-            let report = UsageReport::build(query, rows);
-            Ok(admin::usage_response(&report, format, request_id))
+            Ok(admin::usage_response(query, rows, format, request_id))
         }
     }
 }
@@ -57,24 +54,14 @@ async fn usage_rows(
     env: &Env,
     query: &UsageQuery,
 ) -> Result<Vec<LedgerEntry>, GatewayError> {
-    let config = gateway.config();
-    let tenants: BTreeSet<String> = match &query.tenant {
-        Some(t) => BTreeSet::from([t.clone()]),
-        None => {
-            let mut all: BTreeSet<String> = config.tenants.iter().map(|t| t.id.clone()).collect();
-            all.extend(EdgeKv::new(env)?.ledger_tenants().await?);
-            all
-        }
+    let registered = match query.tenant {
+        Some(_) => Vec::new(),
+        None => EdgeKv::new(env)?.ledger_tenants().await?,
     };
     let quotas = QuotaStore::new(env)?;
     let mut rows = Vec::new();
-    for tenant in &tenants {
-        let shards = config
-            .tenant(tenant)
-            .map_or(1, |t| config.tenants[t].quota_shards);
-        for key in QuotaKey::all(tenant, shards) {
-            rows.extend(quotas.usage(&key, query).await?);
-        }
+    for key in admin::usage_stores(gateway.config(), query, &registered) {
+        rows.extend(quotas.usage(&key, query).await?);
     }
     Ok(rows)
 }

@@ -97,19 +97,17 @@ impl EdgeKv {
             console_warn!("edgegate: cache write failed: {e}");
         }
     }
-}
 
-/// Notes in KV that `tenant` has ledger rows (its quota object calls this once).
-pub async fn register_ledger_tenant(env: &Env, tenant: &str) -> Result<(), String> {
-    let kv = env.kv(BINDING).map_err(|e| e.to_string())?;
-    kv.put(&format!("{LEDGER_TENANT_PREFIX}{tenant}"), "1")
-        .map_err(|e| e.to_string())?
-        .execute()
-        .await
-        .map_err(|e| e.to_string())
-}
+    /// Notes that `tenant` has ledger rows (its quota object calls this once).
+    pub async fn register_ledger_tenant(&self, tenant: &str) -> Result<(), String> {
+        self.0
+            .put(&format!("{LEDGER_TENANT_PREFIX}{tenant}"), "1")
+            .map_err(|e| e.to_string())?
+            .execute()
+            .await
+            .map_err(|e| e.to_string())
+    }
 
-impl EdgeKv {
     /// Every tenant registered as having ledger rows.
     pub async fn ledger_tenants(&self) -> Result<Vec<String>, GatewayError> {
         let mut tenants = Vec::new();

@@ -17,7 +17,7 @@
 use crate::clock::now_ms;
 use edgegate_core::GatewayError;
 use edgegate_core::gateway::QuotaRequest;
-use edgegate_core::ledger::{LedgerCounts, LedgerEntry, LedgerKey, StoredKey, UsageQuery, sql};
+use edgegate_core::ledger::{LedgerEntry, StoredKey, UsageQuery, sql};
 use edgegate_core::quota::{
     Amounts, Outstanding, QuotaChange, QuotaKey, QuotaLimits, QuotaState, ReserveOutcome,
 };
@@ -387,7 +387,11 @@ impl QuotaObject {
             .and_then(|c| c.to_array::<serde_json::Value>())
             .is_ok_and(|rows| !rows.is_empty());
         if !known {
-            if let Err(e) = crate::kv_store::register_ledger_tenant(&self.env, tenant).await {
+            let registered = match crate::kv_store::EdgeKv::new(&self.env) {
+                Ok(kv) => kv.register_ledger_tenant(tenant).await,
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = registered {
                 console_warn!("edgegate: ledger tenant not registered in KV: {e}");
                 return;
             }
@@ -579,15 +583,15 @@ fn read_ledger(
         .to_array()?;
     Ok(rows
         .into_iter()
-        .map(|r| LedgerEntry {
-            key: LedgerKey::from_stored(StoredKey {
+        .map(|r| {
+            let key = StoredKey {
                 tenant: &r.tenant,
                 key: &r.key_id,
                 model: &r.model,
                 version: &r.version,
                 day: r.day,
-            }),
-            counts: LedgerCounts::from_columns([
+            };
+            let counts = [
                 r.requests,
                 r.input_tokens,
                 r.output_tokens,
@@ -595,7 +599,8 @@ fn read_ledger(
                 r.errors,
                 r.cache_hits,
                 r.degraded,
-            ]),
+            ];
+            LedgerEntry::from_stored(key, counts)
         })
         .collect())
 }

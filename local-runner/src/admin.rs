@@ -6,7 +6,7 @@
 use crate::app::{App, Body, full, response};
 use edgegate_core::admin::{self, AdminCall, Admitted};
 use edgegate_core::gateway::LocalResponse;
-use edgegate_core::ledger::{Day, UsageReport};
+use edgegate_core::ledger::Day;
 use edgegate_core::request::Headers;
 use edgegate_core::{Config, GatewayError};
 use hyper::Response;
@@ -30,9 +30,11 @@ pub async fn handle(
     };
     let answer = match admin::admit(config, &call, request_id) {
         Ok(Admitted::Answered(local)) => Ok(local),
-        Ok(Admitted::Usage { query, format }) => app.quota.usage(&query).await.map(|rows| {
-            admin::usage_response(&UsageReport::build(query, rows), format, request_id)
-        }),
+        Ok(Admitted::Usage { query, format }) => app
+            .quota
+            .usage(&query)
+            .await
+            .map(|rows| admin::usage_response(query, rows, format, request_id)),
         Err(e) => Err(e),
     };
     let local = answer.unwrap_or_else(|e: GatewayError| LocalResponse::error(&e, request_id));

@@ -413,15 +413,11 @@ fn read_ledger(conn: &Connection, q: &UsageQuery) -> rusqlite::Result<Vec<Ledger
             version: &r.get::<_, String>(3)?,
             day: r.get(4)?,
         };
-        let key = LedgerKey::from_stored(stored);
         let mut counts = [0i64; 7];
         for (i, c) in counts.iter_mut().enumerate() {
             *c = r.get(5 + i)?;
         }
-        Ok(LedgerEntry {
-            key,
-            counts: LedgerCounts::from_columns(counts),
-        })
+        Ok(LedgerEntry::from_stored(stored, counts))
     })?;
     rows.collect()
 }
@@ -501,14 +497,18 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
 fn commit(conn: &Connection, batch: &[Write]) -> rusqlite::Result<()> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     let written = (|| {
-        // A key written many times in a batch needs only its last counters.
-        let mut last: HashMap<&QuotaKey, usize> = HashMap::new();
+        // A key written many times in a batch needs only its last
+        // counters; its store name is formatted once.
+        let mut last: HashMap<&QuotaKey, (usize, String)> = HashMap::new();
         for (i, w) in batch.iter().enumerate() {
-            last.insert(&*w.key, i);
+            last.entry(&*w.key)
+                .or_insert_with(|| (i, w.key.to_string()))
+                .0 = i;
         }
         for (i, w) in batch.iter().enumerate() {
-            let counters = (last.get(&*w.key) == Some(&i)).then_some(&w.counters);
-            write_rows(conn, &w.key.to_string(), counters, &w.changes)?;
+            let (newest, name) = &last[&*w.key];
+            let counters = (*newest == i).then_some(&w.counters);
+            write_rows(conn, name, counters, &w.changes)?;
         }
         // Entries of one row (one tenant, key, model and day) are summed
         // first: one upsert per row per batch, however many requests.

@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::Secrets;
+use crate::quota::QuotaKey;
 use crate::testing::{config_value, secrets};
 use serde_json::json;
 
@@ -122,4 +123,26 @@ fn config_tenants_are_listed_and_read_one_by_one() {
     assert_eq!((err.status(), err.code()), (404, Some("not_found")));
     let err = ask(&config, "DELETE", "/admin/v1/tenants", Some(ADMIN_KEY)).expect_err("405");
     assert_eq!(err.status(), 405);
+}
+
+#[test]
+fn a_usage_report_reads_every_shard_of_every_tenant_it_covers() {
+    let config = with_admin();
+    let query = |q: &str| UsageQuery::parse(q, Day::from_number(20_000)).expect("query");
+    let names = |keys: Vec<QuotaKey>| keys.iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(
+        names(usage_stores(&config, &query("tenant=restricted"), &[])),
+        [
+            "restricted#0",
+            "restricted#1",
+            "restricted#2",
+            "restricted#3"
+        ]
+    );
+    // A tenant known only from its rows is read too, once.
+    let registered = ["kv-only".to_owned(), "acme".to_owned()];
+    let all = names(usage_stores(&config, &query(""), &registered));
+    assert_eq!(all.iter().filter(|n| *n == "acme").count(), 1, "{all:?}");
+    assert!(all.contains(&"kv-only".to_owned()), "{all:?}");
+    assert!(all.contains(&"restricted#3".to_owned()), "{all:?}");
 }
