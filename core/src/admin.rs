@@ -1,9 +1,11 @@
 //! The admin API's front door (`/admin/v1/…`): off unless the config names
 //! an admin key secret (`admin.api_key_secret`); the caller presents that
 //! key as `Authorization: Bearer …`, compared by its SHA-256 in constant
-//! time; then what the request asks, parsed, every bad parameter a 400
-//! naming it. The host reads what is asked from its stores and answers
-//! with [`usage_response`].
+//! time; then what the request asks, parsed, every bad parameter or field
+//! a 400 naming it, a body over [`MAX_BODY_BYTES`] a 413. The host reads
+//! what is asked from its stores and answers with [`usage_response`], or
+//! applies a tenant or key operation ([`crate::directory::ops`]) to its
+//! records and answers with [`directory_response`].
 //!
 //! Order of refusals: not configured → 404 (as if the API did not exist);
 //! a missing or wrong key → 401 (before anything about the path is said);
@@ -11,6 +13,7 @@
 
 use crate::auth::{key_hash, presented_credential};
 use crate::config::Config;
+use crate::directory::ops::{self, DirectoryOp};
 use crate::error::GatewayError;
 use crate::gateway::LocalResponse;
 use crate::ledger::{Day, LedgerEntry, UsageFormat, UsageQuery, UsageReport};
@@ -18,10 +21,11 @@ use crate::quota::QuotaKey;
 use crate::request::Headers;
 use subtle::ConstantTimeEq;
 
-mod tenants;
-
 /// Where the admin API lives.
 pub const PREFIX: &str = "/admin/";
+
+/// The largest admin request body; a host reads at most one byte more.
+pub const MAX_BODY_BYTES: usize = 64 << 10;
 
 /// Who may call the admin API: the key's SHA-256 (the key itself is not
 /// kept once the config is read).
@@ -56,10 +60,8 @@ pub enum AdminRequest {
         query: UsageQuery,
         format: UsageFormat,
     },
-    /// `GET /admin/v1/tenants`.
-    ListTenants,
-    /// `GET /admin/v1/tenants/{id}`.
-    GetTenant { id: String },
+    /// A tenant or key operation.
+    Directory(DirectoryOp),
 }
 
 /// Whether `path` is the admin API's (the host sends it to [`admit`]).
@@ -67,36 +69,18 @@ pub fn is_admin_path(path: &str) -> bool {
     path.starts_with(PREFIX) || path == "/admin"
 }
 
-/// What the host does with an admitted admin request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Admitted {
-    /// The config alone answered it: respond with this.
-    Answered(LocalResponse),
-    /// Read the usage ledger's rows for `query` and respond with
-    /// [`usage_response`].
-    Usage {
-        query: UsageQuery,
-        format: UsageFormat,
-    },
-}
-
-/// Checks the caller, parses what it asks and answers what the config
-/// alone can. `today` is the host's UTC day.
-pub fn admit(
-    config: &Config,
-    call: &AdminCall<'_>,
+/// The answer to a tenant or key operation the host applied
+/// ([`ops::apply`]: its status and body) and whose changes it persisted.
+pub fn directory_response(
+    status: u16,
+    body: &serde_json::Value,
     request_id: &str,
-) -> Result<Admitted, GatewayError> {
-    let body = match parse(config, call)? {
-        AdminRequest::Usage { query, format } => return Ok(Admitted::Usage { query, format }),
-        AdminRequest::ListTenants => tenants::list(config),
-        AdminRequest::GetTenant { id } => tenants::get(config, &id)?,
-    };
-    let mut response = LocalResponse::json(200, body.to_string(), request_id);
+) -> LocalResponse {
+    let mut response = LocalResponse::json(status, body.to_string(), request_id);
     response
         .headers
         .push(("cache-control".into(), "no-store".into()));
-    Ok(Admitted::Answered(response))
+    response
 }
 
 /// An admin request as the host received it.
@@ -107,6 +91,8 @@ pub struct AdminCall<'a> {
     /// The URL's query string, without `?`.
     pub query: &'a str,
     pub headers: &'a Headers,
+    /// At most [`MAX_BODY_BYTES`] and one more.
+    pub body: &'a [u8],
     /// The host's UTC day.
     pub today: Day,
 }
@@ -118,6 +104,7 @@ pub fn parse(config: &Config, call: &AdminCall<'_>) -> Result<AdminRequest, Gate
         path,
         query,
         headers,
+        body,
         today,
     } = *call;
     let Some(access) = &config.admin else {
@@ -148,15 +135,13 @@ pub fn parse(config: &Config, call: &AdminCall<'_>) -> Result<AdminRequest, Gate
             format: UsageFormat::from_accept(headers.get("accept")),
         });
     }
-    if route == "/admin/v1/tenants" {
-        only_get()?;
-        return Ok(AdminRequest::ListTenants);
-    }
-    if let Some(id) = route.strip_prefix("/admin/v1/tenants/")
-        && !id.contains('/')
-    {
-        only_get()?;
-        return Ok(AdminRequest::GetTenant { id: id.to_owned() });
+    if let Some(op) = ops::parse(method, route, query, body) {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(GatewayError::PayloadTooLarge {
+                limit_bytes: MAX_BODY_BYTES,
+            });
+        }
+        return op.map(AdminRequest::Directory);
     }
     Err(GatewayError::UnknownEndpoint {
         path: path.chars().take(200).collect(),
@@ -201,12 +186,7 @@ pub fn usage_stores(config: &Config, query: &UsageQuery, registered: &[String]) 
     tenants.dedup();
     tenants
         .into_iter()
-        .flat_map(|t| {
-            let shards = config
-                .tenant(t)
-                .map_or(1, |i| config.tenants[i].quota_shards);
-            QuotaKey::all(t, shards)
-        })
+        .flat_map(|t| QuotaKey::all(t, config.quota_shards(t)))
         .collect()
 }
 

@@ -69,6 +69,9 @@ pub enum GatewayError {
     UnknownEndpoint { path: String },
     /// An admin object that does not exist (404), e.g. "tenant `acme`".
     NotFound { what: String },
+    /// An admin change that clashes with what exists (409), e.g. a tenant
+    /// id already taken, or an object the config defines.
+    Conflict { message: String },
     /// Known path, wrong method (405).
     MethodNotAllowed { method: String, path: String },
     /// A quota is exhausted (429). `retry_after_ms` is `None` when waiting
@@ -118,6 +121,7 @@ impl GatewayError {
             PermissionDenied { .. } => 403,
             ModelNotFound { .. } | UnknownEndpoint { .. } | NotFound { .. } => 404,
             MethodNotAllowed { .. } => 405,
+            Conflict { .. } => 409,
             RateLimited { .. } | Saturated { .. } => 429,
             NoUpstream { .. } => 503,
             UpstreamTimeout { .. } => 504,
@@ -143,6 +147,7 @@ impl GatewayError {
             | ModelNotFound { .. }
             | UnknownEndpoint { .. }
             | NotFound { .. }
+            | Conflict { .. }
             | MethodNotAllowed { .. } => "invalid_request_error",
             Unauthenticated { .. } => "authentication_error",
             PermissionDenied { .. } => "permission_error",
@@ -174,6 +179,7 @@ impl GatewayError {
             ModelNotFound { .. } => "model_not_found",
             UnknownEndpoint { .. } => "unknown_url",
             NotFound { .. } => "not_found",
+            Conflict { .. } => "conflict",
             MethodNotAllowed { .. } => "method_not_allowed",
             RateLimited {
                 limit: LimitKind::Cost,
@@ -244,6 +250,7 @@ impl GatewayError {
             ModelNotFound { .. } => "model_not_found",
             UnknownEndpoint { .. } => "unknown_endpoint",
             NotFound { .. } => "not_found",
+            Conflict { .. } => "conflict",
             MethodNotAllowed { .. } => "method_not_allowed",
             RateLimited { limit, .. } => match limit {
                 LimitKind::Requests => "rate_limited_requests",
@@ -296,6 +303,7 @@ impl GatewayError {
             }
             UnknownEndpoint { path } => format!("Unknown request URL: {path}."),
             NotFound { what } => format!("No {what}."),
+            Conflict { message } => message.clone(),
             MethodNotAllowed { method, path } => {
                 format!("Method {method} is not allowed for {path}.")
             }

@@ -325,7 +325,9 @@ impl Exchange {
                 self.looked_up(found, now_us);
             }
             Err((limited, snapshot)) => {
-                merge(&mut self.headers, rate_limit_headers(&snapshot));
+                if let Some(snapshot) = snapshot {
+                    merge(&mut self.headers, rate_limit_headers(&snapshot));
+                }
                 self.fail(limited, now_us);
             }
         }

@@ -12,6 +12,7 @@ use crate::admission::{GateKey, Priority};
 use crate::auth::{self, ApiKeyRecord, AuthMethod, Principal};
 use crate::cache::{self, CacheDecision};
 use crate::config::{Config, ConfigError, Credential, Secrets, Timeouts};
+use crate::directory::PresentedKey;
 use crate::error::GatewayError;
 use crate::geo::{ClientGeo, RegionStatus};
 use crate::load::TargetLoad;
@@ -95,13 +96,17 @@ pub struct QuotaRequest {
     pub amounts: Amounts,
     /// An unsettled reservation expires after this long.
     pub ttl_ms: u64,
+    /// A run-time API key, checked against its tenant's standing
+    /// ([`crate::directory::Standing::check`]) before anything is reserved.
+    #[serde(default)]
+    pub presented: Option<PresentedKey>,
 }
 
 impl QuotaRequest {
     /// Maps a store's answer to the headers to send, or the 429 to return.
     pub fn outcome(
         outcome: ReserveOutcome,
-    ) -> Result<QuotaSnapshot, (GatewayError, QuotaSnapshot)> {
+    ) -> Result<QuotaSnapshot, (GatewayError, Option<QuotaSnapshot>)> {
         match outcome {
             ReserveOutcome::Admit { snapshot } => Ok(snapshot),
             ReserveOutcome::Deny {
@@ -113,8 +118,9 @@ impl QuotaRequest {
                     limit,
                     retry_after_ms,
                 },
-                snapshot,
+                Some(snapshot),
             )),
+            ReserveOutcome::Refused { refusal } => Err((refusal.error(), None)),
         }
     }
 }
@@ -415,6 +421,7 @@ impl Gateway {
                 cost_micros: model.cost_micros(prompt_tokens, max_output_tokens),
             },
             ttl_ms: config.limits.reservation_ttl_ms,
+            presented: principal.presented.clone(),
         };
 
         let mut response_headers = vec![("x-request-id".to_owned(), ctx.request_id.clone())];

@@ -233,6 +233,11 @@ pub enum ReserveOutcome {
         retry_after_ms: Option<u64>,
         snapshot: QuotaSnapshot,
     },
+    /// The tenant's standing refuses the caller (a revoked, expired or
+    /// rotated-out key, a disabled tenant); nothing was reserved.
+    Refused {
+        refusal: crate::directory::Refusal,
+    },
 }
 
 impl QuotaState {

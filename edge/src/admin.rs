@@ -2,21 +2,23 @@
 //! and parses what is asked (`edgegate_core::admin`); this reads the stores
 //! and answers. Usage comes from the ledger rows in the tenants' quota
 //! objects: one tenant's (each of its shards), or every tenant the config
-//! lists or KV notes as having rows.
+//! lists or KV notes as having rows. Tenants and keys: the directory
+//! object applies each operation ([`crate::directory_object`]).
 
 use crate::clock::now_ms;
+use crate::directory_object::Directory;
 use crate::kv_store::EdgeKv;
 use crate::quota_object::QuotaStore;
 use crate::{config, incoming, respond};
-use edgegate_core::admin::{self, AdminCall, Admitted};
+use edgegate_core::admin::{self, AdminCall, AdminRequest};
 use edgegate_core::gateway::LocalResponse;
 use edgegate_core::ledger::{Day, LedgerEntry, UsageQuery};
 use edgegate_core::{Gateway, GatewayError};
 use worker::{Env, Request, Response};
 
 /// Answers one admin request.
-pub async fn handle(req: &Request, env: &Env, request_id: &str) -> Response {
-    let answer = answer(req, env, request_id).await;
+pub async fn handle(mut req: Request, env: &Env, request_id: &str) -> Response {
+    let answer = answer(&mut req, env, request_id).await;
     let local = answer.unwrap_or_else(|e| LocalResponse::error(&e, request_id));
     respond::fixed(
         local.status,
@@ -25,25 +27,37 @@ pub async fn handle(req: &Request, env: &Env, request_id: &str) -> Response {
     )
 }
 
-async fn answer(req: &Request, env: &Env, request_id: &str) -> Result<LocalResponse, GatewayError> {
+async fn answer(
+    req: &mut Request,
+    env: &Env,
+    request_id: &str,
+) -> Result<LocalResponse, GatewayError> {
     let gateway = config::gateway(env)?;
     let url = req
         .url()
         .map_err(|_| GatewayError::invalid("The URL is not valid.", None))?;
     let headers = incoming::headers(req);
     let method = req.inner().method();
+    let body = req
+        .bytes()
+        .await
+        .map_err(|_| GatewayError::invalid("The request body could not be read.", None))?;
     let call = AdminCall {
         method: &method,
         path: url.path(),
         query: url.query().unwrap_or(""),
         headers: &headers,
+        body: &body,
         today: Day::of_ms(now_ms()),
     };
-    match admin::admit(gateway.config(), &call, request_id)? {
-        Admitted::Answered(local) => Ok(local),
-        Admitted::Usage { query, format } => {
+    match admin::parse(gateway.config(), &call)? {
+        AdminRequest::Usage { query, format } => {
             let rows = usage_rows(&gateway, env, &query).await?;
             Ok(admin::usage_response(query, rows, format, request_id))
+        }
+        AdminRequest::Directory(op) => {
+            let (status, body) = Directory::new(env)?.apply(&op).await?;
+            Ok(admin::directory_response(status, &body, request_id))
         }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! | key | value |
 //! | --- | --- |
-//! | `apikey:<sha256 hex of the key>` | an `ApiKeyRecord` as JSON |
+//! | `apikey:<sha256 hex of the key>` | an `ApiKeyRecord` as JSON (written by the directory object, or by hand) |
 //! | `health:regions` | the cron's `HealthBoard` as JSON |
 //! | `cache:<plan cache key>` | a cached upstream JSON answer |
 //! | `ledger-tenant:<tenant>` | `1`: the tenant has usage ledger rows (written once by its quota object) |
@@ -50,6 +50,17 @@ impl EdgeKv {
                 ))
             }
         }
+    }
+
+    /// Writes what a key lookup finds for `hash` (hex SHA-256).
+    pub async fn put_api_key(&self, hash: &str, record: &ApiKeyRecord) -> Result<(), String> {
+        let json = serde_json::to_string(record).map_err(|e| e.to_string())?;
+        self.0
+            .put(&format!("apikey:{hash}"), json)
+            .map_err(|e| e.to_string())?
+            .execute()
+            .await
+            .map_err(|e| e.to_string())
     }
 
     pub async fn health_board(&self) -> Option<HealthBoard> {

@@ -11,6 +11,7 @@ mod admin;
 mod clock;
 mod coalescing;
 mod config;
+mod directory_object;
 mod gate_object;
 mod health_cron;
 mod incoming;
@@ -18,11 +19,13 @@ mod kv_store;
 mod object_call;
 mod pipeline;
 mod quota_object;
+mod quota_standing;
 mod region_health;
 mod respond;
 mod upstream;
 mod usage;
 
+pub use directory_object::DirectoryObject;
 pub use gate_object::GateObject;
 pub use quota_object::QuotaObject;
 
@@ -35,7 +38,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             Ok(id) => id,
             Err(e) => return Ok(respond::error(&e, "")),
         };
-        return Ok(admin::handle(&req, &env, &request_id).await);
+        return Ok(admin::handle(req, &env, &request_id).await);
     }
     Ok(pipeline::handle(req, env, ctx).await)
 }

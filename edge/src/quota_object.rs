@@ -13,9 +13,16 @@
 //! entry in the same write as the counters, so the ledger is exact. An
 //! object that wrote its first row says so once in KV
 //! (`ledger-tenant:<tenant>`), so usage reports over every tenant find it.
+//!
+//! The tenant's standing (run-time keys revoked, expiring or rotated out; the
+//! tenant disabled) lives here too (table `quota_standing`), pushed by the
+//! directory object on every change: a reservation it refuses is refused
+//! before anything is reserved, on the very next request.
 
 use crate::clock::now_ms;
+use crate::quota_standing;
 use edgegate_core::GatewayError;
+use edgegate_core::directory::{PresentedKey, Standing, StandingChange};
 use edgegate_core::gateway::QuotaRequest;
 use edgegate_core::ledger::{LedgerEntry, StoredKey, UsageQuery, sql};
 use edgegate_core::quota::{
@@ -42,6 +49,8 @@ enum Command {
         limits: QuotaLimits,
         amounts: Amounts,
         ttl_ms: u64,
+        #[serde(default)]
+        presented: Option<PresentedKey>,
     },
     Settle {
         id: String,
@@ -76,6 +85,10 @@ enum Query {
         from: u32,
         to: u32,
         key: Option<String>,
+    },
+    /// A change to the tenant's standing, from the directory object.
+    Standing {
+        change: StandingChange,
     },
 }
 
@@ -114,8 +127,29 @@ impl QuotaStore {
             limits: quota.limits.clone(),
             amounts: quota.amounts,
             ttl_ms: quota.ttl_ms,
+            presented: quota.presented.clone(),
         };
         self.call(&quota.key.to_string(), &command).await
+    }
+
+    /// Tells the object of quota key `key` of a change to its tenant's standing.
+    pub async fn standing(
+        &self,
+        key: &QuotaKey,
+        change: &StandingChange,
+    ) -> std::result::Result<(), GatewayError> {
+        let ask = Query::Standing {
+            change: change.clone(),
+        };
+        crate::object_call::call::<Settled>(
+            &self.0,
+            &key.to_string(),
+            "https://quota.internal/",
+            &ask,
+        )
+        .await
+        .map(drop)
+        .map_err(|e| store_error(e.to_string()))
     }
 
     /// Charges the real usage instead of the reservation, and adds the
@@ -231,6 +265,8 @@ pub struct QuotaObject {
     env: Env,
     /// Whether KV knows this object's tenant has ledger rows.
     registered: Cell<bool>,
+    /// The tenant's standing, loaded on first use.
+    standing: RefCell<Option<Standing>>,
 }
 
 impl DurableObject for QuotaObject {
@@ -256,7 +292,13 @@ impl DurableObject for QuotaObject {
             "CREATE TABLE IF NOT EXISTS ledger_registered (id INTEGER PRIMARY KEY CHECK (id = 1))",
             None,
         );
-        if let Err(e) = created.and(reservations).and(ledger).and(registered) {
+        let standing = quota_standing::create(&state.storage().sql());
+        if let Err(e) = created
+            .and(reservations)
+            .and(ledger)
+            .and(registered)
+            .and(standing)
+        {
             console_warn!("edgegate: quota tables: {e}");
         }
         QuotaObject {
@@ -265,6 +307,7 @@ impl DurableObject for QuotaObject {
             commands: Cell::new(0),
             env,
             registered: Cell::new(false),
+            standing: RefCell::new(None),
         }
     }
 
@@ -278,6 +321,18 @@ impl DurableObject for QuotaObject {
             Ok(Incoming::Query(Query::Usage { from, to, key })) => {
                 let rows = read_ledger(&self.state.storage().sql(), from, to, key)?;
                 return json_reply(serde_json::to_string(&rows)?);
+            }
+            Ok(Incoming::Query(Query::Standing { change })) => {
+                let sql = self.state.storage().sql();
+                let mut standing = self.standing.borrow_mut();
+                let mut current = match standing.take() {
+                    Some(s) => s,
+                    None => quota_standing::load(&sql)?,
+                };
+                quota_standing::save(&sql, &change)?;
+                current.apply(change);
+                *standing = Some(current);
+                return json_reply(serde_json::to_string(&Settled { settled: true })?);
             }
             Err(e) => return Response::error(format!("bad quota command: {e}"), 400),
         };
@@ -306,10 +361,14 @@ impl DurableObject for QuotaObject {
                     limits,
                     amounts,
                     ttl_ms,
-                } => (
-                    serde_json::to_string(&state.reserve(now, &limits, &id, amounts, ttl_ms))?,
-                    None,
-                ),
+                    presented,
+                } => {
+                    let outcome = match self.refusal(&sql, presented.as_ref(), now)? {
+                        Some(refusal) => ReserveOutcome::Refused { refusal },
+                        None => state.reserve(now, &limits, &id, amounts, ttl_ms),
+                    };
+                    (serde_json::to_string(&outcome)?, None)
+                }
                 Command::Settle {
                     id,
                     limits,
@@ -377,6 +436,20 @@ impl DurableObject for QuotaObject {
 }
 
 impl QuotaObject {
+    /// Why the tenant's standing refuses a reservation, if it does.
+    fn refusal(
+        &self,
+        sql: &SqlStorage,
+        presented: Option<&PresentedKey>,
+        now: u64,
+    ) -> Result<Option<edgegate_core::directory::Refusal>> {
+        let mut standing = self.standing.borrow_mut();
+        if standing.is_none() {
+            *standing = Some(quota_standing::load(sql)?);
+        }
+        Ok(standing.as_ref().and_then(|s| s.check(presented, now)))
+    }
+
     /// Tells KV, once, that this object's tenant has ledger rows.
     async fn register(&self, sql: &SqlStorage, tenant: &str) {
         if self.registered.get() {

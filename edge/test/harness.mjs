@@ -17,6 +17,7 @@ const repoDir = resolve(edgeDir, "..");
 
 export const JWT_SECRET = "test-only-hs256-secret-0123456789abcdef";
 export const JWT_ISSUER = "https://auth.edgegate.test";
+export const ADMIN_KEY = "test-only-admin-key-0123456789abcdef";
 
 /** A loopback address nothing listens on (connections are refused). */
 export async function closedPortUrl() {
@@ -69,7 +70,7 @@ export async function startWorker(gateway) {
   const mf = new Miniflare(
     convertV4MiniflareOptions(
       workerOptions({
-        bindings: { gateway, JWT_SECRET },
+        bindings: { gateway, JWT_SECRET, EDGEGATE_ADMIN_KEY: ADMIN_KEY },
         persist,
         onLog: (level, message) => logs.push({ level, message }),
       }),

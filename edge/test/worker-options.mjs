@@ -20,6 +20,7 @@ export function workerOptions({ bindings, persist, onLog, extra = {} }) {
     durableObjects: {
       QUOTA: { className: "QuotaObject", useSQLite: true },
       GATE: { className: "GateObject", useSQLite: true },
+      DIRECTORY: { className: "DirectoryObject", useSQLite: true },
     },
     analyticsEngineDatasets: { USAGE: { dataset: "edgegate_usage" } },
     bindings,

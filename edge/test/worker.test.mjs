@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import {
+  ADMIN_KEY,
   JWT_ISSUER,
   JWT_SECRET,
   closedPortUrl,
@@ -86,6 +87,7 @@ function gatewayConfig(urls) {
       { name: "au-east", base_url: urls["au-east"], latitude: -33.9, longitude: 151.2, models: ["llama-3.1-8b"] },
     ],
     default_location: { latitude: 39.0, longitude: -77.5 },
+    admin: { api_key_secret: "EDGEGATE_ADMIN_KEY" },
   };
 }
 
@@ -174,6 +176,43 @@ test("a key provisioned in KV works once its record exists", async () => {
   await kv.put(`apikey:${sha256Hex(KEYS.provisioned)}`, JSON.stringify({ tenant: "kv-tenant", tier: "pro" }));
   const ok = await chat(KEYS.provisioned);
   assert.equal(ok.status, 200, await ok.clone().text());
+});
+
+function admin(method, path, body) {
+  return worker.mf.dispatchFetch(`http://gateway.test${path}`, {
+    method,
+    headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+}
+
+test("a revocation or a disable holds at the quota object while KV is still stale", async () => {
+  assert.equal((await admin("POST", "/admin/v1/tenants", { id: "rt-co", tier: "pro" })).status, 201);
+  const made = await admin("POST", "/admin/v1/keys", { tenant: "rt-co", name: "edge" });
+  assert.equal(made.status, 201);
+  const { id, key } = await made.json();
+  const kv = await worker.kv();
+  const lookup = `apikey:${sha256Hex(key)}`;
+  const fresh = await kv.get(lookup);
+  assert.ok(fresh && !fresh.includes(key), "KV holds the key's record, not the key");
+  assert.equal((await chat(key)).status, 200);
+
+  // Revoked; KV put back as an edge location far away may still see it.
+  assert.equal((await admin("DELETE", `/admin/v1/keys/${id}`)).status, 200);
+  await kv.put(lookup, fresh);
+  const revoked = await chat(key);
+  assert.equal(revoked.status, 401, await revoked.clone().text());
+
+  // The same for a disabled tenant, with a second key.
+  const other = await (await admin("POST", "/admin/v1/keys", { tenant: "rt-co", name: "edge-2" })).json();
+  const otherLookup = `apikey:${sha256Hex(other.key)}`;
+  const before = await kv.get(otherLookup);
+  assert.equal((await chat(other.key)).status, 200);
+  assert.equal((await admin("POST", "/admin/v1/tenants/rt-co/disable")).status, 200);
+  await kv.put(otherLookup, before);
+  assert.equal((await chat(other.key)).status, 403);
+  assert.equal((await admin("POST", "/admin/v1/tenants/rt-co/enable")).status, 200);
+  assert.equal((await chat(other.key)).status, 200);
 });
 
 test("an exhausted tier gets 429 with Retry-After and x-ratelimit headers", async () => {

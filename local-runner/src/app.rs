@@ -4,6 +4,7 @@
 //! core admits and serves it. Also `/healthz` and `/metrics`.
 
 use crate::coalescing::Coalescing;
+use crate::directory::Directory;
 use crate::gates::Gates;
 use crate::health_monitor::HealthMonitor;
 use crate::load_tracker::LoadTracker;
@@ -33,6 +34,8 @@ pub struct App {
     /// The config, read natively too: the admin API's checks and health probes.
     pub config: Arc<edgegate_core::Config>,
     pub quota: Arc<QuotaStore>,
+    /// Tenants and keys created through the admin API.
+    pub directory: Arc<Directory>,
     pub cache: ResponseCache,
     /// Cache misses waiting for an identical request in flight.
     pub coalescing: Arc<Coalescing>,
@@ -99,23 +102,35 @@ fn plain(content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
     )
 }
 
-/// An admin API request: no body is read (none of its calls takes one yet).
-async fn admin_request(app: &App, req: &Request<Incoming>, request_id: &str) -> Response<Body> {
+/// An admin API request, its body read up to one byte past the admin
+/// API's limit (enough for the core to answer 413).
+async fn admin_request(app: &App, req: Request<Incoming>, request_id: &str) -> Response<Body> {
+    let (parts, body) = req.into_parts();
     let headers = Headers::new(
-        req.headers()
+        parts
+            .headers
             .iter()
             .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v.to_owned()))),
     );
-    crate::admin::handle(
-        app,
-        &app.config,
-        req.method().as_str(),
-        req.uri().path(),
-        req.uri().query().unwrap_or(""),
-        &headers,
-        request_id,
-    )
-    .await
+    let limit = edgegate_core::admin::MAX_BODY_BYTES + 1;
+    let body = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes().to_vec(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            vec![b' '; limit]
+        }
+        Err(_) => Vec::new(),
+    };
+    let call = crate::admin::Call {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+        body: &body,
+    };
+    crate::admin::handle(app, &call, request_id).await
 }
 
 fn client_ip(app: &App, headers: &Headers, peer: SocketAddr) -> IpAddr {
@@ -154,7 +169,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
     }
     let request_id = edgegate_core::request_id::new(uuid::Uuid::new_v4().into_bytes());
     if edgegate_core::admin::is_admin_path(req.uri().path()) {
-        return admin_request(&app, &req, &request_id).await;
+        return admin_request(&app, req, &request_id).await;
     }
     let (parts, body) = req.into_parts();
     // One byte past the limit is enough for the core to answer 413.
@@ -185,7 +200,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         client_geo: client_geo(&app, &headers),
         regions: app.health.statuses(),
         loads: app.loads.loads(),
-        provisioned_key: None,
+        provisioned_key: app.directory.provisioned(&app.config, &headers),
     };
     let request = HttpRequest {
         method: parts.method.as_str().to_owned(),

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use edgegate_core::GatewayError;
 use edgegate_core::gateway::{LocalResponse, QuotaRequest, RequestContext};
 use edgegate_core::health::Observation;
+use edgegate_core::quota::ReserveOutcome;
 use edgegate_core::request::HttpRequest;
 use edgegate_core::telemetry::{Latency, UsageRecord};
 use hyper::Response;
@@ -145,9 +146,17 @@ impl Run {
             Action::Reserve(quota) => {
                 let (quota, id) = convert::quota_request(quota);
                 let now = crate::clock::now_ms();
-                match self.app.quota.reserve(&quota, &id, now).await {
+                let refusal =
+                    self.app
+                        .directory
+                        .refusal(&quota.key.name, quota.presented.as_ref(), now);
+                let reserved = match refusal {
+                    Some(refusal) => Ok(ReserveOutcome::Refused { refusal }),
+                    None => self.app.quota.reserve(&quota, &id, now).await,
+                };
+                match reserved {
                     Ok(outcome) => {
-                        if matches!(outcome, edgegate_core::quota::ReserveOutcome::Admit { .. }) {
+                        if matches!(outcome, ReserveOutcome::Admit { .. }) {
                             self.reserved = Some((quota, id));
                         }
                         Event::Reserved(convert::reserve_outcome(outcome))

@@ -7,6 +7,7 @@ pub mod app;
 pub mod clock;
 pub mod coalescing;
 pub mod demo;
+pub mod directory;
 pub mod exchange;
 pub mod gates;
 pub mod health_monitor;
@@ -122,9 +123,9 @@ pub async fn serve(
             .unwrap_or(std::path::Path::new("."))
             .join(".state/local-runner")
     });
-    let quota = Arc::new(quota_store::QuotaStore::open(
-        &state_dir.join("quota.sqlite"),
-    )?);
+    let state_file = state_dir.join("quota.sqlite");
+    let quota = Arc::new(quota_store::QuotaStore::open(&state_file)?);
+    let directory = Arc::new(directory::Directory::open(&state_file)?);
     let metrics = Arc::new(metrics::Metrics::default());
     let health = Arc::new(HealthMonitor::new(HealthPolicy {
         failure_threshold: args.breaker_failures.max(1),
@@ -145,6 +146,7 @@ pub async fn serve(
         sandbox,
         config: config.clone(),
         quota,
+        directory,
         cache: response_cache::ResponseCache::new(args.cache_mb << 20),
         coalescing: Arc::default(),
         gates: gates::Gates::new(config.admission.queue_limit),

@@ -568,6 +568,7 @@ mod tests {
                 cost_micros: 0,
             },
             ttl_ms: 60_000,
+            presented: None,
         };
         let outcome = store.reserve(&request, "r1", 1_000).await.expect("reserve");
         assert!(

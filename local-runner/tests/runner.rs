@@ -485,6 +485,88 @@ async fn ledger_rows_survive_kill_9() {
     assert_eq!(after["total"], before["total"]);
 }
 
+/// Tenants and keys made through the admin API, a revocation among them,
+/// are in the state file the moment the API answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_and_keys_survive_kill_9() {
+    let backends = Backends::start(0).await;
+    let (mut runner, c) = runner_with_usage(&backends, 0).await;
+    let admin = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        let mut call = c.request(method, runner.url(path)).bearer_auth(ADMIN_KEY);
+        if let Some(body) = body {
+            call = call.json(&body);
+        }
+        call.send()
+    };
+    let made = admin(
+        reqwest::Method::POST,
+        "/admin/v1/tenants",
+        Some(json!({"id": "kept-co", "tier": "free"})),
+    )
+    .await
+    .expect("tenant");
+    assert_eq!(made.status(), 201);
+    let mut keys = Vec::new();
+    for name in ["kept", "revoked"] {
+        let made = admin(
+            reqwest::Method::POST,
+            "/admin/v1/keys",
+            Some(json!({"tenant": "kept-co", "name": name})),
+        )
+        .await
+        .expect("key");
+        assert_eq!(made.status(), 201);
+        let made: serde_json::Value = made.json().await.expect("JSON");
+        keys.push((
+            made["id"].as_str().expect("id").to_owned(),
+            made["key"].as_str().expect("key").to_owned(),
+        ));
+    }
+    let revoked = admin(
+        reqwest::Method::DELETE,
+        &format!("/admin/v1/keys/{}", keys[1].0),
+        None,
+    )
+    .await
+    .expect("revoke");
+    assert_eq!(revoked.status(), 200);
+    runner.kill_and_restart();
+    let served = post(
+        &c,
+        &runner,
+        "/v1/chat/completions",
+        &keys[0].1,
+        &chat("after"),
+    )
+    .await;
+    assert_eq!(served.status(), 200);
+    let refused = post(
+        &c,
+        &runner,
+        "/v1/chat/completions",
+        &keys[1].1,
+        &chat("after"),
+    )
+    .await;
+    assert_eq!(refused.status(), 401);
+    let listed: serde_json::Value = c
+        .get(runner.url("/admin/v1/keys?tenant=kept-co"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|k| k["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 2, "{listed}");
+}
+
 /// `local-runner admin usage …` against a running runner, as a table, as
 /// JSON, and refused with a wrong key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,8 @@ pub mod keys {
     pub const GATED_LOW: &str = "sk-conf-gated-low";
     /// The usage ledger's tenant.
     pub const LEDGER: &str = "sk-conf-ledger";
+    /// The config tenant run-time keys are made for.
+    pub const DIRECTORY: &str = "sk-conf-directory";
 }
 
 /// The admin API's key, handed to each runner as the secret the config's
@@ -176,6 +178,8 @@ pub const LOW_WAIT_MS: u64 = 300;
 
 /// The tenant whose requests the ledger case sums.
 pub const LEDGER_TENANT: &str = "ledger-co";
+/// A config tenant the admin API makes run-time keys for.
+pub const DIRECTORY_TENANT: &str = "directory-co";
 
 pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
@@ -338,6 +342,7 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
             tenant("gated-normal-co", "open", keys::GATED_NORMAL),
             tenant("gated-low-co", "bulk", keys::GATED_LOW),
             tenant(LEDGER_TENANT, "open", keys::LEDGER),
+            tenant(DIRECTORY_TENANT, "open", keys::DIRECTORY),
         ],
         "jwt_issuers": [
             {"issuer": HS256_ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"],

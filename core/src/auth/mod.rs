@@ -4,24 +4,46 @@
 pub mod jwt;
 
 use crate::config::{Config, Tenant};
+use crate::directory::{KeyStanding, PresentedKey, Refusal, TenantRecord};
 use crate::error::GatewayError;
 use crate::request::Headers;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 
-/// An API key provisioned outside the config (e.g. in Workers KV), keyed by
-/// the key's SHA-256. The host looks it up by [`presented_key_hash`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An API key provisioned outside the config, keyed by the key's SHA-256:
+/// one created through the admin API ([`crate::directory::KeyRecord::lookup`]),
+/// or a record written by hand (Workers KV). The host looks it up by
+/// [`key_to_look_up`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
     pub tenant: String,
     /// The key's id in usage records and the ledger; by default the id
     /// derived from its hash ([`derived_key_id`]).
     #[serde(default)]
     pub id: Option<String>,
-    /// Required when the tenant is not in the config.
+    /// Required when the tenant is neither in the config nor a run-time one.
     #[serde(default)]
     pub tier: Option<String>,
+    /// The user the key belongs to (its limits apply to the key's requests).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// A run-time key's standing (revoked, expiry, its hashes); its
+    /// tenant's quota stores check it again on every request.
+    #[serde(default)]
+    pub standing: Option<KeyStanding>,
+    /// The key's tenant, when it is a run-time one.
+    #[serde(default)]
+    pub tenant_record: Option<TenantRecord>,
+}
+
+/// Where the caller's tenant is defined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantRef {
+    /// Index into `Config::tenants`.
+    Config(usize),
+    /// A run-time tenant, checked against the config.
+    Runtime(Box<Tenant>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,19 +57,25 @@ pub enum AuthMethod {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub tenant_id: String,
-    /// Index into `Config::tenants`; `None` for a tenant known only from a
-    /// token or a provisioned key.
-    pub tenant: Option<usize>,
+    /// `None` for a tenant known only from a token or a hand-written key
+    /// record.
+    pub tenant: Option<TenantRef>,
     pub tier: usize,
     pub user: Option<String>,
     pub method: AuthMethod,
     /// The API key's id (never the key); `None` for a token.
     pub key_id: Option<String>,
+    /// A run-time key, for the quota store's standing check.
+    pub presented: Option<PresentedKey>,
 }
 
 impl Principal {
-    pub fn tenant<'c>(&self, config: &'c Config) -> Option<&'c Tenant> {
-        self.tenant.map(|i| &config.tenants[i])
+    pub fn tenant<'a>(&'a self, config: &'a Config) -> Option<&'a Tenant> {
+        match &self.tenant {
+            Some(TenantRef::Config(i)) => Some(&config.tenants[*i]),
+            Some(TenantRef::Runtime(t)) => Some(t),
+            None => None,
+        }
     }
 }
 
@@ -117,15 +145,16 @@ pub fn authenticate(
         let tenant = &config.tenants[t];
         return Ok(Principal {
             tenant_id: tenant.id.clone(),
-            tenant: Some(t),
+            tenant: Some(TenantRef::Config(t)),
             tier: tenant.tier,
             user: None,
             method: AuthMethod::ApiKey,
             key_id: Some(derived_key_id(&hash)),
+            presented: None,
         });
     }
     match provisioned {
-        Some(record) => from_record(config, record, &hash),
+        Some(record) => from_record(config, record, &hash, now_ms),
         None => Err(GatewayError::unauthenticated("invalid API key")),
     }
 }
@@ -134,29 +163,60 @@ fn from_record(
     config: &Config,
     record: &ApiKeyRecord,
     hash: &[u8; 32],
+    now_ms: u64,
 ) -> Result<Principal, GatewayError> {
+    let unusable = || GatewayError::unauthenticated("API key record is not usable");
     // A tenant that could share another's quota store is refused.
     if !crate::names::is_valid(&record.tenant) {
-        return Err(GatewayError::unauthenticated(
-            "API key record is not usable",
-        ));
+        return Err(unusable());
     }
-    let tenant = config.tenant(&record.tenant);
-    let tier = match (&record.tier, tenant) {
+    let sha256 = hex::encode(hash);
+    if let Some(refusal) = record
+        .standing
+        .as_ref()
+        .and_then(|s| s.refusal(&sha256, now_ms))
+    {
+        return Err(refusal.error());
+    }
+    let tenant = match (config.tenant(&record.tenant), &record.tenant_record) {
+        (Some(t), _) => Some(TenantRef::Config(t)),
+        (None, Some(runtime)) => {
+            if runtime.id != record.tenant {
+                return Err(unusable());
+            }
+            if runtime.disabled {
+                return Err(Refusal::TenantDisabled.error());
+            }
+            // Settings checked when they were written; a config change since
+            // (a tier removed) makes them unusable, not guessed.
+            let tenant = config
+                .tenant_from_settings(&runtime.id, &runtime.settings)
+                .map_err(|_| unusable())?;
+            Some(TenantRef::Runtime(Box::new(tenant)))
+        }
+        (None, None) => None,
+    };
+    let tier = match (&record.tier, &tenant) {
         (Some(name), _) => config.tier(name),
-        (None, Some(t)) => Some(config.tenants[t].tier),
+        (None, Some(TenantRef::Config(t))) => Some(config.tenants[*t].tier),
+        (None, Some(TenantRef::Runtime(t))) => Some(t.tier),
         (None, None) => None,
     }
     // A record naming an unknown tier is an operator mistake; refuse rather
     // than guess a tier.
-    .ok_or_else(|| GatewayError::unauthenticated("API key record is not usable"))?;
+    .ok_or_else(unusable)?;
+    let key_id = record.id.clone().unwrap_or_else(|| derived_key_id(hash));
     Ok(Principal {
         tenant_id: record.tenant.clone(),
         tenant,
         tier,
-        user: None,
+        user: record.user.clone(),
         method: AuthMethod::ApiKey,
-        key_id: Some(record.id.clone().unwrap_or_else(|| derived_key_id(hash))),
+        presented: record.standing.is_some().then(|| PresentedKey {
+            id: key_id.clone(),
+            sha256,
+        }),
+        key_id: Some(key_id),
     })
 }
 
@@ -185,11 +245,12 @@ fn from_token(config: &Config, token: &str, now_s: u64) -> Result<Principal, Gat
     }
     Ok(Principal {
         tenant_id: claims.tenant,
-        tenant,
+        tenant: tenant.map(TenantRef::Config),
         tier,
         user: claims.user,
         method: AuthMethod::Jwt,
         key_id: None,
+        presented: None,
     })
 }
 

@@ -44,6 +44,7 @@ fn provisioned_keys_need_a_usable_record() {
         tenant: "newco".into(),
         id: None,
         tier: Some("free".into()),
+        ..super::ApiKeyRecord::default()
     };
     let p = super::authenticate(g.config(), &h, NOW_MS, Some(&rec)).expect("provisioned");
     assert_eq!((p.tenant_id.as_str(), p.tenant), ("newco", None));
@@ -54,15 +55,17 @@ fn provisioned_keys_need_a_usable_record() {
     let rec = super::ApiKeyRecord {
         tenant: "acme".into(),
         id: Some("key_kv_1".into()),
-        tier: None,
+        ..super::ApiKeyRecord::default()
     };
     let p = super::authenticate(g.config(), &h, NOW_MS, Some(&rec)).expect("listed tenant");
-    assert_eq!(p.tenant, g.config().tenant("acme"));
+    assert_eq!(
+        p.tenant,
+        g.config().tenant("acme").map(super::TenantRef::Config)
+    );
     assert_eq!(p.key_id.as_deref(), Some("key_kv_1"));
     let rec = super::ApiKeyRecord {
         tenant: "newco".into(),
-        id: None,
-        tier: None,
+        ..super::ApiKeyRecord::default()
     };
     assert!(super::authenticate(g.config(), &h, NOW_MS, Some(&rec)).is_err());
     assert_eq!(
@@ -264,6 +267,7 @@ fn a_tenant_name_that_could_share_a_store_is_refused() {
         tenant: "acme#1".into(),
         id: None,
         tier: Some("free".into()),
+        ..super::ApiKeyRecord::default()
     };
     let h = headers_with_key("sk-from-kv");
     assert!(super::authenticate(g.config(), &h, NOW_MS, Some(&rec)).is_err());

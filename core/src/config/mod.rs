@@ -112,7 +112,7 @@ pub struct Tier {
     pub priority: Priority,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
     pub id: String,
     pub tier: usize,
@@ -215,6 +215,49 @@ impl Config {
 
     pub fn tenant_by_key_hash(&self, hash: &[u8; 32]) -> Option<usize> {
         self.key_index.get(hash).copied()
+    }
+
+    /// How many quota stores hold `tenant`'s quota: its `quota_shards`, or
+    /// 1 for a tenant the config does not list.
+    pub fn quota_shards(&self, tenant: &str) -> u32 {
+        self.tenant(tenant)
+            .map_or(1, |i| self.tenants[i].quota_shards)
+    }
+
+    /// Every API key the config lists: its SHA-256 and its tenant's index.
+    pub fn api_key_hashes(&self) -> impl Iterator<Item = (&[u8; 32], usize)> {
+        self.key_index.iter().map(|(hash, &t)| (hash, t))
+    }
+
+    /// A run-time tenant's settings checked against this config, as a
+    /// tenant (one quota shard); an error's path names the settings' field
+    /// (`models[1]`).
+    pub fn tenant_from_settings(
+        &self,
+        id: &str,
+        settings: &crate::directory::TenantSettings,
+    ) -> Result<Tenant> {
+        let secrets = Secrets::new();
+        let lookup = Lookup {
+            secrets: &secrets,
+            models: &self.models,
+            model_index: &self.model_index,
+            tier_index: &self.tier_index,
+        };
+        let raw = RawTenant {
+            id: id.to_owned(),
+            tier: settings.tier.clone(),
+            api_key_sha256: Vec::new(),
+            models: settings.models.clone(),
+            ip_allow: settings.ip_allow.clone(),
+            ip_deny: settings.ip_deny.clone(),
+            residency: settings.residency.clone(),
+            quota_shards: None,
+        };
+        validate_tenant("", &raw, &lookup).map_err(|e| ConfigError {
+            path: e.path.trim_start_matches('.').to_owned(),
+            message: e.message,
+        })
     }
 
     /// Resolves a model name or alias.

@@ -3,6 +3,8 @@
 use crate::bindings::exports::edgegate::gateway::core as wit;
 use edgegate_core::GatewayError;
 use edgegate_core::admission::Priority;
+use edgegate_core::auth::ApiKeyRecord;
+use edgegate_core::directory::{KeyHash, KeyStanding, Refusal, TenantRecord, TenantSettings};
 use edgegate_core::error::LimitKind;
 use edgegate_core::exchange::{Action, BodyLimit, Event, Exchange, Head, ResponseBody, Transport};
 use edgegate_core::gateway::{QuotaRequest, RequestContext, UsageSource};
@@ -63,7 +65,40 @@ pub fn context(c: wit::RequestContext) -> RequestContext {
                 latency_age_ms: l.latency_age_ms,
             })
             .collect(),
-        provisioned_key: None,
+        provisioned_key: c.provisioned_key.map(api_key_record),
+    }
+}
+
+fn api_key_record(r: wit::ApiKeyRecord) -> ApiKeyRecord {
+    ApiKeyRecord {
+        tenant: r.tenant,
+        id: r.id,
+        tier: r.tier,
+        user: r.user,
+        standing: r.standing.map(|s| KeyStanding {
+            revoked: s.revoked,
+            expires_ms: s.expires_ms,
+            hashes: s
+                .hashes
+                .into_iter()
+                .map(|h| KeyHash {
+                    sha256: h.sha256,
+                    until_ms: h.until_ms,
+                })
+                .collect(),
+        }),
+        tenant_record: r.tenant_record.map(|t| TenantRecord {
+            id: t.id,
+            settings: TenantSettings {
+                tier: t.settings.tier,
+                models: t.settings.models,
+                ip_allow: t.settings.ip_allow,
+                ip_deny: t.settings.ip_deny,
+                residency: t.settings.residency,
+            },
+            disabled: t.disabled,
+            created_ms: t.created_ms,
+        }),
     }
 }
 
@@ -111,6 +146,14 @@ fn reserve_outcome(o: wit::ReserveOutcome) -> ReserveOutcome {
             },
             retry_after_ms: d.retry_after_ms,
             snapshot: snapshot(d.snapshot),
+        },
+        wit::ReserveOutcome::Refused(r) => ReserveOutcome::Refused {
+            refusal: match r {
+                wit::Refusal::KeyRevoked => Refusal::KeyRevoked,
+                wit::Refusal::KeyExpired => Refusal::KeyExpired,
+                wit::Refusal::KeyRotated => Refusal::KeyRotated,
+                wit::Refusal::TenantDisabled => Refusal::TenantDisabled,
+            },
         },
     }
 }
@@ -259,6 +302,10 @@ fn quota_request(q: QuotaRequest, id: String) -> wit::QuotaRequest {
         amounts: amounts(q.amounts),
         ttl_ms: q.ttl_ms,
         id,
+        presented: q.presented.map(|p| wit::PresentedKey {
+            id: p.id,
+            sha256: p.sha256,
+        }),
     }
 }
 

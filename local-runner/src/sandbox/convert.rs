@@ -4,6 +4,8 @@
 
 use super::guest;
 use edgegate_core::admission::{Answer, Ask, Candidate, Priority};
+use edgegate_core::auth::ApiKeyRecord;
+use edgegate_core::directory::{PresentedKey, Refusal};
 use edgegate_core::error::LimitKind;
 use edgegate_core::exchange::{BodyLimit, BodyRead, Transport};
 use edgegate_core::gateway::{QuotaRequest, RequestContext, UsageSource};
@@ -63,6 +65,40 @@ pub fn context(c: &RequestContext) -> guest::RequestContext {
                 latency_age_ms: l.latency_age_ms,
             })
             .collect(),
+        provisioned_key: c.provisioned_key.as_ref().map(api_key_record),
+    }
+}
+
+fn api_key_record(r: &ApiKeyRecord) -> guest::ApiKeyRecord {
+    guest::ApiKeyRecord {
+        tenant: r.tenant.clone(),
+        id: r.id.clone(),
+        tier: r.tier.clone(),
+        user: r.user.clone(),
+        standing: r.standing.as_ref().map(|s| guest::KeyStanding {
+            revoked: s.revoked,
+            expires_ms: s.expires_ms,
+            hashes: s
+                .hashes
+                .iter()
+                .map(|h| guest::KeyHash {
+                    sha256: h.sha256.clone(),
+                    until_ms: h.until_ms,
+                })
+                .collect(),
+        }),
+        tenant_record: r.tenant_record.as_ref().map(|t| guest::TenantRecord {
+            id: t.id.clone(),
+            settings: guest::TenantSettings {
+                tier: t.settings.tier.clone(),
+                models: t.settings.models.clone(),
+                ip_allow: t.settings.ip_allow.clone(),
+                ip_deny: t.settings.ip_deny.clone(),
+                residency: t.settings.residency.clone(),
+            },
+            disabled: t.disabled,
+            created_ms: t.created_ms,
+        }),
     }
 }
 
@@ -82,6 +118,10 @@ pub fn quota_request(q: guest::QuotaRequest) -> (QuotaRequest, String) {
         },
         amounts: amounts(q.amounts),
         ttl_ms: q.ttl_ms,
+        presented: q.presented.map(|p| PresentedKey {
+            id: p.id,
+            sha256: p.sha256,
+        }),
     };
     (request, q.id)
 }
@@ -111,6 +151,12 @@ pub fn reserve_outcome(o: ReserveOutcome) -> guest::ReserveOutcome {
             },
             retry_after_ms,
             snapshot: snapshot(s),
+        }),
+        ReserveOutcome::Refused { refusal } => guest::ReserveOutcome::Refused(match refusal {
+            Refusal::KeyRevoked => guest::Refusal::KeyRevoked,
+            Refusal::KeyExpired => guest::Refusal::KeyExpired,
+            Refusal::KeyRotated => guest::Refusal::KeyRotated,
+            Refusal::TenantDisabled => guest::Refusal::TenantDisabled,
         }),
     }
 }

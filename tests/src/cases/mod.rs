@@ -5,6 +5,7 @@ mod admission;
 mod auth;
 mod balancing;
 mod cache;
+mod directory;
 mod errors;
 mod geo;
 mod interop;
@@ -255,6 +256,18 @@ pub const ALL: &[Case] = &[
     case!(
         "admin: the config's tenants are listed and read, never their keys",
         ledger::the_configs_tenants_are_listed
+    ),
+    case!(
+        "admin: a key made at run time is served; revoked, expired or its tenant disabled, refused at once",
+        directory::keys_made_at_run_time_are_served_and_refused_at_once
+    ),
+    case!(
+        "admin: a rotated key works beside the new one for its grace period, then only the new one",
+        directory::a_rotated_key_works_beside_the_new_one_for_its_grace_period
+    ),
+    case!(
+        "admin: bad tenant and key fields are 400 naming them; the config's objects are read-only",
+        directory::the_admin_api_refuses_bad_input_naming_the_field
     ),
     case!(
         "admission: a full replica serves its waiting requests in priority order",

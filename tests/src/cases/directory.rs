@@ -1,0 +1,287 @@
+//! Tenants and keys made at run time through the admin API: a new key is
+//! served (on the Worker, once KV has it: at once in workerd), a revoked,
+//! expired or rotated-out key and a disabled tenant are refused on the
+//! very next request, and the API refuses bad input naming the field.
+
+use crate::client::{Reply, chat_body};
+use crate::gateway::{ADMIN_KEY, DIRECTORY_TENANT};
+use crate::suite::Outcome;
+use crate::target::Target;
+use crate::{ensure, ensure_eq};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a new key may take to reach the key lookups (Workers KV).
+const NEW_KEY_DELAY: Duration = Duration::from_secs(10);
+
+async fn admin(t: &Target, method: &str, path: &str, body: Option<Value>) -> Result<Reply, String> {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+    let mut call = t.request(method, path).key(ADMIN_KEY);
+    if let Some(body) = body {
+        call = call.json(&body);
+    }
+    call.send().await
+}
+
+/// A new key of `tenant`: its id and the key.
+async fn new_key(t: &Target, tenant: &str, extra: Value) -> Result<(String, String), String> {
+    let mut body = json!({"tenant": tenant, "name": "conformance"});
+    if let (Some(b), Value::Object(extra)) = (body.as_object_mut(), extra) {
+        b.extend(extra);
+    }
+    let made = admin(t, "POST", "/admin/v1/keys", Some(body))
+        .await?
+        .expect(201)?;
+    let id = made["id"].as_str().ok_or("a new key without an id")?;
+    let key = made["key"].as_str().ok_or("a new key not shown")?;
+    ensure!(key.starts_with("sk-eg-"), "the key's prefix: {key}");
+    Ok((id.to_owned(), key.to_owned()))
+}
+
+async fn chat_status(t: &Target, key: &str) -> Result<u16, String> {
+    Ok(t.chat(key, &chat_body("directory")).await?.status)
+}
+
+/// Waits for a new key to be served, then returns its first answer.
+async fn first_answer(t: &Target, key: &str) -> Result<Reply, String> {
+    let deadline = Instant::now() + NEW_KEY_DELAY;
+    loop {
+        let reply = t.chat(key, &chat_body("directory: a new key")).await?;
+        if reply.status != 401 || Instant::now() > deadline {
+            return Ok(reply);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub async fn keys_made_at_run_time_are_served_and_refused_at_once(t: &Target) -> Outcome {
+    let tenant = json!({"id": "runtime-co", "tier": "open", "models": ["chat"]});
+    let made = admin(t, "POST", "/admin/v1/tenants", Some(tenant))
+        .await?
+        .expect(201)?;
+    ensure_eq!(
+        made["source"].as_str(),
+        Some("admin"),
+        "the new tenant's source"
+    );
+    let (id, key) = new_key(t, "runtime-co", json!({"user": "u-7"})).await?;
+    let reply = first_answer(t, &key).await?;
+    reply.expect(200)?;
+    let record = t.the_record(&reply.request_id()).await?;
+    ensure_eq!(
+        record["tenant"].as_str(),
+        Some("runtime-co"),
+        "the record's tenant"
+    );
+    ensure_eq!(
+        record["key_id"].as_str(),
+        Some(id.as_str()),
+        "the record's key"
+    );
+    // The tenant's model list holds.
+    let tiny = json!({"model": "tiny", "messages": [{"role": "user", "content": "x"}]});
+    t.chat(&key, &tiny)
+        .await?
+        .expect_error(404, "invalid_request_error", "model_not_found")?;
+    // Listed without the key or its hash; never shown again.
+    let listed = admin(t, "GET", "/admin/v1/keys?tenant=runtime-co", None)
+        .await?
+        .expect(200)?;
+    let one = admin(t, "GET", &format!("/admin/v1/keys/{id}"), None)
+        .await?
+        .expect(200)?;
+    for shown in [&listed, &one] {
+        let text = shown.to_string();
+        ensure!(
+            !text.contains(&key) && !text.contains(&crate::gateway::sha256_hex(&key)),
+            "a listing shows the key: {text}"
+        );
+    }
+    ensure!(
+        listed["data"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|k| k["id"] == id.as_str())),
+        "the key is not listed: {listed}"
+    );
+
+    // Revoked: refused on the very next request.
+    admin(t, "DELETE", &format!("/admin/v1/keys/{id}"), None)
+        .await?
+        .expect(200)?;
+    t.chat(&key, &chat_body("directory: revoked"))
+        .await?
+        .expect_error(401, "authentication_error", "invalid_api_key")?;
+
+    // Expired: refused from its expiry on.
+    let expires_at = unix_now() + 3;
+    let (_, expiring) = new_key(t, "runtime-co", json!({"expires_at": expires_at})).await?;
+    first_answer(t, &expiring).await?.expect(200)?;
+    while unix_now() < expires_at {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ensure_eq!(
+        chat_status(t, &expiring).await?,
+        401,
+        "an expired key's status"
+    );
+
+    // A disabled tenant: 403 on the next request; enabled: served again.
+    let (_, key) = new_key(t, "runtime-co", json!({})).await?;
+    first_answer(t, &key).await?.expect(200)?;
+    let disabled = admin(t, "POST", "/admin/v1/tenants/runtime-co/disable", None)
+        .await?
+        .expect(200)?;
+    ensure_eq!(
+        disabled["disabled"].as_bool(),
+        Some(true),
+        "the tenant's flag"
+    );
+    t.chat(&key, &chat_body("directory: disabled"))
+        .await?
+        .expect_error(403, "permission_error", "permission_denied")?;
+    admin(t, "POST", "/admin/v1/tenants/runtime-co/enable", None)
+        .await?
+        .expect(200)?;
+    ensure_eq!(
+        chat_status(t, &key).await?,
+        200,
+        "served again once enabled"
+    );
+    Ok(())
+}
+
+pub async fn a_rotated_key_works_beside_the_new_one_for_its_grace_period(t: &Target) -> Outcome {
+    // A run-time key of a config tenant.
+    let (id, old) = new_key(t, DIRECTORY_TENANT, json!({})).await?;
+    first_answer(t, &old).await?.expect(200)?;
+    let started = Instant::now();
+    let rotated = admin(
+        t,
+        "POST",
+        &format!("/admin/v1/keys/{id}/rotate"),
+        Some(json!({"grace_seconds": 3})),
+    )
+    .await?
+    .expect(200)?;
+    ensure_eq!(
+        rotated["id"].as_str(),
+        Some(id.as_str()),
+        "the rotated key's id"
+    );
+    let new = rotated["key"].as_str().ok_or("no new key")?.to_owned();
+    ensure!(new != old, "the rotation made no new key");
+    first_answer(t, &new).await?.expect(200)?;
+    if started.elapsed() < Duration::from_millis(2_500) {
+        ensure_eq!(
+            chat_status(t, &old).await?,
+            200,
+            "the old key in its grace period"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(started.elapsed())).await;
+    ensure_eq!(
+        chat_status(t, &old).await?,
+        401,
+        "the old key after its grace period"
+    );
+    ensure_eq!(chat_status(t, &new).await?, 200, "the new key after it");
+    // Without a grace period the old key stops at once.
+    let again = admin(t, "POST", &format!("/admin/v1/keys/{id}/rotate"), None)
+        .await?
+        .expect(200)?;
+    ensure_eq!(
+        chat_status(t, &new).await?,
+        401,
+        "a key rotated without grace"
+    );
+    let newest = again["key"].as_str().ok_or("no newest key")?;
+    first_answer(t, newest).await?.expect(200)?;
+    Ok(())
+}
+
+pub async fn the_admin_api_refuses_bad_input_naming_the_field(t: &Target) -> Outcome {
+    const TENANTS: &str = "/admin/v1/tenants";
+    const KEYS: &str = "/admin/v1/keys";
+    let cases = [
+        (TENANTS, json!({"id": "bad-co", "tier": "gold"}), "tier"),
+        (
+            TENANTS,
+            json!({"id": "bad-co", "tier": "open", "models": ["chat", "gpt-9"]}),
+            "models[1]",
+        ),
+        (TENANTS, json!({"id": "bad#co", "tier": "open"}), "id"),
+        (
+            TENANTS,
+            json!({"id": "bad-co", "tier": "open", "ip_allow": ["10.0.0.0/40"]}),
+            "ip_allow[0]",
+        ),
+        (TENANTS, json!({"id": "bad-co", "tier": 7}), "tier"),
+        (KEYS, json!({"tenant": "no-such-co", "name": "k"}), "tenant"),
+        (
+            KEYS,
+            json!({"tenant": DIRECTORY_TENANT, "name": "k", "expires_at": -5}),
+            "expires_at",
+        ),
+        (
+            KEYS,
+            json!({"tenant": DIRECTORY_TENANT, "name": "k", "expires_at": "soon"}),
+            "expires_at",
+        ),
+        (
+            KEYS,
+            json!({"tenant": DIRECTORY_TENANT, "name": "k", "user": "a user"}),
+            "user",
+        ),
+        (KEYS, json!({"tenant": DIRECTORY_TENANT}), "name"),
+    ];
+    for (path, body, field) in cases {
+        let err = admin(t, "POST", path, Some(body.clone()))
+            .await?
+            .expect_error(400, "invalid_request_error", "invalid_request")?;
+        ensure_eq!(
+            err.param.as_deref(),
+            Some(field),
+            "the field named for {body}"
+        );
+    }
+    t.post("/admin/v1/tenants")
+        .key(ADMIN_KEY)
+        .header("content-type", "application/json")
+        .body(r#"{"id": "bad-co", "#)
+        .send()
+        .await?
+        .expect_error(400, "invalid_request_error", "invalid_request")?;
+    let huge = json!({"id": "big-co", "tier": "open", "ip_allow": vec!["10.0.0.0/8"; 8_000]});
+    let reply = admin(t, "POST", "/admin/v1/tenants", Some(huge)).await?;
+    reply.expect_error(413, "invalid_request_error", "request_too_large")?;
+    // The config's objects are read-only here; ids are unique across both.
+    let taken = json!({"id": DIRECTORY_TENANT, "tier": "open"});
+    admin(t, "POST", "/admin/v1/tenants", Some(taken))
+        .await?
+        .expect_error(409, "invalid_request_error", "conflict")?;
+    admin(
+        t,
+        "POST",
+        &format!("/admin/v1/tenants/{DIRECTORY_TENANT}/disable"),
+        None,
+    )
+    .await?
+    .expect_error(409, "invalid_request_error", "conflict")?;
+    admin(t, "DELETE", "/admin/v1/keys/key_0000000000000000", None)
+        .await?
+        .expect_error(404, "invalid_request_error", "not_found")?;
+    // Only the admin key changes anything.
+    let reply = t
+        .post("/admin/v1/keys")
+        .json(&json!({"tenant": DIRECTORY_TENANT, "name": "k"}))
+        .send()
+        .await?;
+    reply.expect_error(401, "authentication_error", "invalid_api_key")?;
+    Ok(())
+}
