@@ -4,9 +4,12 @@
 //! `EDGEGATE_ADMIN_KEY`); answers print as a table, or as the API's JSON
 //! with `--json`.
 
+mod table;
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{Map, Value, json};
 
 #[derive(Args)]
 pub struct AdminArgs {
@@ -28,6 +31,12 @@ pub struct AdminArgs {
 pub enum AdminCommand {
     /// The usage ledger, summed (GET /admin/v1/usage).
     Usage(UsageArgs),
+    /// Tenants: list, show, create, update, disable, enable.
+    #[command(subcommand)]
+    Tenants(TenantCommand),
+    /// API keys: list, show, create, update, rotate, revoke.
+    #[command(subcommand)]
+    Keys(KeyCommand),
 }
 
 #[derive(Args)]
@@ -48,6 +57,227 @@ pub struct UsageArgs {
     pub group_by: Option<String>,
 }
 
+#[derive(Subcommand)]
+pub enum TenantCommand {
+    /// Every tenant, the config's and the run-time ones.
+    List,
+    Show {
+        id: String,
+    },
+    Create {
+        id: String,
+        #[command(flatten)]
+        settings: TenantSettings,
+    },
+    /// Changes the settings given.
+    Update {
+        id: String,
+        #[command(flatten)]
+        settings: TenantSettings,
+    },
+    /// Its requests get 403 from the next one on.
+    Disable {
+        id: String,
+    },
+    Enable {
+        id: String,
+    },
+}
+
+#[derive(Args)]
+pub struct TenantSettings {
+    #[arg(long)]
+    pub tier: Option<String>,
+    /// Comma-separated model names, or `*` for every model.
+    #[arg(long, value_delimiter = ',')]
+    pub models: Option<Vec<String>>,
+    /// Comma-separated CIDRs.
+    #[arg(long, value_delimiter = ',')]
+    pub ip_allow: Option<Vec<String>>,
+    #[arg(long, value_delimiter = ',')]
+    pub ip_deny: Option<Vec<String>>,
+    #[arg(long)]
+    pub residency: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Every key, or one tenant's (never the keys themselves).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    Show {
+        id: String,
+    },
+    /// A new key, printed this once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        fields: KeyFields,
+    },
+    /// Changes the fields given.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        fields: KeyFields,
+    },
+    /// A new key under the same id, printed this once; the old one works
+    /// for the grace period.
+    Rotate {
+        id: String,
+        #[arg(long, default_value_t = 0)]
+        grace_seconds: u64,
+    },
+    /// Refused from the next request on.
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Args)]
+pub struct KeyFields {
+    /// The user every request of the key is made as.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Unix seconds.
+    #[arg(long)]
+    pub expires_at: Option<u64>,
+}
+
+const TENANT_COLUMNS: &[&str] = &["id", "tier", "models", "residency", "disabled", "source"];
+const KEY_COLUMNS: &[&str] = &[
+    "id",
+    "tenant",
+    "name",
+    "user",
+    "prefix",
+    "expires_at",
+    "revoked_at",
+    "source",
+];
+
+/// What one command asks of the API, and how its answer prints.
+struct Ask {
+    method: Method,
+    path: String,
+    query: Vec<(&'static str, String)>,
+    body: Option<Value>,
+    /// The list's columns, or `None` for one object.
+    columns: Option<&'static [&'static str]>,
+}
+
+impl Ask {
+    fn new(method: Method, path: String) -> Ask {
+        Ask {
+            method,
+            path,
+            query: Vec::new(),
+            body: None,
+            columns: None,
+        }
+    }
+
+    fn body(mut self, body: Value) -> Ask {
+        self.body = Some(body);
+        self
+    }
+
+    fn list(mut self, columns: &'static [&'static str]) -> Ask {
+        self.columns = Some(columns);
+        self
+    }
+}
+
+/// The fields given, as a JSON object.
+fn fields(pairs: impl IntoIterator<Item = (&'static str, Option<Value>)>) -> Value {
+    let map: Map<String, Value> = pairs
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name.to_owned(), v)))
+        .collect();
+    Value::Object(map)
+}
+
+fn tenant_fields(s: TenantSettings) -> [(&'static str, Option<Value>); 5] {
+    [
+        ("tier", s.tier.map(Value::from)),
+        ("models", s.models.map(Value::from)),
+        ("ip_allow", s.ip_allow.map(Value::from)),
+        ("ip_deny", s.ip_deny.map(Value::from)),
+        ("residency", s.residency.map(Value::from)),
+    ]
+}
+
+fn key_fields(f: KeyFields) -> [(&'static str, Option<Value>); 2] {
+    [
+        ("user", f.user.map(Value::from)),
+        ("expires_at", f.expires_at.map(Value::from)),
+    ]
+}
+
+fn tenant_ask(command: TenantCommand) -> Ask {
+    let one = |id: &str| format!("/admin/v1/tenants/{id}");
+    match command {
+        TenantCommand::List => {
+            Ask::new(Method::GET, "/admin/v1/tenants".into()).list(TENANT_COLUMNS)
+        }
+        TenantCommand::Show { id } => Ask::new(Method::GET, one(&id)),
+        TenantCommand::Create { id, settings } => {
+            let mut body = fields(tenant_fields(settings));
+            body["id"] = json!(id);
+            Ask::new(Method::POST, "/admin/v1/tenants".into()).body(body)
+        }
+        TenantCommand::Update { id, settings } => {
+            Ask::new(Method::PATCH, one(&id)).body(fields(tenant_fields(settings)))
+        }
+        TenantCommand::Disable { id } => Ask::new(Method::POST, format!("{}/disable", one(&id))),
+        TenantCommand::Enable { id } => Ask::new(Method::POST, format!("{}/enable", one(&id))),
+    }
+}
+
+fn key_ask(command: KeyCommand) -> Ask {
+    let one = |id: &str| format!("/admin/v1/keys/{id}");
+    match command {
+        KeyCommand::List { tenant } => {
+            let mut ask = Ask::new(Method::GET, "/admin/v1/keys".into()).list(KEY_COLUMNS);
+            ask.query.extend(tenant.map(|t| ("tenant", t)));
+            ask
+        }
+        KeyCommand::Show { id } => Ask::new(Method::GET, one(&id)),
+        KeyCommand::Create {
+            tenant,
+            name,
+            fields: f,
+        } => {
+            let mut body = fields(key_fields(f));
+            body["tenant"] = json!(tenant);
+            body["name"] = json!(name);
+            Ask::new(Method::POST, "/admin/v1/keys".into()).body(body)
+        }
+        KeyCommand::Update {
+            id,
+            name,
+            fields: f,
+        } => {
+            let mut body = fields(key_fields(f));
+            if let Some(name) = name {
+                body["name"] = json!(name);
+            }
+            Ask::new(Method::PATCH, one(&id)).body(body)
+        }
+        KeyCommand::Rotate { id, grace_seconds } => {
+            Ask::new(Method::POST, format!("{}/rotate", one(&id)))
+                .body(json!({"grace_seconds": grace_seconds}))
+        }
+        KeyCommand::Revoke { id } => Ask::new(Method::DELETE, one(&id)),
+    }
+}
+
 /// Runs one admin command; what the API refused is an error naming why.
 pub async fn run(args: AdminArgs) -> Result<()> {
     let base = args
@@ -58,7 +288,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
         .admin_key
         .or_else(|| std::env::var("EDGEGATE_ADMIN_KEY").ok())
         .context("no admin key: pass --admin-key or set EDGEGATE_ADMIN_KEY")?;
-    match args.command {
+    let ask = match args.command {
         AdminCommand::Usage(u) => {
             let params = [
                 ("tenant", u.tenant),
@@ -67,27 +297,49 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 ("to", u.to),
                 ("group_by", u.group_by),
             ];
-            let query: Vec<(&str, String)> = params
+            let mut ask = Ask::new(Method::GET, "/admin/v1/usage".into());
+            ask.query = params
                 .into_iter()
                 .filter_map(|(name, value)| value.map(|v| (name, v)))
                 .collect();
-            let report = get(&base, "/admin/v1/usage", &query, &key).await?;
+            let report = call(&base, &ask, &key).await?;
             if args.json {
                 println!("{report:#}");
             } else {
-                print!("{}", usage_table(&report));
+                print!("{}", table::usage(&report));
             }
-            Ok(())
+            return Ok(());
         }
+        AdminCommand::Tenants(command) => tenant_ask(command),
+        AdminCommand::Keys(command) => key_ask(command),
+    };
+    let answer = call(&base, &ask, &key).await?;
+    if args.json {
+        println!("{answer:#}");
+        return Ok(());
     }
+    match ask.columns {
+        Some(columns) => print!("{}", table::list(&answer, columns)),
+        None => print!("{}", table::object(&answer)),
+    }
+    if answer.get("key").is_some() {
+        eprintln!("The key is shown this once: keep it now.");
+    }
+    Ok(())
 }
 
-async fn get(base: &str, path: &str, query: &[(&str, String)], key: &str) -> Result<Value> {
-    let url = format!("{}{path}", base.trim_end_matches('/'));
-    let response = reqwest::Client::new()
-        .get(&url)
-        .query(query)
-        .bearer_auth(key)
+async fn call(base: &str, ask: &Ask, key: &str) -> Result<Value> {
+    let url = format!("{}{}", base.trim_end_matches('/'), ask.path);
+    let mut request = reqwest::Client::new()
+        .request(ask.method.clone(), &url)
+        .query(&ask.query)
+        .bearer_auth(key);
+    if let Some(body) = &ask.body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request
         .send()
         .await
         .with_context(|| format!("calling {url}"))?;
@@ -100,98 +352,4 @@ async fn get(base: &str, path: &str, query: &[(&str, String)], key: &str) -> Res
         bail!("{url} answered {status}: {message}");
     }
     Ok(body)
-}
-
-/// The report as aligned columns: its groups, then the counts; a total last.
-fn usage_table(report: &Value) -> String {
-    let mut columns: Vec<&str> = Vec::new();
-    for by in report["group_by"].as_array().into_iter().flatten() {
-        match by.as_str() {
-            Some("model") => columns.extend(["model", "version"]),
-            Some(other) => columns.push(other),
-            None => {}
-        }
-    }
-    let dimensions = columns.len();
-    columns.extend([
-        "requests",
-        "input_tokens",
-        "output_tokens",
-        "cost_usd",
-        "errors",
-        "cache_hits",
-        "degraded",
-    ]);
-    let cell = |row: &Value, name: &str| match &row[name] {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        Value::Number(n) if name == "cost_usd" => format!("{:.6}", n.as_f64().unwrap_or(0.0)),
-        other => other.to_string(),
-    };
-    let mut rows: Vec<Vec<String>> = vec![columns.iter().map(|c| (*c).to_owned()).collect()];
-    for row in report["data"].as_array().into_iter().flatten() {
-        rows.push(columns.iter().map(|c| cell(row, c)).collect());
-    }
-    let total = &report["total"];
-    rows.push(
-        columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| match i {
-                0 => "total".to_owned(),
-                i if i < dimensions => String::new(),
-                _ => cell(total, c),
-            })
-            .collect(),
-    );
-    let widths: Vec<usize> = (0..columns.len())
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(i, (v, w))| {
-                if i < dimensions {
-                    format!("{v:<w$}")
-                } else {
-                    format!("{v:>w$}")
-                }
-            })
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn a_report_prints_as_aligned_columns_with_a_total() {
-        let report = json!({
-            "group_by": ["model"],
-            "data": [
-                {"model": "chat", "version": "v1", "requests": 2, "input_tokens": 20,
-                 "output_tokens": 6, "cost_usd": 0.000032, "errors": 0, "cache_hits": 0, "degraded": 0},
-                {"model": "chat", "version": null, "requests": 1, "input_tokens": 0,
-                 "output_tokens": 0, "cost_usd": 0.0, "errors": 0, "cache_hits": 1, "degraded": 0},
-            ],
-            "total": {"requests": 3, "input_tokens": 20, "output_tokens": 6, "cost_usd": 0.000032,
-                      "errors": 0, "cache_hits": 1, "degraded": 0},
-        });
-        let table = usage_table(&report);
-        let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 4, "{table}");
-        assert!(lines[0].starts_with("model  version  requests"), "{table}");
-        assert!(lines[1].contains("0.000032"), "{table}");
-        assert!(lines[2].starts_with("chat   -"), "{table}");
-        assert!(lines[3].starts_with("total"), "{table}");
-        assert!(lines[3].contains(" 3 "), "{table}");
-    }
 }

@@ -33,7 +33,7 @@ enum Command {
     Check(ConfigArgs),
     /// Start simulated regional backends and the gateway in front of them.
     Demo(DemoArgs),
-    /// Call a running gateway's admin API (usage).
+    /// Call a running gateway's admin API (usage, tenants, keys).
     Admin(AdminArgs),
 }
 

@@ -604,6 +604,74 @@ async fn the_admin_cli_prints_usage() {
     assert!(!why.contains("not-the-admin-key"), "{why}");
 }
 
+/// `local-runner admin tenants|keys …`: a tenant and a key made, listed,
+/// used and revoked from the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_cli_manages_tenants_and_keys() {
+    let backends = Backends::start(0).await;
+    let (runner, c) = runner_with_usage(&backends, 0).await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_local-runner"))
+            .args(["admin", "--url", &runner.base])
+            .args(args)
+            .env("EDGEGATE_ADMIN_KEY", ADMIN_KEY)
+            .output()
+            .expect("the CLI runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.success(),
+            text,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, text, why) = cli(&[
+        "tenants",
+        "create",
+        "cli-co",
+        "--tier",
+        "free",
+        "--models",
+        "chat-model",
+    ]);
+    assert!(ok, "{text}{why}");
+    assert!(text.contains("cli-co"), "{text}");
+    let (ok, text, why) = cli(&[
+        "--json", "keys", "create", "--tenant", "cli-co", "--name", "ci",
+    ]);
+    assert!(ok, "{text}{why}");
+    let made: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let (id, key) = (
+        made["id"].as_str().expect("id"),
+        made["key"].as_str().expect("key"),
+    );
+    let served = post(&c, &runner, "/v1/chat/completions", key, &chat("cli")).await;
+    assert_eq!(served.status(), 200);
+    let (ok, table, _) = cli(&["keys", "list", "--tenant", "cli-co"]);
+    assert!(ok);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("id "), "{table}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(id) && l.contains("cli-co")),
+        "{table}"
+    );
+    assert!(!table.contains(key), "{table}");
+    let (ok, tenants, _) = cli(&["tenants", "list"]);
+    assert!(
+        ok && tenants.lines().any(|l| l.starts_with("cli-co")),
+        "{tenants}"
+    );
+    let (ok, _, why) = cli(&["keys", "revoke", id]);
+    assert!(ok, "{why}");
+    let refused = post(&c, &runner, "/v1/chat/completions", key, &chat("cli")).await;
+    assert_eq!(refused.status(), 401);
+    // A refusal is one line naming the status and the field.
+    let (ok, _, why) = cli(&["tenants", "create", "bad-co", "--tier", "gold"]);
+    assert!(!ok);
+    assert!(why.contains("400") && why.contains("tier"), "{why}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_healthz() {
     let backends = Backends::start(0).await;
