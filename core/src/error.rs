@@ -25,6 +25,8 @@ pub enum LimitKind {
     TokensPerDay,
     Cost,
     Concurrency,
+    TokensPerMonth,
+    CostPerMonth,
 }
 
 impl LimitKind {
@@ -35,6 +37,8 @@ impl LimitKind {
             LimitKind::TokensPerDay => "tokens per day",
             LimitKind::Cost => "daily cost budget",
             LimitKind::Concurrency => "concurrent requests",
+            LimitKind::TokensPerMonth => "tokens per month",
+            LimitKind::CostPerMonth => "monthly cost budget",
         }
     }
 }
@@ -152,7 +156,7 @@ impl GatewayError {
             Unauthenticated { .. } => "authentication_error",
             PermissionDenied { .. } => "permission_error",
             RateLimited {
-                limit: LimitKind::Cost,
+                limit: LimitKind::Cost | LimitKind::CostPerMonth,
                 ..
             } => "insufficient_quota",
             RateLimited { .. } | Saturated { .. } => "rate_limit_error",
@@ -182,7 +186,7 @@ impl GatewayError {
             Conflict { .. } => "conflict",
             MethodNotAllowed { .. } => "method_not_allowed",
             RateLimited {
-                limit: LimitKind::Cost,
+                limit: LimitKind::Cost | LimitKind::CostPerMonth,
                 ..
             } => "insufficient_quota",
             RateLimited { .. } => "rate_limit_exceeded",
@@ -258,6 +262,8 @@ impl GatewayError {
                 LimitKind::TokensPerDay => "rate_limited_tokens_per_day",
                 LimitKind::Cost => "rate_limited_cost",
                 LimitKind::Concurrency => "rate_limited_concurrency",
+                LimitKind::TokensPerMonth => "rate_limited_tokens_per_month",
+                LimitKind::CostPerMonth => "rate_limited_cost_per_month",
             },
             Saturated { .. } => "saturated",
             NoUpstream { .. } => "no_upstream",

@@ -11,11 +11,12 @@
 //! - requests and tokens per minute: token buckets (GCRA-equivalent) with a
 //!   burst size; levels are scaled by 60 000 (ms per minute) so a refill of
 //!   `limit` units per minute is exact integer math;
-//! - tokens and cost per UTC day: fixed daily windows;
+//! - tokens and cost per UTC day and per UTC calendar month: fixed windows;
 //! - concurrency: outstanding reservations, which also make settle and
 //!   release idempotent and let stale reservations expire.
 
 use crate::error::LimitKind;
+use crate::ledger::Day;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -36,6 +37,10 @@ pub struct QuotaLimits {
     pub token_burst: u64,
     pub tokens_per_day: Option<u64>,
     pub cost_per_day_micros: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_month: Option<u64>,
+    #[serde(default)]
+    pub cost_per_month_micros: Option<u64>,
     pub max_concurrent: Option<u64>,
 }
 
@@ -51,6 +56,8 @@ impl QuotaLimits {
             token_burst: part(self.token_burst),
             tokens_per_day: self.tokens_per_day.map(part),
             cost_per_day_micros: self.cost_per_day_micros.map(part),
+            tokens_per_month: self.tokens_per_month.map(part),
+            cost_per_month_micros: self.cost_per_month_micros.map(part),
             max_concurrent: self.max_concurrent.map(part),
         }
     }
@@ -141,8 +148,8 @@ pub struct Outstanding {
     pub expires_ms: u64,
 }
 
-/// The fixed-size part of a quota state: both buckets and the day's
-/// counters. Hosts store it as one record per quota key.
+/// The fixed-size part of a quota state: both buckets and the day's and
+/// the month's counters. Hosts store it as one record per quota key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuotaCounters {
     requests: Bucket,
@@ -150,6 +157,14 @@ pub struct QuotaCounters {
     day: u64,
     day_tokens: u64,
     day_cost_micros: u64,
+    /// Months since 1970-01 (records stored before months were kept read
+    /// as month 0, which the next operation replaces).
+    #[serde(default)]
+    month: u32,
+    #[serde(default)]
+    month_tokens: u64,
+    #[serde(default)]
+    month_cost_micros: u64,
 }
 
 /// A reservation row an operation opened or closed, in the order they
@@ -188,6 +203,9 @@ impl Default for QuotaCounters {
             day: 0,
             day_tokens: 0,
             day_cost_micros: 0,
+            month: 0,
+            month_tokens: 0,
+            month_cost_micros: 0,
         }
     }
 }
@@ -249,6 +267,9 @@ impl QuotaState {
                 day: now_ms / MS_PER_DAY,
                 day_tokens: 0,
                 day_cost_micros: 0,
+                month: month_of(now_ms / MS_PER_DAY),
+                month_tokens: 0,
+                month_cost_micros: 0,
             },
             ..QuotaState::default()
         }
@@ -314,6 +335,11 @@ impl QuotaState {
         (self.counters.day_tokens, self.counters.day_cost_micros)
     }
 
+    /// Tokens and cost charged in the current UTC month.
+    pub fn month_usage(&self) -> (u64, u64) {
+        (self.counters.month_tokens, self.counters.month_cost_micros)
+    }
+
     /// The earliest expiry among outstanding reservations (for an alarm).
     pub fn next_expiry_ms(&self) -> Option<u64> {
         self.by_expiry.first().map(|(at, _)| *at)
@@ -346,6 +372,12 @@ impl QuotaState {
             c.day = today;
             c.day_tokens = 0;
             c.day_cost_micros = 0;
+        }
+        let month = month_of(today);
+        if month > c.month {
+            c.month = month;
+            c.month_tokens = 0;
+            c.month_cost_micros = 0;
         }
         self.expire(now_ms, limits);
     }
@@ -411,6 +443,8 @@ impl QuotaState {
         c.tokens.take(amounts.tokens);
         c.day_tokens = c.day_tokens.saturating_add(amounts.tokens);
         c.day_cost_micros = c.day_cost_micros.saturating_add(amounts.cost_micros);
+        c.month_tokens = c.month_tokens.saturating_add(amounts.tokens);
+        c.month_cost_micros = c.month_cost_micros.saturating_add(amounts.cost_micros);
         let reservation = Outstanding {
             amounts,
             day: c.day,
@@ -430,12 +464,16 @@ impl QuotaState {
         amounts: Amounts,
     ) -> Option<(LimitKind, Option<u64>)> {
         let until_tomorrow = MS_PER_DAY - now_ms % MS_PER_DAY;
-        let daily = |used: u64, amount: u64, limit: Option<u64>| match limit {
+        let next_month = Day::of_ms(now_ms).next_month();
+        let until_next_month = (u64::from(next_month.number()) * MS_PER_DAY).saturating_sub(now_ms);
+        let window = |used: u64, amount: u64, limit: Option<u64>, until_next: u64| match limit {
             None => Some(0),
             Some(l) if amount > l => None,
-            Some(l) if used.saturating_add(amount) > l => Some(until_tomorrow),
+            Some(l) if used.saturating_add(amount) > l => Some(until_next),
             Some(_) => Some(0),
         };
+        let daily = |used, amount, limit| window(used, amount, limit, until_tomorrow);
+        let monthly = |used, amount, limit| window(used, amount, limit, until_next_month);
         let concurrency = match limits.max_concurrent {
             Some(max) if self.open.len() as u64 >= max => Some(CONCURRENCY_RETRY_MS),
             _ => Some(0),
@@ -466,6 +504,18 @@ impl QuotaState {
                     c.day_cost_micros,
                     amounts.cost_micros,
                     limits.cost_per_day_micros,
+                ),
+            ),
+            (
+                LimitKind::TokensPerMonth,
+                monthly(c.month_tokens, amounts.tokens, limits.tokens_per_month),
+            ),
+            (
+                LimitKind::CostPerMonth,
+                monthly(
+                    c.month_cost_micros,
+                    amounts.cost_micros,
+                    limits.cost_per_month_micros,
                 ),
             ),
         ];
@@ -514,12 +564,25 @@ impl QuotaState {
             actual.tokens,
             limits.token_burst,
         );
-        // Daily counters only change if the reservation was charged today.
+        // A window's counters only change if the reservation was charged in it.
         if o.day == c.day {
             c.day_tokens = adjust(c.day_tokens, reserved.tokens, actual.tokens);
             c.day_cost_micros = adjust(c.day_cost_micros, reserved.cost_micros, actual.cost_micros);
         }
+        if month_of(o.day) == c.month {
+            c.month_tokens = adjust(c.month_tokens, reserved.tokens, actual.tokens);
+            c.month_cost_micros = adjust(
+                c.month_cost_micros,
+                reserved.cost_micros,
+                actual.cost_micros,
+            );
+        }
     }
+}
+
+/// The UTC month (months since 1970-01) of a day number.
+fn month_of(day: u64) -> u32 {
+    Day::from_number(u32::try_from(day).unwrap_or(u32::MAX)).month()
 }
 
 fn adjust_bucket(bucket: &mut Bucket, reserved: u64, actual: u64, capacity: u64) {

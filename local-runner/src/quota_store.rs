@@ -542,6 +542,8 @@ mod tests {
             token_burst: 1000,
             tokens_per_day: None,
             cost_per_day_micros: None,
+            tokens_per_month: None,
+            cost_per_month_micros: None,
             max_concurrent: None,
         }
     }

@@ -41,6 +41,8 @@ pub mod keys {
     pub const GATED_LOW: &str = "sk-conf-gated-low";
     /// The usage ledger's tenant.
     pub const LEDGER: &str = "sk-conf-ledger";
+    /// A tenant with a monthly token budget.
+    pub const MONTHLY: &str = "sk-conf-monthly";
     /// The config tenant run-time keys are made for.
     pub const DIRECTORY: &str = "sk-conf-directory";
 }
@@ -72,6 +74,8 @@ pub const TIGHT_RPM: u64 = 2;
 pub const EXACT_BURST: u64 = 50;
 /// The `meter` tier's token burst (it refills one token a second).
 pub const METER_BURST: u64 = 100_000;
+/// The `monthly` tier's tokens per calendar month.
+pub const MONTHLY_TOKENS: u64 = 600;
 /// The route's stream inactivity timeout.
 pub const STREAM_IDLE_MS: u64 = 1_000;
 /// The `tiny` route's first-byte timeout and total time: room for one
@@ -301,6 +305,7 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
             "exact": {"requests_per_minute": 1, "request_burst": EXACT_BURST, "tokens_per_minute": 100_000_000},
             // Refills one token a second, so a settlement shows in the headers.
             "meter": {"requests_per_minute": 100_000, "tokens_per_minute": 60, "token_burst": METER_BURST},
+            "monthly": {"requests_per_minute": 100_000, "tokens_per_minute": 1_000_000, "tokens_per_month": MONTHLY_TOKENS},
             // One request, then one more every two seconds: the SDK's retry waits.
             "sdk-limited": {"requests_per_minute": 30, "request_burst": 1, "tokens_per_minute": 10_000_000},
             "urgent": {"requests_per_minute": 1_000_000, "tokens_per_minute": 1_000_000_000u64, "priority": "high"},
@@ -343,6 +348,7 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
             tenant("gated-low-co", "bulk", keys::GATED_LOW),
             tenant(LEDGER_TENANT, "open", keys::LEDGER),
             tenant(DIRECTORY_TENANT, "open", keys::DIRECTORY),
+            tenant("monthly-co", "monthly", keys::MONTHLY),
         ],
         "jwt_issuers": [
             {"issuer": HS256_ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"],

@@ -586,14 +586,14 @@ fn validate_tier(path: &str, name: &str, t: &RawTier) -> Result<Tier> {
         v.map(|v| positive(&format!("{path}.{field}"), v))
             .transpose()
     };
-    let cost = match t.cost_per_day_usd {
-        None => None,
-        Some(usd) if usd.is_finite() && usd > 0.0 => Some((usd * 1e6).round() as u64),
-        Some(_) => {
-            return Err(ConfigError::new(
-                format!("{path}.cost_per_day_usd"),
+    let usd = |field: &str, v: Option<f64>| -> Result<Option<u64>> {
+        match v {
+            None => Ok(None),
+            Some(usd) if usd.is_finite() && usd > 0.0 => Ok(Some((usd * 1e6).round() as u64)),
+            Some(_) => Err(ConfigError::new(
+                format!("{path}.{field}"),
                 "must be a finite number > 0",
-            ));
+            )),
         }
     };
     let max_tokens_cap = opt("max_tokens_cap", t.max_tokens_cap)?
@@ -618,7 +618,9 @@ fn validate_tier(path: &str, name: &str, t: &RawTier) -> Result<Tier> {
             tokens_per_minute: tpm,
             token_burst,
             tokens_per_day: opt("tokens_per_day", t.tokens_per_day)?,
-            cost_per_day_micros: cost,
+            cost_per_day_micros: usd("cost_per_day_usd", t.cost_per_day_usd)?,
+            tokens_per_month: opt("tokens_per_month", t.tokens_per_month)?,
+            cost_per_month_micros: usd("cost_per_month_usd", t.cost_per_month_usd)?,
             max_concurrent: opt("max_concurrent", t.max_concurrent)?,
         },
         max_tokens_cap,

@@ -80,6 +80,9 @@ pub struct RawTier {
     pub token_burst: Option<u64>,
     pub tokens_per_day: Option<u64>,
     pub cost_per_day_usd: Option<f64>,
+    /// Per UTC calendar month.
+    pub tokens_per_month: Option<u64>,
+    pub cost_per_month_usd: Option<f64>,
     pub max_concurrent: Option<u64>,
     pub max_tokens_cap: Option<u64>,
     /// "high", "normal" (default) or "low": who is served first when

@@ -26,6 +26,14 @@ fn fixture_is_valid() {
     let pro = &c.tiers[c.tier("pro").expect("pro")];
     assert_eq!(pro.limits.cost_per_day_micros, Some(50_000_000));
     assert_eq!(pro.limits.request_burst, 100);
+    assert_eq!(pro.limits.tokens_per_month, None);
+    let mut v = config_value();
+    v["tiers"]["pro"]["tokens_per_month"] = json!(9_000_000);
+    v["tiers"]["pro"]["cost_per_month_usd"] = json!(1500.5);
+    let monthly = load(&v).expect("valid");
+    let pro = &monthly.tiers[monthly.tier("pro").expect("pro")].limits;
+    assert_eq!(pro.tokens_per_month, Some(9_000_000));
+    assert_eq!(pro.cost_per_month_micros, Some(1_500_500_000));
     let free = &c.tiers[c.tier("free").expect("free")];
     assert_eq!(
         free.limits.request_burst, 5,
@@ -260,6 +268,14 @@ fn semantic_errors_name_their_field() {
         (
             Box::new(|v| v["tiers"]["pro"]["cost_per_day_usd"] = json!(0.0)),
             "tiers.pro.cost_per_day_usd",
+        ),
+        (
+            Box::new(|v| v["tiers"]["pro"]["cost_per_month_usd"] = json!(-3.0)),
+            "tiers.pro.cost_per_month_usd",
+        ),
+        (
+            Box::new(|v| v["tiers"]["pro"]["tokens_per_month"] = json!(0)),
+            "tiers.pro.tokens_per_month",
         ),
         (
             Box::new(|v| v["jwt_issuers"][0]["algorithms"][0] = json!("none")),

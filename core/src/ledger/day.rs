@@ -39,6 +39,19 @@ impl Day {
         Day(self.0.saturating_sub(n))
     }
 
+    /// Its UTC calendar month, as months since 1970-01.
+    pub fn month(self) -> u32 {
+        let (y, m, _) = self.civil();
+        u32::try_from((y - 1970) * 12 + m - 1).unwrap_or(0)
+    }
+
+    /// The first day of the month after its own.
+    pub fn next_month(self) -> Day {
+        let (y, m, _) = self.civil();
+        let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+        Day(u32::try_from(days_from_civil(y, m, 1)).unwrap_or(u32::MAX))
+    }
+
     pub fn parse(text: &str) -> Result<Day, DayParseError> {
         let mut parts = text.splitn(3, '-');
         let mut number = |digits: usize| {

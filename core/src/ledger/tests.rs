@@ -48,11 +48,29 @@ fn days_read_and_write_as_utc_dates() {
     }
 }
 
+#[test]
+fn a_day_knows_its_month_and_the_next_ones_first_day() {
+    assert_eq!(day("1970-01-31").month(), 0);
+    assert_eq!(day("2026-12-07").month(), 56 * 12 + 11);
+    assert_eq!(day("2026-12-07").next_month(), day("2027-01-01"));
+    assert_eq!(day("2024-02-29").next_month(), day("2024-03-01"));
+    assert_eq!(day("2024-01-31").next_month(), day("2024-02-01"));
+}
+
 proptest! {
     #[test]
     fn every_day_round_trips_through_its_date(n in 0u32..200_000) {
         let d = Day::from_number(n);
         prop_assert_eq!(Day::parse(&d.to_string()), Ok(d));
+    }
+
+    #[test]
+    fn the_next_month_starts_a_new_month_on_its_first(n in 0u32..200_000) {
+        let d = Day::from_number(n);
+        let next = d.next_month();
+        prop_assert_eq!(next.month(), d.month() + 1);
+        prop_assert!(next.to_string().ends_with("-01"));
+        prop_assert_eq!(next.minus(1).month(), d.month());
     }
 }
 

@@ -9,6 +9,8 @@ fn limits() -> QuotaLimits {
         token_burst: 3_000,
         tokens_per_day: Some(40_000),
         cost_per_day_micros: Some(500_000),
+        tokens_per_month: None,
+        cost_per_month_micros: None,
         max_concurrent: Some(4),
     }
 }
@@ -231,6 +233,50 @@ fn cost_budget_is_insufficient_quota_and_oversized_requests_never_fit() {
 }
 
 #[test]
+fn monthly_budgets_hold_across_days_and_renew_with_the_calendar_month() {
+    let l = QuotaLimits {
+        tokens_per_day: None,
+        cost_per_day_micros: None,
+        tokens_per_month: Some(5_000),
+        cost_per_month_micros: Some(1_000_000),
+        max_concurrent: None,
+        ..limits()
+    };
+    // T0 is 2026-11-22; December starts 9 days later.
+    // Reservations that outlive the days they span.
+    const TTL: u64 = 30 * MS_PER_DAY;
+    let mut s = QuotaState::new(&l, T0);
+    assert!(admitted(&s.reserve(T0, &l, "a", amounts(2_500), TTL)));
+    let next_day = T0 + MS_PER_DAY;
+    assert!(admitted(&s.reserve(next_day, &l, "b", amounts(2_500), TTL)));
+    match s.reserve(next_day, &l, "c", amounts(100), TTL) {
+        ReserveOutcome::Deny {
+            limit: LimitKind::TokensPerMonth,
+            retry_after_ms: Some(ms),
+            ..
+        } => assert_eq!(ms, 8 * MS_PER_DAY),
+        other => panic!("{other:?}"),
+    }
+    // Settling for less makes room in the month.
+    assert!(s.settle(next_day, &l, "a", amounts(1_000)));
+    assert_eq!(s.month_usage().0, 3_500);
+    assert!(admitted(&s.reserve(next_day, &l, "c", amounts(1_500), TTL)));
+    // December: a fresh budget; November's reservation settled in it
+    // changes nothing of December's.
+    let december = T0 + 9 * MS_PER_DAY;
+    assert!(s.settle(december, &l, "b", amounts(10)));
+    assert_eq!(s.month_usage(), (0, 0));
+    assert!(admitted(&s.reserve(december, &l, "d", amounts(2_500), TTL)));
+    assert_eq!(s.month_usage().0, 2_500);
+    // A cost budget per month is insufficient_quota, like the daily one.
+    let err = crate::error::GatewayError::RateLimited {
+        limit: LimitKind::CostPerMonth,
+        retry_after_ms: Some(1),
+    };
+    assert_eq!(err.code(), Some("insufficient_quota"));
+}
+
+#[test]
 fn a_clock_stepping_back_does_not_refill() {
     let l = limits();
     let mut s = QuotaState::new(&l, T0);
@@ -408,6 +454,8 @@ proptest! {
             token_burst: 1_000_000,
             tokens_per_day: None,
             cost_per_day_micros: None,
+            tokens_per_month: None,
+            cost_per_month_micros: None,
             max_concurrent: None,
         };
         let mut s = QuotaState::new(&l, T0);
@@ -477,6 +525,8 @@ proptest! {
             token_burst: 100_000,
             tokens_per_day: None,
             cost_per_day_micros: None,
+            tokens_per_month: None,
+            cost_per_month_micros: None,
             max_concurrent: Some(2_000),
         };
         let mut now = T0;

@@ -143,6 +143,8 @@ fn reserve_outcome(o: wit::ReserveOutcome) -> ReserveOutcome {
                 wit::LimitKind::TokensPerDay => LimitKind::TokensPerDay,
                 wit::LimitKind::Cost => LimitKind::Cost,
                 wit::LimitKind::Concurrency => LimitKind::Concurrency,
+                wit::LimitKind::TokensPerMonth => LimitKind::TokensPerMonth,
+                wit::LimitKind::CostPerMonth => LimitKind::CostPerMonth,
             },
             retry_after_ms: d.retry_after_ms,
             snapshot: snapshot(d.snapshot),
@@ -286,6 +288,8 @@ fn quota_request(q: QuotaRequest, id: String) -> wit::QuotaRequest {
         token_burst,
         tokens_per_day,
         cost_per_day_micros,
+        tokens_per_month,
+        cost_per_month_micros,
         max_concurrent,
     } = q.limits;
     wit::QuotaRequest {
@@ -297,6 +301,8 @@ fn quota_request(q: QuotaRequest, id: String) -> wit::QuotaRequest {
             token_burst,
             tokens_per_day,
             cost_per_day_micros,
+            tokens_per_month,
+            cost_per_month_micros,
             max_concurrent,
         },
         amounts: amounts(q.amounts),

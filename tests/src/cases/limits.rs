@@ -3,7 +3,7 @@
 //! settled with the backend's real usage.
 
 use crate::client::{Reply, chat_body};
-use crate::gateway::{EXACT_BURST, METER_BURST, TIGHT_RPM, keys};
+use crate::gateway::{EXACT_BURST, METER_BURST, MONTHLY_TOKENS, TIGHT_RPM, keys};
 use crate::suite::Outcome;
 use crate::target::Target;
 use crate::{ensure, ensure_eq};
@@ -54,6 +54,43 @@ pub async fn exhausted_tier_gets_429(t: &Target) -> Outcome {
     ] {
         ensure!(r.header(header).is_some(), "the 429 has no {header}");
     }
+    Ok(())
+}
+
+pub async fn a_monthly_budget_is_429_until_the_next_month(t: &Target) -> Outcome {
+    let mut charged = 0;
+    let mut answered = 0;
+    let refusal = loop {
+        ensure!(
+            answered < 100,
+            "100 requests within a {MONTHLY_TOKENS}-token month"
+        );
+        let r = t
+            .chat(keys::MONTHLY, &chat_body("a month's budget"))
+            .await?;
+        if r.status != 200 {
+            break r;
+        }
+        let usage = &r.json()?["usage"];
+        charged += usage["total_tokens"].as_u64().ok_or("no usage")?;
+        answered += 1;
+    };
+    let error = refusal.expect_error(429, "rate_limit_error", "rate_limit_exceeded")?;
+    ensure!(
+        error.message.contains("tokens per month"),
+        "the refusal names the limit: {}",
+        error.message
+    );
+    ensure!(
+        answered > 0 && charged <= MONTHLY_TOKENS,
+        "{answered} answered, {charged} tokens charged"
+    );
+    // Retry-After points at the first of next month (UTC).
+    let retry_after = number(&refusal, "retry-after")?;
+    ensure!(
+        (1..=31 * 86_400).contains(&retry_after),
+        "retry-after {retry_after} s"
+    );
     Ok(())
 }
 

@@ -77,6 +77,10 @@ pub const ALL: &[Case] = &[
         limits::exhausted_tier_gets_429
     ),
     case!(
+        "limits: a monthly token budget is 429 naming it until the next month",
+        limits::a_monthly_budget_is_429_until_the_next_month
+    ),
+    case!(
         "limits: exact admission under 200 concurrent requests",
         limits::exact_admission_under_200_concurrent
     ),
