@@ -83,6 +83,9 @@ pub enum GatewayError {
     RateLimited {
         limit: LimitKind,
         retry_after_ms: Option<u64>,
+        /// Whose limit: the tenant's, its key's or its user's.
+        #[serde(default)]
+        level: crate::quota::LevelKind,
     },
     /// Every replica that could serve the request was full for as long as
     /// it could wait (429, with `Retry-After`).
@@ -316,16 +319,20 @@ impl GatewayError {
             RateLimited {
                 limit,
                 retry_after_ms: Some(ms),
+                level,
             } => format!(
-                "Rate limit reached for {}. Please try again in {}.",
+                "Rate limit reached for {}{}. Please try again in {}.",
+                level.owner(),
                 limit.describe(),
                 crate::quota::format_duration_ms(*ms)
             ),
             RateLimited {
                 limit,
                 retry_after_ms: None,
+                level,
             } => format!(
-                "Request too large for {}: it can never fit the limit.",
+                "Request too large for {}{}: it can never fit the limit.",
+                level.owner(),
                 limit.describe()
             ),
             Saturated { retry_after_ms } => format!(
@@ -393,6 +400,7 @@ mod tests {
         let e = GatewayError::RateLimited {
             limit: LimitKind::Requests,
             retry_after_ms: Some(1_001),
+            level: crate::quota::LevelKind::Tenant,
         };
         assert_eq!(e.status(), 429);
         assert_eq!(e.retry_after_secs(), Some(2));
@@ -400,6 +408,7 @@ mod tests {
         let never = GatewayError::RateLimited {
             limit: LimitKind::Tokens,
             retry_after_ms: None,
+            level: crate::quota::LevelKind::Tenant,
         };
         assert!(!never.retryable());
         assert_eq!(never.retry_after_secs(), None);
@@ -410,6 +419,7 @@ mod tests {
         let e = GatewayError::RateLimited {
             limit: LimitKind::Cost,
             retry_after_ms: Some(5),
+            level: crate::quota::LevelKind::Tenant,
         };
         assert_eq!(e.code(), Some("insufficient_quota"));
         assert_eq!(e.metric_label(), "rate_limited_cost");

@@ -16,7 +16,7 @@ use crate::directory::PresentedKey;
 use crate::error::GatewayError;
 use crate::geo::{ClientGeo, RegionStatus};
 use crate::load::TargetLoad;
-use crate::quota::{Amounts, QuotaKey, QuotaLimits, QuotaSnapshot, ReserveOutcome};
+use crate::quota::{Amounts, Budget, Level, QuotaKey, QuotaLimits, QuotaSnapshot, ReserveOutcome};
 use crate::request::{self, Endpoint, HttpRequest, ParsedBody};
 use crate::response::{Metered, ResponseKind};
 use crate::routing;
@@ -100,6 +100,10 @@ pub struct QuotaRequest {
     /// ([`crate::directory::Standing::check`]) before anything is reserved.
     #[serde(default)]
     pub presented: Option<PresentedKey>,
+    /// Budgets inside the tenant's (its user's), reserved and settled in
+    /// the same operation ([`crate::quota::Levels`]).
+    #[serde(default)]
+    pub budgets: Vec<Budget>,
 }
 
 impl QuotaRequest {
@@ -110,6 +114,7 @@ impl QuotaRequest {
         match outcome {
             ReserveOutcome::Admit { snapshot } => Ok(snapshot),
             ReserveOutcome::Deny {
+                level,
                 limit,
                 retry_after_ms,
                 snapshot,
@@ -117,6 +122,7 @@ impl QuotaRequest {
                 GatewayError::RateLimited {
                     limit,
                     retry_after_ms,
+                    level,
                 },
                 Some(snapshot),
             )),
@@ -324,6 +330,17 @@ impl Settlement {
     }
 }
 
+/// The id a user's budget is kept under: the user as given, or, past
+/// 128 bytes, a digest of it (a client's `user` field is free text).
+fn budget_user_id(user: &str) -> String {
+    if user.len() <= crate::names::MAX_NAME_CHARS {
+        user.to_owned()
+    } else {
+        use sha2::{Digest, Sha256};
+        format!("sha256:{}", hex::encode(Sha256::digest(user.as_bytes())))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Gateway {
     config: Config,
@@ -409,8 +426,21 @@ impl Gateway {
         );
 
         let tier = &config.tiers[principal.tier];
+        let budgets: Vec<Budget> = tier
+            .per_user
+            .zip(user)
+            .map(|(user_tier, user)| Budget {
+                level: Level::User(budget_user_id(user)),
+                limits: config.tiers[user_tier].limits.clone(),
+            })
+            .into_iter()
+            .collect();
         let shards = tenant.map_or(1, |t| t.quota_shards);
-        let shard = (routing::stable_hash(&[&ctx.request_id]) % u64::from(shards)) as u32;
+        // A budget's requests all go to one shard, so it holds whole there.
+        let spread = budgets
+            .first()
+            .map_or(ctx.request_id.as_str(), |b| b.level.id());
+        let shard = (routing::stable_hash(&[spread]) % u64::from(shards)) as u32;
         let key = QuotaKey::shard(&principal.tenant_id, shard, shards);
         let quota = QuotaRequest {
             key,
@@ -422,6 +452,7 @@ impl Gateway {
             },
             ttl_ms: config.limits.reservation_ttl_ms,
             presented: principal.presented.clone(),
+            budgets,
         };
 
         let mut response_headers = vec![("x-request-id".to_owned(), ctx.request_id.clone())];

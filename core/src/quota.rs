@@ -15,8 +15,11 @@
 //! - concurrency: outstanding reservations, which also make settle and
 //!   release idempotent and let stale reservations expire.
 
+pub mod budgets;
+
 use crate::error::LimitKind;
 use crate::ledger::Day;
+pub use budgets::{Budget, Level, LevelKind, Levels};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -246,6 +249,9 @@ pub enum ReserveOutcome {
         snapshot: QuotaSnapshot,
     },
     Deny {
+        /// Whose limit ran out.
+        #[serde(default)]
+        level: LevelKind,
         limit: LimitKind,
         /// `None`: the request alone exceeds the limit; waiting cannot help.
         retry_after_ms: Option<u64>,
@@ -361,7 +367,7 @@ impl QuotaState {
         Some(reservation)
     }
 
-    fn advance(&mut self, now_ms: u64, limits: &QuotaLimits) {
+    pub(crate) fn advance(&mut self, now_ms: u64, limits: &QuotaLimits) {
         let c = &mut self.counters;
         c.requests
             .refill(now_ms, limits.requests_per_minute, limits.request_burst);
@@ -433,6 +439,7 @@ impl QuotaState {
         }
         if let Some((limit, retry_after_ms)) = self.first_denial(now_ms, limits, amounts) {
             return ReserveOutcome::Deny {
+                level: LevelKind::Tenant,
                 limit,
                 retry_after_ms,
                 snapshot: self.snapshot(limits),
@@ -457,7 +464,7 @@ impl QuotaState {
     }
 
     /// The limit that refuses `amounts` with the longest wait, if any does.
-    fn first_denial(
+    pub(crate) fn first_denial(
         &self,
         now_ms: u64,
         limits: &QuotaLimits,

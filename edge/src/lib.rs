@@ -18,6 +18,7 @@ mod incoming;
 mod kv_store;
 mod object_call;
 mod pipeline;
+mod quota_budgets;
 mod quota_object;
 mod quota_standing;
 mod region_health;

@@ -20,17 +20,19 @@
 //! before anything is reserved, on the very next request.
 
 use crate::clock::now_ms;
-use crate::quota_standing;
+use crate::{quota_budgets, quota_standing};
 use edgegate_core::GatewayError;
 use edgegate_core::directory::{PresentedKey, Standing, StandingChange};
 use edgegate_core::gateway::QuotaRequest;
 use edgegate_core::ledger::{LedgerEntry, StoredKey, UsageQuery, sql};
 use edgegate_core::quota::{
-    Amounts, Outstanding, QuotaChange, QuotaKey, QuotaLimits, QuotaState, ReserveOutcome,
+    Amounts, Budget, Level, Levels, Outstanding, QuotaChange, QuotaKey, QuotaLimits, QuotaState,
+    ReserveOutcome,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use worker::js_sys;
 use worker::wasm_bindgen::JsValue;
 use worker::{
@@ -51,6 +53,8 @@ enum Command {
         ttl_ms: u64,
         #[serde(default)]
         presented: Option<PresentedKey>,
+        #[serde(default)]
+        budgets: Vec<Budget>,
     },
     Settle {
         id: String,
@@ -58,12 +62,16 @@ enum Command {
         actual: Amounts,
         #[serde(default)]
         ledger: Option<Box<LedgerEntry>>,
+        #[serde(default)]
+        budgets: Vec<Budget>,
     },
     Release {
         id: String,
         limits: QuotaLimits,
         #[serde(default)]
         ledger: Option<Box<LedgerEntry>>,
+        #[serde(default)]
+        budgets: Vec<Budget>,
     },
 }
 
@@ -128,6 +136,7 @@ impl QuotaStore {
             amounts: quota.amounts,
             ttl_ms: quota.ttl_ms,
             presented: quota.presented.clone(),
+            budgets: quota.budgets.clone(),
         };
         self.call(&quota.key.to_string(), &command).await
     }
@@ -166,6 +175,7 @@ impl QuotaStore {
             limits: quota.limits.clone(),
             actual,
             ledger: Some(ledger),
+            budgets: quota.budgets.clone(),
         };
         self.call_logged(&quota.key.to_string(), &command).await;
     }
@@ -177,6 +187,7 @@ impl QuotaStore {
             id: id.to_owned(),
             limits: quota.limits.clone(),
             ledger: Some(ledger),
+            budgets: quota.budgets.clone(),
         };
         self.call_logged(&quota.key.to_string(), &command).await;
     }
@@ -232,6 +243,8 @@ struct Stored {
     limits: QuotaLimits,
     /// When the alarm is set for, if it is.
     alarm_ms: Option<u64>,
+    /// The budgets loaded so far (`quota_budgets`).
+    budgets: HashMap<Level, QuotaState>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,11 +306,13 @@ impl DurableObject for QuotaObject {
             None,
         );
         let standing = quota_standing::create(&state.storage().sql());
+        let budgets = quota_budgets::create(&state.storage().sql());
         if let Err(e) = created
             .and(reservations)
             .and(ledger)
             .and(registered)
             .and(standing)
+            .and(budgets)
         {
             console_warn!("edgegate: quota tables: {e}");
         }
@@ -348,45 +363,70 @@ impl DurableObject for QuotaObject {
                     state: QuotaState::new(&limits, now),
                     limits: limits.clone(),
                     alarm_ms: None,
+                    budgets: HashMap::new(),
                 }));
             }
             let Some(stored) = memory.as_mut() else {
                 return Response::error("quota state not loaded", 500);
             };
-            stored.limits = limits;
-            let state = &mut stored.state;
-            let (reply, ledger) = match command {
+            stored.limits = limits.clone();
+            // The command's budgets, out of memory or storage, new ones full.
+            let mut taken: Vec<(&Budget, QuotaState)> = Vec::new();
+            for budget in command_budgets(&command) {
+                let state = match stored.budgets.remove(&budget.level) {
+                    Some(state) => state,
+                    None => quota_budgets::load(&sql, &budget.level)?
+                        .unwrap_or_else(|| QuotaState::new(&budget.limits, now)),
+                };
+                taken.push((budget, state));
+            }
+            let refusal = match &command {
+                Command::Reserve { presented, .. } => {
+                    self.refusal(&sql, presented.as_ref(), now)?
+                }
+                _ => None,
+            };
+            let mut levels = Levels {
+                tenant: &mut stored.state,
+                limits: &limits,
+                budgets: taken.iter_mut().map(|(b, s)| (*b, s)).collect(),
+            };
+            let (reply, ledger) = match &command {
                 Command::Reserve {
                     id,
-                    limits,
                     amounts,
                     ttl_ms,
-                    presented,
+                    ..
                 } => {
-                    let outcome = match self.refusal(&sql, presented.as_ref(), now)? {
+                    let outcome = match refusal {
                         Some(refusal) => ReserveOutcome::Refused { refusal },
-                        None => state.reserve(now, &limits, &id, amounts, ttl_ms),
+                        None => levels.reserve(now, id, *amounts, *ttl_ms),
                     };
                     (serde_json::to_string(&outcome)?, None)
                 }
                 Command::Settle {
-                    id,
-                    limits,
-                    actual,
-                    ledger,
+                    id, actual, ledger, ..
                 } => (
                     serde_json::to_string(&Settled {
-                        settled: state.settle(now, &limits, &id, actual),
+                        settled: levels.settle(now, id, *actual),
                     })?,
-                    ledger,
+                    ledger.clone(),
                 ),
-                Command::Release { id, limits, ledger } => (
+                Command::Release { id, ledger, .. } => (
                     serde_json::to_string(&Settled {
-                        settled: state.release(now, &limits, &id),
+                        settled: levels.settle(now, id, Amounts::default()),
                     })?,
-                    ledger,
+                    ledger.clone(),
                 ),
             };
+            drop(levels);
+            for (budget, state) in taken {
+                if let Err(e) = quota_budgets::save(&sql, &budget.level, &state) {
+                    *memory = None;
+                    return Err(e);
+                }
+                stored.budgets.insert(budget.level.clone(), state);
+            }
             let wake = earlier_alarm(stored);
             // The counters and the ledger row in one write.
             if let Err(e) = save(&sql, stored).and_then(|()| {
@@ -496,6 +536,14 @@ impl QuotaObject {
     }
 }
 
+fn command_budgets(command: &Command) -> &[Budget] {
+    match command {
+        Command::Reserve { budgets, .. }
+        | Command::Settle { budgets, .. }
+        | Command::Release { budgets, .. } => budgets,
+    }
+}
+
 fn command_limits(command: &Command) -> &QuotaLimits {
     match command {
         Command::Reserve { limits, .. }
@@ -545,6 +593,7 @@ fn load(sql: &SqlStorage) -> Result<Option<Stored>> {
             state: QuotaState::restore(serde_json::from_str(&row.counters)?, open),
             limits: serde_json::from_str(&row.limits)?,
             alarm_ms: row.alarm_ms,
+            budgets: HashMap::new(),
         }));
     }
     let legacy: Vec<LegacyRow> = match sql.exec(
@@ -561,6 +610,7 @@ fn load(sql: &SqlStorage) -> Result<Option<Stored>> {
         state: QuotaState::from_stored_json(&row.state)?,
         limits: serde_json::from_str(&row.limits)?,
         alarm_ms: row.alarm_ms,
+        budgets: HashMap::new(),
     };
     for (id, reservation) in stored.state.reservations() {
         insert_reservation(sql, id, reservation)?;

@@ -216,16 +216,14 @@ impl Run {
                     let now = crate::clock::now_ms();
                     let actual = convert::amounts(settlement.actual);
                     let ledger = convert::ledger_entry(settlement.ledger);
-                    app.quota
-                        .settle(&quota.key, &quota.limits, &id, actual, Some(ledger), now);
+                    app.quota.settle(&quota, &id, actual, Some(ledger), now);
                 }
             }
             Action::Release(ledger) => {
                 if let Some((quota, id)) = self.reserved.take() {
                     let now = crate::clock::now_ms();
                     let ledger = convert::ledger_entry(ledger);
-                    app.quota
-                        .release(&quota.key, &quota.limits, &id, Some(ledger), now);
+                    app.quota.release(&quota, &id, Some(ledger), now);
                 }
             }
             Action::Store(store) => {
@@ -321,9 +319,7 @@ impl Run {
         self.finished = true;
         if let Some((quota, id)) = self.reserved.take() {
             let now = crate::clock::now_ms();
-            self.app
-                .quota
-                .release(&quota.key, &quota.limits, &id, None, now);
+            self.app.quota.release(&quota, &id, None, now);
         }
         let error = GatewayError::from(fault);
         let total_us = crate::clock::now_us().saturating_sub(self.started_us);

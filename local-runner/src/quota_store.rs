@@ -14,14 +14,19 @@
 //! power loss. Checkpoints (copying the WAL into the database, with its
 //! fsync) run on their own thread and connection, never inside a commit
 //! that reservations wait on.
+//!
+//! A key's budgets inside the tenant's (its users', `QuotaRequest::budgets`)
+//! live under the key's lock with its state, so all levels are reserved
+//! and settled in one operation (`quota::Levels`); each budget touched is
+//! written whole, as JSON, to `quota_budgets` in the same transaction.
 
 use anyhow::{Context, Result, bail};
 use edgegate_core::GatewayError;
 use edgegate_core::gateway::QuotaRequest;
 use edgegate_core::ledger::{LedgerCounts, LedgerEntry, LedgerKey, StoredKey, UsageQuery, sql};
 use edgegate_core::quota::{
-    Amounts, Outstanding, QuotaChange, QuotaCounters, QuotaKey, QuotaLimits, QuotaState,
-    ReserveOutcome,
+    Amounts, Budget, Level, Levels, Outstanding, QuotaChange, QuotaCounters, QuotaKey, QuotaLimits,
+    QuotaState, ReserveOutcome,
 };
 use rusqlite::{Connection, params};
 use std::collections::HashMap;
@@ -50,6 +55,8 @@ struct Write {
     key: Arc<QuotaKey>,
     counters: QuotaCounters,
     changes: Vec<QuotaChange>,
+    /// Each budget the operation touched, whole, as JSON.
+    budgets: Vec<(Level, String)>,
     ledger: Option<LedgerEntry>,
     committed: Option<oneshot::Sender<Result<(), String>>>,
 }
@@ -62,11 +69,55 @@ struct Read {
 
 /// What the writer thread does, in the order asked.
 enum Job {
-    Write(Write),
+    Write(Box<Write>),
     Read(Read),
 }
 
-type Shard = Mutex<HashMap<Arc<QuotaKey>, Arc<Mutex<QuotaState>>>>;
+/// A quota key's state and the budgets kept with it.
+#[derive(Default)]
+struct Book {
+    state: QuotaState,
+    budgets: HashMap<Level, QuotaState>,
+}
+
+impl Book {
+    /// Runs `f` over the key's state and the request's budgets (new ones
+    /// start full); the budgets' states as JSON, to write.
+    fn levels<T>(
+        &mut self,
+        request: &QuotaRequest,
+        now_ms: u64,
+        f: impl FnOnce(&mut Levels<'_>) -> T,
+    ) -> (T, Vec<(Level, String)>) {
+        let mut taken: Vec<(&Budget, QuotaState)> = request
+            .budgets
+            .iter()
+            .map(|b| {
+                let state = self
+                    .budgets
+                    .remove(&b.level)
+                    .unwrap_or_else(|| QuotaState::new(&b.limits, now_ms));
+                (b, state)
+            })
+            .collect();
+        let out = f(&mut Levels {
+            tenant: &mut self.state,
+            limits: &request.limits,
+            budgets: taken.iter_mut().map(|(b, s)| (*b, s)).collect(),
+        });
+        let rows = taken
+            .into_iter()
+            .map(|(b, state)| {
+                let json = state.to_stored_json();
+                self.budgets.insert(b.level.clone(), state);
+                (b.level.clone(), json)
+            })
+            .collect();
+        (out, rows)
+    }
+}
+
+type Shard = Mutex<HashMap<Arc<QuotaKey>, Arc<Mutex<Book>>>>;
 
 pub struct QuotaStore {
     shards: Vec<Shard>,
@@ -122,6 +173,13 @@ impl QuotaStore {
                 id TEXT NOT NULL,
                 reservation TEXT NOT NULL,
                 PRIMARY KEY (key, id)
+            );
+            CREATE TABLE IF NOT EXISTS quota_budgets (
+                key TEXT NOT NULL,
+                level TEXT NOT NULL,
+                id TEXT NOT NULL,
+                state TEXT NOT NULL,
+                PRIMARY KEY (key, level, id)
             );",
         )?;
         conn.execute_batch(sql::CREATE_TABLE)?;
@@ -140,8 +198,8 @@ impl QuotaStore {
             _checkpoints: checkpoints,
             _owner: owner,
         };
-        for (key, state) in load(&conn)? {
-            lock(store.shard(&key)).insert(Arc::new(key), Arc::new(Mutex::new(state)));
+        for (key, book) in load(&conn)? {
+            lock(store.shard(&key)).insert(Arc::new(key), Arc::new(Mutex::new(book)));
         }
         std::thread::Builder::new()
             .name("quota-writer".into())
@@ -159,13 +217,16 @@ impl QuotaStore {
         key: &QuotaKey,
         limits: &QuotaLimits,
         now_ms: u64,
-    ) -> (Arc<QuotaKey>, Arc<Mutex<QuotaState>>) {
+    ) -> (Arc<QuotaKey>, Arc<Mutex<Book>>) {
         let mut shard = lock(self.shard(key));
         if let Some((k, s)) = shard.get_key_value(key) {
             return (k.clone(), s.clone());
         }
         let k = Arc::new(key.clone());
-        let s = Arc::new(Mutex::new(QuotaState::new(limits, now_ms)));
+        let s = Arc::new(Mutex::new(Book {
+            state: QuotaState::new(limits, now_ms),
+            budgets: HashMap::new(),
+        }));
         shard.insert(k.clone(), s.clone());
         (k, s)
     }
@@ -176,6 +237,7 @@ impl QuotaStore {
         &self,
         key: &Arc<QuotaKey>,
         state: &mut QuotaState,
+        budgets: Vec<(Level, String)>,
         ledger: Option<LedgerEntry>,
         committed: Option<oneshot::Sender<Result<(), String>>>,
     ) {
@@ -183,10 +245,12 @@ impl QuotaStore {
             key: key.clone(),
             counters: state.counters(),
             changes: state.take_changes(),
+            budgets,
             ledger,
             committed,
         };
-        if let Err(mpsc::SendError(Job::Write(w))) = lock(&self.writer).send(Job::Write(write))
+        if let Err(mpsc::SendError(Job::Write(w))) =
+            lock(&self.writer).send(Job::Write(Box::new(write)))
             && let Some(done) = w.committed
         {
             done.send(Err("the quota writer has stopped".into())).ok();
@@ -200,13 +264,15 @@ impl QuotaStore {
         id: &str,
         now_ms: u64,
     ) -> Result<ReserveOutcome, GatewayError> {
-        let (key, state) = self.state(&request.key, &request.limits, now_ms);
+        let (key, book) = self.state(&request.key, &request.limits, now_ms);
         let (outcome, committed) = {
-            let mut s = lock(&state);
-            let outcome = s.reserve(now_ms, &request.limits, id, request.amounts, request.ttl_ms);
+            let mut b = lock(&book);
+            let (outcome, budgets) = b.levels(request, now_ms, |levels| {
+                levels.reserve(now_ms, id, request.amounts, request.ttl_ms)
+            });
             let (done, committed) = oneshot::channel();
             let admitted = matches!(outcome, ReserveOutcome::Admit { .. });
-            self.persist(&key, &mut s, None, admitted.then_some(done));
+            self.persist(&key, &mut b.state, budgets, None, admitted.then_some(done));
             (outcome, admitted.then_some(committed))
         };
         let Some(committed) = committed else {
@@ -218,27 +284,28 @@ impl QuotaStore {
             Err(_) => "the quota writer has stopped".to_owned(),
         };
         // Not durable, so not admitted: give it back.
-        self.release(&request.key, &request.limits, id, None, now_ms);
+        self.release(request, id, None, now_ms);
         Err(internal(format!("quota store: {failure}")))
     }
 
-    /// Charges the real usage instead of the reservation and adds the
-    /// request to the ledger, in one transaction (not waited for). The
-    /// entry is added even when the reservation had expired: the ledger
-    /// counts what the request used.
+    /// Charges the real usage instead of the reservation, at every level,
+    /// and adds the request to the ledger, in one transaction (not waited
+    /// for). The entry is added even when the reservation had expired: the
+    /// ledger counts what the request used.
     pub fn settle(
         &self,
-        key: &QuotaKey,
-        limits: &QuotaLimits,
+        request: &QuotaRequest,
         id: &str,
         actual: Amounts,
         ledger: Option<LedgerEntry>,
         now_ms: u64,
     ) {
-        let (key, state) = self.state(key, limits, now_ms);
-        let mut s = lock(&state);
-        if s.settle(now_ms, limits, id, actual) || ledger.is_some() {
-            self.persist(&key, &mut s, ledger, None);
+        let (key, book) = self.state(&request.key, &request.limits, now_ms);
+        let mut b = lock(&book);
+        let (settled, budgets) =
+            b.levels(request, now_ms, |levels| levels.settle(now_ms, id, actual));
+        if settled || ledger.is_some() {
+            self.persist(&key, &mut b.state, budgets, ledger, None);
         }
     }
 
@@ -246,13 +313,12 @@ impl QuotaStore {
     /// as an error, when it reached the backend's side of the exchange).
     pub fn release(
         &self,
-        key: &QuotaKey,
-        limits: &QuotaLimits,
+        request: &QuotaRequest,
         id: &str,
         ledger: Option<LedgerEntry>,
         now_ms: u64,
     ) {
-        self.settle(key, limits, id, Amounts::default(), ledger, now_ms);
+        self.settle(request, id, Amounts::default(), ledger, now_ms);
     }
 
     /// The ledger rows `query` selects, read after everything settled
@@ -276,8 +342,9 @@ impl QuotaStore {
 }
 
 /// The state of every key, from its counters record and its open rows, or
-/// from the whole-state JSON rows of earlier versions (table `quota`).
-fn load(conn: &Connection) -> Result<Vec<(QuotaKey, QuotaState)>> {
+/// from the whole-state JSON rows of earlier versions (table `quota`), with
+/// its budgets.
+fn load(conn: &Connection) -> Result<Vec<(QuotaKey, Book)>> {
     let mut counters: HashMap<String, QuotaCounters> = HashMap::new();
     let mut q = conn.prepare("SELECT key, counters FROM quota_counters")?;
     for row in q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
@@ -330,12 +397,31 @@ fn load(conn: &Connection) -> Result<Vec<(QuotaKey, QuotaState)>> {
         }
         conn.execute_batch("DROP TABLE quota")?;
     }
+    let mut budgets: HashMap<String, HashMap<Level, QuotaState>> = HashMap::new();
+    let mut q = conn.prepare("SELECT key, level, id, state FROM quota_budgets")?;
+    let rows = q.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (key, level, id, json) = row?;
+        let level = Level::from_stored(&level, &id)
+            .with_context(|| format!("the stored budget level `{level}` of {key}"))?;
+        let state = QuotaState::from_stored_json(&json)
+            .with_context(|| format!("a stored budget of {key}"))?;
+        budgets.entry(key).or_default().insert(level, state);
+    }
     states
         .into_iter()
         .map(|(name, state)| {
             let key = QuotaKey::parse(&name)
                 .with_context(|| format!("the stored quota key `{name}` is not a quota key"))?;
-            Ok((key, state))
+            let budgets = budgets.remove(&name).unwrap_or_default();
+            Ok((key, Book { state, budgets }))
         })
         .collect()
 }
@@ -386,7 +472,7 @@ fn write_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
         let mut reads: Vec<Read> = Vec::new();
         for job in std::iter::once(first).chain(rx.try_iter()) {
             match job {
-                Job::Write(w) => batch.push(w),
+                Job::Write(w) => batch.push(*w),
                 Job::Read(r) => reads.push(r),
             }
         }
@@ -509,6 +595,13 @@ fn commit(conn: &Connection, batch: &[Write]) -> rusqlite::Result<()> {
             let (newest, name) = &last[&*w.key];
             let counters = (*newest == i).then_some(&w.counters);
             write_rows(conn, name, counters, &w.changes)?;
+            for (level, state) in &w.budgets {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO quota_budgets (key, level, id, state)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![name, level.kind().name(), level.id(), state])?;
+            }
         }
         // Entries of one row (one tenant, key, model and day) are summed
         // first: one upsert per row per batch, however many requests.
@@ -571,6 +664,13 @@ mod tests {
             },
             ttl_ms: 60_000,
             presented: None,
+            budgets: vec![Budget {
+                level: Level::User("u-1".into()),
+                limits: QuotaLimits {
+                    request_burst: 1,
+                    ..limits()
+                },
+            }],
         };
         let outcome = store.reserve(&request, "r1", 1_000).await.expect("reserve");
         assert!(
@@ -578,12 +678,27 @@ mod tests {
             "{outcome:?}"
         );
         drop(store);
-        // The lock went with the store; the committed reservation did not.
+        // The lock went with the store; the committed reservation did not,
+        // nor the user's budget.
         let reopened = QuotaStore::open(&path).expect("reopen");
         let state = reopened
             .state(&QuotaKey::shard("t", 1, 2), &limits(), 1_000)
             .1;
-        assert!(lock(&state).reservation("r1").is_some());
+        assert!(lock(&state).state.reservation("r1").is_some());
+        let outcome = reopened
+            .reserve(&request, "r2", 1_000)
+            .await
+            .expect("reserve");
+        assert!(
+            matches!(
+                outcome,
+                ReserveOutcome::Deny {
+                    level: edgegate_core::quota::LevelKind::User,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
     }
 
     #[tokio::test]
@@ -591,7 +706,14 @@ mod tests {
         use edgegate_core::ledger::{Day, LedgerCounts, LedgerKey};
         let dir = tempfile::tempdir().expect("temp dir");
         let store = QuotaStore::open(&dir.path().join("state.sqlite")).expect("open");
-        let key = QuotaKey::whole("t");
+        let request = QuotaRequest {
+            key: QuotaKey::whole("t"),
+            limits: limits(),
+            amounts: Amounts::default(),
+            ttl_ms: 60_000,
+            presented: None,
+            budgets: Vec::new(),
+        };
         let entry = |cost| LedgerEntry {
             key: LedgerKey {
                 tenant: "t".into(),
@@ -611,14 +733,7 @@ mod tests {
         // Queued back to back: the writer takes several in one batch.
         for (i, cost) in [3, 5, 7, 11].into_iter().enumerate() {
             let id = format!("r{i}");
-            store.settle(
-                &key,
-                &limits(),
-                &id,
-                Amounts::default(),
-                Some(entry(cost)),
-                1_000,
-            );
+            store.settle(&request, &id, Amounts::default(), Some(entry(cost)), 1_000);
         }
         let query = UsageQuery::parse("tenant=t", Day::of_ms(1_000)).expect("query");
         let rows = store.usage(&query).await.expect("usage");

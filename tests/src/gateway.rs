@@ -41,6 +41,8 @@ pub mod keys {
     pub const GATED_LOW: &str = "sk-conf-gated-low";
     /// The usage ledger's tenant.
     pub const LEDGER: &str = "sk-conf-ledger";
+    /// A tenant whose tier budgets each user.
+    pub const USERS: &str = "sk-conf-users";
     /// A tenant with a monthly token budget.
     pub const MONTHLY: &str = "sk-conf-monthly";
     /// The config tenant run-time keys are made for.
@@ -74,6 +76,9 @@ pub const TIGHT_RPM: u64 = 2;
 pub const EXACT_BURST: u64 = 50;
 /// The `meter` tier's token burst (it refills one token a second).
 pub const METER_BURST: u64 = 100_000;
+/// Each user's burst in the `users-co` tenant (its tier's `per_user`),
+/// inside the tenant's room for 1,000.
+pub const USER_BURST: u64 = 10;
 /// The `monthly` tier's tokens per calendar month.
 pub const MONTHLY_TOKENS: u64 = 600;
 /// The route's stream inactivity timeout.
@@ -306,6 +311,8 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
             // Refills one token a second, so a settlement shows in the headers.
             "meter": {"requests_per_minute": 100_000, "tokens_per_minute": 60, "token_burst": METER_BURST},
             "monthly": {"requests_per_minute": 100_000, "tokens_per_minute": 1_000_000, "tokens_per_month": MONTHLY_TOKENS},
+            "roomy": {"requests_per_minute": 1, "request_burst": 1_000, "tokens_per_minute": 100_000_000, "per_user": "one-user"},
+            "one-user": {"requests_per_minute": 1, "request_burst": USER_BURST, "tokens_per_minute": 100_000_000},
             // One request, then one more every two seconds: the SDK's retry waits.
             "sdk-limited": {"requests_per_minute": 30, "request_burst": 1, "tokens_per_minute": 10_000_000},
             "urgent": {"requests_per_minute": 1_000_000, "tokens_per_minute": 1_000_000_000u64, "priority": "high"},
@@ -349,6 +356,7 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
             tenant(LEDGER_TENANT, "open", keys::LEDGER),
             tenant(DIRECTORY_TENANT, "open", keys::DIRECTORY),
             tenant("monthly-co", "monthly", keys::MONTHLY),
+            tenant("users-co", "roomy", keys::USERS),
         ],
         "jwt_issuers": [
             {"issuer": HS256_ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"],

@@ -110,6 +110,8 @@ pub struct Tier {
     pub limits: QuotaLimits,
     pub max_tokens_cap: Option<u32>,
     pub priority: Priority,
+    /// The tier whose limits bind each user inside the tenant's.
+    pub per_user: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,6 +304,15 @@ impl Config {
         }
         if tiers.is_empty() {
             return Err(ConfigError::new("tiers", "at least one tier is required"));
+        }
+        for (name, t) in &raw.tiers {
+            if let Some(per_user) = &t.per_user {
+                let path = format!("tiers.{name}.per_user");
+                let user_tier = *tier_index
+                    .get(per_user)
+                    .ok_or_else(|| ConfigError::new(&path, format!("unknown tier `{per_user}`")))?;
+                tiers[tier_index[name]].per_user = Some(user_tier);
+            }
         }
 
         let mut models = Vec::new();
@@ -633,6 +644,7 @@ fn validate_tier(path: &str, name: &str, t: &RawTier) -> Result<Tier> {
                 )
             })?,
         },
+        per_user: None,
     })
 }
 

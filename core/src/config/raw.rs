@@ -88,6 +88,9 @@ pub struct RawTier {
     /// "high", "normal" (default) or "low": who is served first when
     /// replicas are full.
     pub priority: Option<String>,
+    /// A tier whose limits each user of this tier's tenants gets, inside
+    /// the tenant's.
+    pub per_user: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

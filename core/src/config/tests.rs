@@ -278,6 +278,10 @@ fn semantic_errors_name_their_field() {
             "tiers.pro.tokens_per_month",
         ),
         (
+            Box::new(|v| v["tiers"]["pro"]["per_user"] = json!("platinum")),
+            "tiers.pro.per_user",
+        ),
+        (
             Box::new(|v| v["jwt_issuers"][0]["algorithms"][0] = json!("none")),
             "jwt_issuers[0].algorithms[0]",
         ),

@@ -417,6 +417,7 @@ fn a_rate_limited_request_is_429_with_its_headers_and_holds_nothing() {
     let g = gateway();
     let mut ex = chat(&g, &chat_body("limited"));
     let denied = Event::Reserved(Ok(ReserveOutcome::Deny {
+        level: crate::quota::LevelKind::Tenant,
         limit: LimitKind::Requests,
         retry_after_ms: Some(1_500),
         snapshot: snapshot(),

@@ -570,6 +570,7 @@ fn errors_become_openai_responses_with_retry_after() {
     let err = GatewayError::RateLimited {
         limit: crate::error::LimitKind::Tokens,
         retry_after_ms: Some(2_500),
+        level: crate::quota::LevelKind::Tenant,
     };
     let r = LocalResponse::error(&err, "req-9");
     assert_eq!(r.status, 429);
@@ -752,4 +753,39 @@ fn a_regions_credential_goes_to_its_attempts_and_never_into_debug_output() {
     ] {
         assert!(!text.contains("sk-backend-9d3e"), "the key leaks: {text}");
     }
+}
+
+#[test]
+fn a_per_user_tier_budgets_each_user_inside_the_tenant() {
+    let mut v = crate::testing::config_value();
+    v["tiers"]["pro"]["per_user"] = json!("free");
+    let g = Gateway::from_json(&v.to_string(), &crate::testing::secrets()).expect("valid");
+    let mut body = chat_body("hi");
+    body["user"] = json!("u-42");
+    let req = post(
+        "/v1/chat/completions",
+        headers_with_key("sk-acme-test-key-1"),
+        &body,
+    );
+    let Decision::Forward(plan) = g.admit(&req, &ctx()).expect("admitted") else {
+        panic!("forwarded")
+    };
+    let free = &g.config().tiers[g.config().tier("free").expect("free")].limits;
+    assert_eq!(
+        plan.quota.budgets,
+        [crate::quota::Budget {
+            level: crate::quota::Level::User("u-42".into()),
+            limits: free.clone(),
+        }]
+    );
+    // Without a user there is no user budget.
+    let req = post(
+        "/v1/chat/completions",
+        headers_with_key("sk-acme-test-key-1"),
+        &chat_body("hi"),
+    );
+    let Decision::Forward(plan) = g.admit(&req, &ctx()).expect("admitted") else {
+        panic!("forwarded")
+    };
+    assert!(plan.quota.budgets.is_empty());
 }

@@ -50,6 +50,7 @@ fn burst_then_refill_at_the_configured_rate() {
             limit,
             retry_after_ms,
             snapshot,
+            ..
         } => {
             assert_eq!(limit, LimitKind::Requests);
             assert_eq!(retry_after_ms, Some(1_000), "one request per second");
@@ -272,7 +273,13 @@ fn monthly_budgets_hold_across_days_and_renew_with_the_calendar_month() {
     let err = crate::error::GatewayError::RateLimited {
         limit: LimitKind::CostPerMonth,
         retry_after_ms: Some(1),
+        level: LevelKind::Key,
     };
+    assert!(
+        err.message().contains("this API key's monthly cost budget"),
+        "{}",
+        err.message()
+    );
     assert_eq!(err.code(), Some("insufficient_quota"));
 }
 

@@ -13,7 +13,7 @@ use edgegate_core::health::Observation;
 use edgegate_core::ledger::LedgerEntry;
 use edgegate_core::load::{BackendLoad, TargetLoad};
 use edgegate_core::names::ShardedName;
-use edgegate_core::quota::{Amounts, QuotaLimits, QuotaSnapshot, ReserveOutcome};
+use edgegate_core::quota::{Amounts, Level, LevelKind, QuotaLimits, QuotaSnapshot, ReserveOutcome};
 use edgegate_core::telemetry::{CacheStatus, UsageRecord};
 
 /// Every action the exchange has for the host now.
@@ -137,6 +137,11 @@ fn reserve_outcome(o: wit::ReserveOutcome) -> ReserveOutcome {
             snapshot: snapshot(s),
         },
         wit::ReserveOutcome::Deny(d) => ReserveOutcome::Deny {
+            level: match d.level {
+                wit::LimitLevel::Tenant => LevelKind::Tenant,
+                wit::LimitLevel::Key => LevelKind::Key,
+                wit::LimitLevel::User => LevelKind::User,
+            },
             limit: match d.limit {
                 wit::LimitKind::Requests => LimitKind::Requests,
                 wit::LimitKind::Tokens => LimitKind::Tokens,
@@ -281,6 +286,31 @@ fn respond(head: Head) -> wit::Head {
 }
 
 fn quota_request(q: QuotaRequest, id: String) -> wit::QuotaRequest {
+    wit::QuotaRequest {
+        key: sharded_name(q.key),
+        limits: quota_limits(q.limits),
+        amounts: amounts(q.amounts),
+        ttl_ms: q.ttl_ms,
+        id,
+        presented: q.presented.map(|p| wit::PresentedKey {
+            id: p.id,
+            sha256: p.sha256,
+        }),
+        budgets: q
+            .budgets
+            .into_iter()
+            .map(|b| wit::Budget {
+                level: match b.level {
+                    Level::Key(id) => wit::Level::Key(id),
+                    Level::User(id) => wit::Level::User(id),
+                },
+                limits: quota_limits(b.limits),
+            })
+            .collect(),
+    }
+}
+
+fn quota_limits(l: QuotaLimits) -> wit::QuotaLimits {
     let QuotaLimits {
         requests_per_minute,
         request_burst,
@@ -291,27 +321,17 @@ fn quota_request(q: QuotaRequest, id: String) -> wit::QuotaRequest {
         tokens_per_month,
         cost_per_month_micros,
         max_concurrent,
-    } = q.limits;
-    wit::QuotaRequest {
-        key: sharded_name(q.key),
-        limits: wit::QuotaLimits {
-            requests_per_minute,
-            request_burst,
-            tokens_per_minute,
-            token_burst,
-            tokens_per_day,
-            cost_per_day_micros,
-            tokens_per_month,
-            cost_per_month_micros,
-            max_concurrent,
-        },
-        amounts: amounts(q.amounts),
-        ttl_ms: q.ttl_ms,
-        id,
-        presented: q.presented.map(|p| wit::PresentedKey {
-            id: p.id,
-            sha256: p.sha256,
-        }),
+    } = l;
+    wit::QuotaLimits {
+        requests_per_minute,
+        request_burst,
+        tokens_per_minute,
+        token_burst,
+        tokens_per_day,
+        cost_per_day_micros,
+        tokens_per_month,
+        cost_per_month_micros,
+        max_concurrent,
     }
 }
 

@@ -12,7 +12,9 @@ use edgegate_core::gateway::{QuotaRequest, RequestContext, UsageSource};
 use edgegate_core::geo::Health;
 use edgegate_core::ledger::{Day, LedgerCounts, LedgerEntry, LedgerKey};
 use edgegate_core::names::ShardedName;
-use edgegate_core::quota::{Amounts, QuotaLimits, QuotaSnapshot, ReserveOutcome};
+use edgegate_core::quota::{
+    Amounts, Budget, Level, LevelKind, QuotaLimits, QuotaSnapshot, ReserveOutcome,
+};
 use edgegate_core::request::HttpRequest;
 use edgegate_core::telemetry::{CacheStatus, Latency, UsageRecord};
 
@@ -104,28 +106,42 @@ fn api_key_record(r: &ApiKeyRecord) -> guest::ApiKeyRecord {
 
 /// The reservation to make, and its id.
 pub fn quota_request(q: guest::QuotaRequest) -> (QuotaRequest, String) {
-    let l = q.limits;
     let request = QuotaRequest {
         key: sharded_name(q.key),
-        limits: QuotaLimits {
-            requests_per_minute: l.requests_per_minute,
-            request_burst: l.request_burst,
-            tokens_per_minute: l.tokens_per_minute,
-            token_burst: l.token_burst,
-            tokens_per_day: l.tokens_per_day,
-            cost_per_day_micros: l.cost_per_day_micros,
-            tokens_per_month: l.tokens_per_month,
-            cost_per_month_micros: l.cost_per_month_micros,
-            max_concurrent: l.max_concurrent,
-        },
+        limits: quota_limits(q.limits),
         amounts: amounts(q.amounts),
         ttl_ms: q.ttl_ms,
         presented: q.presented.map(|p| PresentedKey {
             id: p.id,
             sha256: p.sha256,
         }),
+        budgets: q
+            .budgets
+            .into_iter()
+            .map(|b| Budget {
+                level: match b.level {
+                    guest::Level::Key(id) => Level::Key(id),
+                    guest::Level::User(id) => Level::User(id),
+                },
+                limits: quota_limits(b.limits),
+            })
+            .collect(),
     };
     (request, q.id)
+}
+
+fn quota_limits(l: guest::QuotaLimits) -> QuotaLimits {
+    QuotaLimits {
+        requests_per_minute: l.requests_per_minute,
+        request_burst: l.request_burst,
+        tokens_per_minute: l.tokens_per_minute,
+        token_burst: l.token_burst,
+        tokens_per_day: l.tokens_per_day,
+        cost_per_day_micros: l.cost_per_day_micros,
+        tokens_per_month: l.tokens_per_month,
+        cost_per_month_micros: l.cost_per_month_micros,
+        max_concurrent: l.max_concurrent,
+    }
 }
 
 pub fn amounts(a: guest::Amounts) -> Amounts {
@@ -140,10 +156,16 @@ pub fn reserve_outcome(o: ReserveOutcome) -> guest::ReserveOutcome {
     match o {
         ReserveOutcome::Admit { snapshot: s } => guest::ReserveOutcome::Admit(snapshot(s)),
         ReserveOutcome::Deny {
+            level,
             limit,
             retry_after_ms,
             snapshot: s,
         } => guest::ReserveOutcome::Deny(guest::Denial {
+            level: match level {
+                LevelKind::Tenant => guest::LimitLevel::Tenant,
+                LevelKind::Key => guest::LimitLevel::Key,
+                LevelKind::User => guest::LimitLevel::User,
+            },
             limit: match limit {
                 LimitKind::Requests => guest::LimitKind::Requests,
                 LimitKind::Tokens => guest::LimitKind::Tokens,

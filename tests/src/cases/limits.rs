@@ -3,7 +3,7 @@
 //! settled with the backend's real usage.
 
 use crate::client::{Reply, chat_body};
-use crate::gateway::{EXACT_BURST, METER_BURST, MONTHLY_TOKENS, TIGHT_RPM, keys};
+use crate::gateway::{EXACT_BURST, METER_BURST, MONTHLY_TOKENS, TIGHT_RPM, USER_BURST, keys};
 use crate::suite::Outcome;
 use crate::target::Target;
 use crate::{ensure, ensure_eq};
@@ -112,6 +112,43 @@ pub async fn exact_admission_under_200_concurrent(t: &Target) -> Outcome {
         (EXACT_BURST, 200 - EXACT_BURST),
         "(admitted, limited) of 200 concurrent requests with a burst of {EXACT_BURST}"
     );
+    Ok(())
+}
+
+pub async fn a_users_budget_admits_exactly_its_burst_inside_the_tenants(t: &Target) -> Outcome {
+    let mut body = chat_body("one user's crowd");
+    body["user"] = json!("u-1");
+    let requests = (0..200).map(|_| t.chat(keys::USERS, &body));
+    let replies = futures_util::future::join_all(requests).await;
+    let mut admitted = 0;
+    for reply in replies {
+        let reply = reply?;
+        match reply.status {
+            200 => admitted += 1,
+            429 => {
+                let error = reply.expect_error(429, "rate_limit_error", "rate_limit_exceeded")?;
+                ensure!(
+                    error.message.contains("this user's requests per minute"),
+                    "the 429 names the user's limit: {}",
+                    error.message
+                );
+                ensure_eq!(
+                    number(&reply, "x-ratelimit-limit-requests")?,
+                    1,
+                    "x-ratelimit-limit-requests: the user's, the tightest"
+                );
+            }
+            other => return Err(format!("unexpected HTTP {other}")),
+        }
+    }
+    ensure_eq!(
+        admitted,
+        USER_BURST,
+        "admitted of 200 concurrent requests of one user with a burst of {USER_BURST}"
+    );
+    // Another user of the same tenant has a budget of its own.
+    body["user"] = json!("u-2");
+    t.chat(keys::USERS, &body).await?.expect(200)?;
     Ok(())
 }
 

@@ -85,6 +85,10 @@ pub const ALL: &[Case] = &[
         limits::exact_admission_under_200_concurrent
     ),
     case!(
+        "limits: one user's budget admits exactly its burst of 200 concurrent requests; the 429s name the user",
+        limits::a_users_budget_admits_exactly_its_burst_inside_the_tenants
+    ),
+    case!(
         "limits: tokens are settled with the backend's real usage",
         limits::tokens_settled_with_real_usage
     ),
