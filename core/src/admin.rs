@@ -53,7 +53,7 @@ impl std::fmt::Debug for AdminAccess {
 }
 
 /// What an admin request asks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AdminRequest {
     /// `GET /admin/v1/usage`: a usage report from the ledger.
     Usage {

@@ -13,11 +13,15 @@
 //! tenant's [`Standing`] with each of its quota stores, which every request
 //! passes through: the reservation refuses ([`Standing::check`]).
 
+mod limits;
 pub mod ops;
 mod views;
 
+pub use limits::{KeyLimits, KeyLimitsInput};
+
 use crate::auth::ApiKeyRecord;
 use crate::error::GatewayError;
+use crate::quota::{Budget, Level, QuotaLimits};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -71,6 +75,10 @@ pub struct KeyStanding {
     pub expires_ms: Option<u64>,
     /// The current key's hash first, then rotated-out ones.
     pub hashes: Vec<KeyHash>,
+    /// The key's budget inside its tenant's ([`KeyLimits::budget`]): its
+    /// tenant's quota stores take this one over a request's.
+    #[serde(default)]
+    pub budget: Option<QuotaLimits>,
 }
 
 impl KeyStanding {
@@ -105,6 +113,8 @@ pub struct KeyRecord {
     pub revoked_ms: Option<u64>,
     #[serde(default)]
     pub rotated_ms: Option<u64>,
+    #[serde(default)]
+    pub limits: Option<KeyLimits>,
 }
 
 impl KeyRecord {
@@ -118,6 +128,7 @@ impl KeyRecord {
             user: self.user.clone(),
             standing: Some(self.standing.clone()),
             tenant_record: tenant.cloned(),
+            models: self.limits.as_ref().and_then(|l| l.models.clone()),
         }
     }
 }
@@ -195,6 +206,24 @@ impl Standing {
         let key = key?;
         self.keys.get(&key.id)?.refusal(&key.sha256, now_ms)
     }
+
+    /// A reservation's budgets with the presented run-time key's as this
+    /// standing holds it: its word wins over the request's, which may come
+    /// from a stale lookup (a key it does not hold keeps the request's).
+    pub fn budgets(&self, key: Option<&PresentedKey>, budgets: &[Budget]) -> Vec<Budget> {
+        let held = key.and_then(|k| Some((k, self.keys.get(&k.id)?)));
+        let Some((key, standing)) = held else {
+            return budgets.to_vec();
+        };
+        let level = Level::Key(key.id.clone());
+        let own = standing.budget.clone().map(|limits| Budget {
+            level: level.clone(),
+            limits,
+        });
+        own.into_iter()
+            .chain(budgets.iter().filter(|b| b.level != level).cloned())
+            .collect()
+    }
 }
 
 /// One object an operation wrote: the host persists it and carries out
@@ -204,7 +233,7 @@ impl Standing {
 #[serde(rename_all = "snake_case")]
 pub enum Change {
     Tenant(TenantRecord),
-    Key(KeyRecord),
+    Key(Box<KeyRecord>),
 }
 
 impl Change {
@@ -267,7 +296,7 @@ impl Records {
                 for h in &k.standing.hashes {
                     self.by_hash.insert(h.sha256.clone(), k.id.clone());
                 }
-                self.keys.insert(k.id.clone(), k);
+                self.keys.insert(k.id.clone(), *k);
             }
         }
     }

@@ -384,6 +384,12 @@ impl Gateway {
                     .and_then(|t| t.models.as_ref())
                     .is_none_or(|allowed| allowed.contains(m))
             })
+            .filter(|m| {
+                principal
+                    .key_models
+                    .as_ref()
+                    .is_none_or(|allowed| allowed.iter().any(|name| config.model(name) == Some(*m)))
+            })
             .ok_or_else(|| GatewayError::ModelNotFound {
                 model: parsed.model.chars().take(100).collect(),
             })?;
@@ -426,15 +432,19 @@ impl Gateway {
         );
 
         let tier = &config.tiers[principal.tier];
-        let budgets: Vec<Budget> = tier
-            .per_user
-            .zip(user)
-            .map(|(user_tier, user)| Budget {
-                level: Level::User(budget_user_id(user)),
-                limits: config.tiers[user_tier].limits.clone(),
-            })
-            .into_iter()
-            .collect();
+        let key_budget = principal
+            .key_budget
+            .clone()
+            .zip(principal.key_id.clone())
+            .map(|(limits, id)| Budget {
+                level: Level::Key(id),
+                limits,
+            });
+        let user_budget = tier.per_user.zip(user).map(|(user_tier, user)| Budget {
+            level: Level::User(budget_user_id(user)),
+            limits: config.tiers[user_tier].limits.clone(),
+        });
+        let budgets: Vec<Budget> = key_budget.into_iter().chain(user_budget).collect();
         let shards = tenant.map_or(1, |t| t.quota_shards);
         // A budget's requests all go to one shard, so it holds whole there.
         let spread = budgets

@@ -191,7 +191,7 @@ fn load(sql: &SqlStorage) -> Result<Records> {
         .to_array()?;
     for row in rows {
         let k: KeyRecord = serde_json::from_str(&row.record)?;
-        records.add(Change::Key(k));
+        records.add(Change::Key(Box::new(k)));
     }
     Ok(records)
 }

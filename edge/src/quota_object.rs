@@ -339,14 +339,9 @@ impl DurableObject for QuotaObject {
             }
             Ok(Incoming::Query(Query::Standing { change })) => {
                 let sql = self.state.storage().sql();
-                let mut standing = self.standing.borrow_mut();
-                let mut current = match standing.take() {
-                    Some(s) => s,
-                    None => quota_standing::load(&sql)?,
-                };
+                let mut standing = self.standing(&sql)?;
                 quota_standing::save(&sql, &change)?;
-                current.apply(change);
-                *standing = Some(current);
+                standing.apply(change);
                 return json_reply(serde_json::to_string(&Settled { settled: true })?);
             }
             Err(e) => return Response::error(format!("bad quota command: {e}"), 400),
@@ -370,9 +365,16 @@ impl DurableObject for QuotaObject {
                 return Response::error("quota state not loaded", 500);
             };
             stored.limits = limits.clone();
-            // The command's budgets, out of memory or storage, new ones full.
+            // The command's budgets (a run-time key's as the standing holds
+            // it), out of memory or storage, new ones full.
+            let budgets = match &command {
+                Command::Reserve {
+                    presented, budgets, ..
+                } => self.standing(&sql)?.budgets(presented.as_ref(), budgets),
+                _ => command_budgets(&command).to_vec(),
+            };
             let mut taken: Vec<(&Budget, QuotaState)> = Vec::new();
-            for budget in command_budgets(&command) {
+            for budget in &budgets {
                 let state = match stored.budgets.remove(&budget.level) {
                     Some(state) => state,
                     None => quota_budgets::load(&sql, &budget.level)?
@@ -476,6 +478,17 @@ impl DurableObject for QuotaObject {
 }
 
 impl QuotaObject {
+    /// The tenant's standing, loaded on first use.
+    fn standing(&self, sql: &SqlStorage) -> Result<std::cell::RefMut<'_, Standing>> {
+        let mut standing = self.standing.borrow_mut();
+        if standing.is_none() {
+            *standing = Some(quota_standing::load(sql)?);
+        }
+        Ok(std::cell::RefMut::map(standing, |s| {
+            s.get_or_insert_default()
+        }))
+    }
+
     /// Why the tenant's standing refuses a reservation, if it does.
     fn refusal(
         &self,
@@ -483,11 +496,7 @@ impl QuotaObject {
         presented: Option<&PresentedKey>,
         now: u64,
     ) -> Result<Option<edgegate_core::directory::Refusal>> {
-        let mut standing = self.standing.borrow_mut();
-        if standing.is_none() {
-            *standing = Some(quota_standing::load(sql)?);
-        }
-        Ok(standing.as_ref().and_then(|s| s.check(presented, now)))
+        Ok(self.standing(sql)?.check(presented, now))
     }
 
     /// Tells KV, once, that this object's tenant has ledger rows.

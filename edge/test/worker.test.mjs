@@ -215,6 +215,24 @@ test("a revocation or a disable holds at the quota object while KV is still stal
   assert.equal((await chat(other.key)).status, 200);
 });
 
+test("a key's new limits hold at the quota object while KV is still stale", async () => {
+  assert.equal((await admin("POST", "/admin/v1/tenants", { id: "lim-co", tier: "pro" })).status, 201);
+  const { id, key } = await (await admin("POST", "/admin/v1/keys", { tenant: "lim-co", name: "edge" })).json();
+  const kv = await worker.kv();
+  const lookup = `apikey:${sha256Hex(key)}`;
+  const before = await kv.get(lookup);
+  assert.equal((await chat(key)).status, 200);
+  const patched = await admin("PATCH", `/admin/v1/keys/${id}`, {
+    limits: { requests_per_minute: 1, request_burst: 1 },
+  });
+  assert.equal(patched.status, 200);
+  await kv.put(lookup, before);
+  assert.equal((await chat(key)).status, 200);
+  const limited = await chat(key);
+  assert.equal(limited.status, 429);
+  assert.match((await limited.json()).error.message, /this API key's requests per minute/);
+});
+
 test("an exhausted tier gets 429 with Retry-After and x-ratelimit headers", async () => {
   for (let i = 0; i < 2; i++) assert.equal((await chat(KEYS.tight)).status, 200);
   const limited = await chat(KEYS.tight);

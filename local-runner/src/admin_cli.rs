@@ -148,6 +148,15 @@ pub struct KeyFields {
     /// Unix seconds.
     #[arg(long)]
     pub expires_at: Option<u64>,
+    /// The key's limits as the API takes them, a JSON object, e.g.
+    /// '{"requests_per_minute": 60, "request_burst": 20, "models": ["gpt-4o-mini"]}'
+    /// (`null` removes them).
+    #[arg(long, value_parser = parse_json)]
+    pub limits: Option<Value>,
+}
+
+fn parse_json(text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
 }
 
 const TENANT_COLUMNS: &[&str] = &["id", "tier", "models", "residency", "disabled", "source"];
@@ -213,10 +222,11 @@ fn tenant_fields(s: TenantSettings) -> [(&'static str, Option<Value>); 5] {
     ]
 }
 
-fn key_fields(f: KeyFields) -> [(&'static str, Option<Value>); 2] {
+fn key_fields(f: KeyFields) -> [(&'static str, Option<Value>); 3] {
     [
         ("user", f.user.map(Value::from)),
         ("expires_at", f.expires_at.map(Value::from)),
+        ("limits", f.limits),
     ]
 }
 

@@ -57,7 +57,7 @@ impl Directory {
         }
         for json in rows("directory_keys")? {
             let k: KeyRecord = serde_json::from_str(&json).context("a stored API key")?;
-            records.add(Change::Key(k));
+            records.add(Change::Key(Box::new(k)));
         }
         Ok(Directory {
             records: RwLock::new(records),

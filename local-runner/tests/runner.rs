@@ -636,8 +636,23 @@ async fn the_admin_cli_manages_tenants_and_keys() {
     assert!(ok, "{text}{why}");
     assert!(text.contains("cli-co"), "{text}");
     let (ok, text, why) = cli(&[
-        "--json", "keys", "create", "--tenant", "cli-co", "--name", "ci",
+        "--json",
+        "keys",
+        "create",
+        "--tenant",
+        "cli-co",
+        "--name",
+        "ci",
+        "--limits",
+        r#"{"requests_per_minute": 100, "models": ["chat-model"]}"#,
     ]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map(|v| v["limits"]["requests_per_minute"].clone())
+            .ok(),
+        Some(json!(100)),
+        "{text}{why}"
+    );
     assert!(ok, "{text}{why}");
     let made: serde_json::Value = serde_json::from_str(&text).expect("JSON");
     let (id, key) = (

@@ -6,6 +6,7 @@ pub mod jwt;
 use crate::config::{Config, Tenant};
 use crate::directory::{KeyStanding, PresentedKey, Refusal, TenantRecord};
 use crate::error::GatewayError;
+use crate::quota::QuotaLimits;
 use crate::request::Headers;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -35,6 +36,9 @@ pub struct ApiKeyRecord {
     /// The key's tenant, when it is a run-time one.
     #[serde(default)]
     pub tenant_record: Option<TenantRecord>,
+    /// The models the key may use, within its tenant's.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
 }
 
 /// Where the caller's tenant is defined.
@@ -67,6 +71,10 @@ pub struct Principal {
     pub key_id: Option<String>,
     /// A run-time key, for the quota store's standing check.
     pub presented: Option<PresentedKey>,
+    /// A run-time key's budget inside its tenant's.
+    pub key_budget: Option<QuotaLimits>,
+    /// A run-time key's model subset (names or aliases).
+    pub key_models: Option<Vec<String>>,
 }
 
 impl Principal {
@@ -151,6 +159,8 @@ pub fn authenticate(
             method: AuthMethod::ApiKey,
             key_id: Some(derived_key_id(&hash)),
             presented: None,
+            key_budget: None,
+            key_models: None,
         });
     }
     match provisioned {
@@ -217,6 +227,8 @@ fn from_record(
             sha256,
         }),
         key_id: Some(key_id),
+        key_budget: record.standing.as_ref().and_then(|s| s.budget.clone()),
+        key_models: record.models.clone(),
     })
 }
 
@@ -251,6 +263,8 @@ fn from_token(config: &Config, token: &str, now_s: u64) -> Result<Principal, Gat
         method: AuthMethod::Jwt,
         key_id: None,
         presented: None,
+        key_budget: None,
+        key_models: None,
     })
 }
 

@@ -7,13 +7,14 @@
 //! | `GET /admin/v1/tenants`, `POST` `{id, tier, models?, ip_allow?, ip_deny?, residency?}` | list, create (201) |
 //! | `GET`, `PATCH /admin/v1/tenants/{id}` | read, change settings |
 //! | `POST /admin/v1/tenants/{id}/disable`, `/enable` | refuse (403) or serve its requests again |
-//! | `GET /admin/v1/keys?tenant=`, `POST` `{tenant, name, user?, expires_at?}` | list, create (201, the key shown once) |
-//! | `GET`, `PATCH`, `DELETE /admin/v1/keys/{id}` | read, change `name`/`user`/`expires_at`, revoke |
+//! | `GET /admin/v1/keys?tenant=`, `POST` `{tenant, name, user?, expires_at?, limits?}` | list, create (201, the key shown once) |
+//! | `GET`, `PATCH`, `DELETE /admin/v1/keys/{id}` | read, change `name`/`user`/`expires_at`/`limits`, revoke |
 //! | `POST /admin/v1/keys/{id}/rotate` `{grace_seconds?}` | a new key; the old one works for the grace period (default 0) |
 
 use super::views;
 use super::{
-    Change, DirectoryStore, KeyHash, KeyRecord, KeyStanding, TenantRecord, TenantSettings,
+    Change, DirectoryStore, KeyHash, KeyLimitsInput, KeyRecord, KeyStanding, TenantRecord,
+    TenantSettings,
 };
 use crate::auth::{ApiKeyRecord, key_hash};
 use crate::config::Config;
@@ -33,7 +34,7 @@ const SHOWN_CHARS: usize = KEY_PREFIX.len() + 6;
 const MAX_GRACE_SECONDS: u64 = 30 * 86_400;
 
 /// One tenant or key operation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DirectoryOp {
     ListTenants,
@@ -90,7 +91,7 @@ pub struct TenantPatch {
 }
 
 /// `POST /admin/v1/keys`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     pub tenant: String,
@@ -100,11 +101,13 @@ pub struct NewKey {
     /// Unix seconds.
     #[serde(default)]
     pub expires_at: Option<u64>,
+    #[serde(default)]
+    pub limits: Option<KeyLimitsInput>,
 }
 
 /// `PATCH /admin/v1/keys/{id}`: the fields given replace the key's; `null`
 /// clears `user` or `expires_at`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPatch {
     #[serde(default)]
@@ -113,6 +116,9 @@ pub struct KeyPatch {
     pub user: Option<Option<String>>,
     #[serde(default, deserialize_with = "given")]
     pub expires_at: Option<Option<u64>>,
+    /// Replaces the key's limits whole; `null` removes them.
+    #[serde(default, deserialize_with = "given")]
+    pub limits: Option<Option<KeyLimitsInput>>,
 }
 
 /// A field that is present, even as `null` (absent stays `None`).
@@ -382,7 +388,15 @@ pub fn apply(
             if let Some(expires_at) = patch.expires_at {
                 record.standing.expires_ms = expires_at.map(|s| s.saturating_mul(1000));
             }
-            Ok(written(200, views::key(&record, None), Change::Key(record)))
+            if let Some(limits) = &patch.limits {
+                record.limits = limits.as_ref().map(|l| l.validate(config)).transpose()?;
+                record.standing.budget = record.limits.as_ref().and_then(|l| l.budget());
+            }
+            Ok(written(
+                200,
+                views::key(&record, None),
+                Change::Key(Box::new(record)),
+            ))
         }
         DirectoryOp::RotateKey { id, grace_seconds } => {
             let mut record = runtime_key(config, store, id)?;
@@ -414,7 +428,7 @@ pub fn apply(
             Ok(written(
                 200,
                 views::key(&record, Some(&secret)),
-                Change::Key(record),
+                Change::Key(Box::new(record)),
             ))
         }
         DirectoryOp::RevokeKey { id } => {
@@ -424,7 +438,7 @@ pub fn apply(
                 record.revoked_ms = Some(now_ms);
             }
             let body = json!({"object": "api_key", "id": record.id, "deleted": true});
-            Ok(written(200, body, Change::Key(record)))
+            Ok(written(200, body, Change::Key(Box::new(record))))
         }
     }
 }
@@ -528,6 +542,11 @@ fn create_key(
     if expires_ms.is_some_and(|t| t <= now_ms) {
         return Err(bad("expires_at", "`expires_at` must be in the future."));
     }
+    let limits = new
+        .limits
+        .as_ref()
+        .map(|l| l.validate(config))
+        .transpose()?;
     let secret = secret(entropy);
     let hash = key_hash(&secret);
     let id = format!(
@@ -552,15 +571,17 @@ fn create_key(
                 sha256: hex::encode(hash),
                 until_ms: None,
             }],
+            budget: limits.as_ref().and_then(|l| l.budget()),
         },
         created_ms: now_ms,
         revoked_ms: None,
         rotated_ms: None,
+        limits,
     };
     Ok(written(
         201,
         views::key(&record, Some(&secret)),
-        Change::Key(record),
+        Change::Key(Box::new(record)),
     ))
 }
 
@@ -581,7 +602,7 @@ fn shown(secret: &str) -> String {
 /// every key of a changed tenant (its record rides along).
 pub fn lookups(change: &Change, store: &impl DirectoryStore) -> Vec<(String, ApiKeyRecord)> {
     let keys = match change {
-        Change::Key(k) => vec![k.clone()],
+        Change::Key(k) => vec![(**k).clone()],
         Change::Tenant(t) => store.keys(Some(&t.id)),
     };
     keys.iter()

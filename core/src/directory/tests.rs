@@ -237,7 +237,7 @@ fn the_standing_refuses_what_the_records_refuse() {
     };
     let mut standing = Standing::default();
     for record in admin.store.keys.values() {
-        standing.apply(Change::Key(record.clone()).standing());
+        standing.apply(Change::Key(Box::new(record.clone())).standing());
     }
     assert_eq!(standing.check(Some(&presented), NOW_MS), None);
     let applied = ops::apply(
@@ -442,4 +442,73 @@ fn a_patch_changes_only_what_it_names() {
     assert_eq!(patched["name"], "renamed");
     assert_eq!(patched["user"], "u-1");
     assert!(patched.get("key").is_none());
+}
+
+#[test]
+fn a_keys_limits_become_its_budget_and_model_subset() {
+    let mut admin = Admin::new();
+    let made = admin.ok(
+        "POST",
+        "/admin/v1/keys",
+        json!({"tenant": "acme", "name": "k", "limits": {
+            "requests_per_minute": 1, "request_burst": 20, "cost_per_month_usd": 2.5,
+            "models": ["gpt-4o-mini"]}}),
+    );
+    assert_eq!(made["limits"]["request_burst"], 20);
+    assert_eq!(made["limits"]["cost_per_month_usd"], 2.5);
+    let (id, key) = (
+        made["id"].as_str().expect("id"),
+        made["key"].as_str().expect("key"),
+    );
+    let plan = admin.serve(key).expect("served");
+    let budget = &plan.quota.budgets[0];
+    assert_eq!(budget.level, crate::quota::Level::Key(id.to_owned()));
+    assert_eq!(
+        (
+            budget.limits.request_burst,
+            budget.limits.cost_per_month_micros
+        ),
+        (20, Some(2_500_000))
+    );
+    // Unset per-minute limits do not bind the key.
+    assert_eq!(budget.limits.tokens_per_minute, super::limits::UNLIMITED);
+    let mut context = ctx();
+    context.provisioned_key = admin.store.lookup(&hex::encode(crate::auth::key_hash(key)));
+    let other = post(
+        "/v1/chat/completions",
+        headers_with_key(key),
+        &json!({"model": "small", "messages": [{"role": "user", "content": "x"}]}),
+    );
+    let err = admin
+        .gateway
+        .admit(&other, &context)
+        .expect_err("not its model");
+    assert_eq!(err.status(), 404);
+    // A patch replaces them; null removes them.
+    admin.ok(
+        "PATCH",
+        &format!("/admin/v1/keys/{id}"),
+        json!({"limits": null}),
+    );
+    assert!(admin.serve(key).expect("served").quota.budgets.is_empty());
+    for (limits, field) in [
+        (
+            json!({"requests_per_minute": -1}),
+            "limits.requests_per_minute",
+        ),
+        (json!({"request_burst": "many"}), "limits.request_burst"),
+        (json!({"max_concurrent": 0}), "limits.max_concurrent"),
+        (json!({"cost_per_day_usd": 0.0}), "limits.cost_per_day_usd"),
+        (json!({"models": ["chat-9"]}), "limits.models[0]"),
+        (json!({"speed": 1}), "limits.speed"),
+    ] {
+        let err = admin
+            .call(
+                "PATCH",
+                &format!("/admin/v1/keys/{id}"),
+                json!({"limits": limits}),
+            )
+            .expect_err("refused");
+        assert_eq!((err.status(), err.param()), (400, Some(field)), "{limits}");
+    }
 }

@@ -2,7 +2,7 @@
 //! run-time ones alike, told apart by `source`. A key is shown once, when
 //! it is made; never its hash.
 
-use super::{KeyRecord, TenantRecord};
+use super::{KeyLimits, KeyRecord, TenantRecord};
 use crate::auth::derived_key_id;
 use crate::config::{Config, Tenant};
 use serde_json::{Value, json};
@@ -84,6 +84,7 @@ pub fn key(k: &KeyRecord, secret: Option<&str>) -> Value {
         "expires_at": seconds(k.standing.expires_ms),
         "rotated_at": seconds(k.rotated_ms),
         "revoked_at": seconds(k.revoked_ms),
+        "limits": k.limits.as_ref().map(KeyLimits::view),
         "source": "admin",
     });
     if let Some(secret) = secret {
@@ -116,6 +117,7 @@ fn config_key_view(id: String, t: &Tenant) -> Value {
         "expires_at": null,
         "rotated_at": null,
         "revoked_at": null,
+        "limits": null,
         "source": "config",
     })
 }

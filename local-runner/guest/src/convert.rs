@@ -86,6 +86,7 @@ fn api_key_record(r: wit::ApiKeyRecord) -> ApiKeyRecord {
                     until_ms: h.until_ms,
                 })
                 .collect(),
+            budget: s.budget.map(core_limits),
         }),
         tenant_record: r.tenant_record.map(|t| TenantRecord {
             id: t.id,
@@ -99,6 +100,21 @@ fn api_key_record(r: wit::ApiKeyRecord) -> ApiKeyRecord {
             disabled: t.disabled,
             created_ms: t.created_ms,
         }),
+        models: r.models,
+    }
+}
+
+fn core_limits(l: wit::QuotaLimits) -> QuotaLimits {
+    QuotaLimits {
+        requests_per_minute: l.requests_per_minute,
+        request_burst: l.request_burst,
+        tokens_per_minute: l.tokens_per_minute,
+        token_burst: l.token_burst,
+        tokens_per_day: l.tokens_per_day,
+        cost_per_day_micros: l.cost_per_day_micros,
+        tokens_per_month: l.tokens_per_month,
+        cost_per_month_micros: l.cost_per_month_micros,
+        max_concurrent: l.max_concurrent,
     }
 }
 

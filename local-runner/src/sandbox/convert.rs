@@ -88,6 +88,7 @@ fn api_key_record(r: &ApiKeyRecord) -> guest::ApiKeyRecord {
                     until_ms: h.until_ms,
                 })
                 .collect(),
+            budget: s.budget.clone().map(guest_limits),
         }),
         tenant_record: r.tenant_record.as_ref().map(|t| guest::TenantRecord {
             id: t.id.clone(),
@@ -101,6 +102,21 @@ fn api_key_record(r: &ApiKeyRecord) -> guest::ApiKeyRecord {
             disabled: t.disabled,
             created_ms: t.created_ms,
         }),
+        models: r.models.clone(),
+    }
+}
+
+fn guest_limits(l: QuotaLimits) -> guest::QuotaLimits {
+    guest::QuotaLimits {
+        requests_per_minute: l.requests_per_minute,
+        request_burst: l.request_burst,
+        tokens_per_minute: l.tokens_per_minute,
+        token_burst: l.token_burst,
+        tokens_per_day: l.tokens_per_day,
+        cost_per_day_micros: l.cost_per_day_micros,
+        tokens_per_month: l.tokens_per_month,
+        cost_per_month_micros: l.cost_per_month_micros,
+        max_concurrent: l.max_concurrent,
     }
 }
 

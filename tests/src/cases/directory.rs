@@ -54,6 +54,74 @@ async fn first_answer(t: &Target, key: &str) -> Result<Reply, String> {
     }
 }
 
+/// Waits until a new key is known (a model outside its subset is a 404,
+/// not a 401: no quota is spent finding out).
+async fn known(t: &Target, key: &str) -> Outcome {
+    let deadline = Instant::now() + NEW_KEY_DELAY;
+    let other = json!({"model": "tiny", "messages": [{"role": "user", "content": "x"}]});
+    loop {
+        let reply = t.chat(key, &other).await?;
+        if reply.status != 401 || Instant::now() > deadline {
+            reply.expect_error(404, "invalid_request_error", "model_not_found")?;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// 200 concurrent requests: how many were admitted; every 429 says `whose`.
+async fn crowd(t: &Target, key: &str, body: &Value, whose: &str) -> Result<u64, String> {
+    let replies = futures_util::future::join_all((0..200).map(|_| t.chat(key, body))).await;
+    let mut admitted = 0;
+    for reply in replies {
+        let reply = reply?;
+        if reply.status == 200 {
+            admitted += 1;
+            continue;
+        }
+        let error = reply.expect_error(429, "rate_limit_error", "rate_limit_exceeded")?;
+        ensure!(
+            error.message.contains(whose),
+            "the 429 names {whose:?}: {}",
+            error.message
+        );
+    }
+    Ok(admitted)
+}
+
+pub async fn a_keys_budget_admits_exactly_its_burst_inside_the_tenants(t: &Target) -> Outcome {
+    let limits =
+        json!({"limits": {"requests_per_minute": 1, "request_burst": 20, "models": ["chat"]}});
+    let (_, key) = new_key(t, "users-co", limits).await?;
+    known(t, &key).await?;
+    let admitted = crowd(
+        t,
+        &key,
+        &chat_body("a key's crowd"),
+        "this API key's requests per minute",
+    )
+    .await?;
+    ensure_eq!(
+        admitted,
+        20,
+        "admitted of 200 concurrent requests on a key with a burst of 20"
+    );
+    // A user inside a roomier key: the user's 10.
+    let limits =
+        json!({"limits": {"requests_per_minute": 1, "request_burst": 50, "models": ["chat"]}});
+    let (_, key) = new_key(t, "users-co", limits).await?;
+    known(t, &key).await?;
+    let mut body = chat_body("a user's crowd inside a key");
+    body["user"] = json!("u-in-key");
+    let admitted = crowd(t, &key, &body, "this user's requests per minute").await?;
+    ensure_eq!(
+        admitted,
+        10,
+        "admitted of one user's 200 concurrent requests"
+    );
+    Ok(())
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

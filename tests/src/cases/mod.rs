@@ -278,6 +278,10 @@ pub const ALL: &[Case] = &[
         directory::the_admin_api_refuses_bad_input_naming_the_field
     ),
     case!(
+        "admin: a key's burst of 20 admits exactly 20 of 200 concurrent requests in a roomy tenant, a user inside it 10; each 429 names its level",
+        directory::a_keys_budget_admits_exactly_its_burst_inside_the_tenants
+    ),
+    case!(
         "admission: a full replica serves its waiting requests in priority order",
         admission::waiting_requests_are_served_in_priority_order
     ),
