@@ -148,6 +148,45 @@ pub fn parse(config: &Config, call: &AdminCall<'_>) -> Result<AdminRequest, Gate
     })
 }
 
+/// Where a key holder reads its own usage.
+pub const OWN_USAGE_PATH: &str = "/v1/usage";
+
+/// `GET /v1/usage` with an API key: the report of that key's own ledger
+/// rows (its tenant and its id are fixed by the credential; `tenant=` and
+/// `key=` are refused), `from`, `to` and `group_by` as in
+/// `/admin/v1/usage`. A token has no key to report on (403).
+pub fn own_usage(
+    config: &Config,
+    call: &AdminCall<'_>,
+    now_ms: u64,
+    provisioned: Option<&crate::auth::ApiKeyRecord>,
+) -> Result<(UsageQuery, UsageFormat), GatewayError> {
+    if call.method != "GET" {
+        return Err(GatewayError::MethodNotAllowed {
+            method: call.method.chars().take(16).collect(),
+            path: OWN_USAGE_PATH.into(),
+        });
+    }
+    let principal = crate::auth::authenticate(config, call.headers, now_ms, provisioned)?;
+    let key = principal
+        .key_id
+        .ok_or_else(|| GatewayError::PermissionDenied {
+            reason: "usage is reported per API key; call it with one".into(),
+        })?;
+    let mut query = UsageQuery::parse(call.query, call.today)?;
+    for (given, name) in [(&query.tenant, "tenant"), (&query.key, "key")] {
+        if given.is_some() {
+            return Err(GatewayError::invalid(
+                format!("`{name}` is your API key's own; leave it out."),
+                Some(name),
+            ));
+        }
+    }
+    query.tenant = Some(principal.tenant_id);
+    query.key = Some(key);
+    Ok((query, UsageFormat::from_accept(call.headers.get("accept"))))
+}
+
 /// The answer to a usage request: the report summed from the ledger rows
 /// the host read for `query`, as JSON or CSV.
 pub fn usage_response(

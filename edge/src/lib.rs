@@ -34,7 +34,8 @@ use worker::{Context, Env, Request, Response, ScheduleContext, ScheduledEvent, e
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
-    if edgegate_core::admin::is_admin_path(&req.path()) {
+    let path = req.path();
+    if edgegate_core::admin::is_admin_path(&path) || path == edgegate_core::admin::OWN_USAGE_PATH {
         let request_id = match incoming::request_id() {
             Ok(id) => id,
             Err(e) => return Ok(respond::error(&e, "")),

@@ -3,7 +3,8 @@
 //! stores and answers. Usage comes from the ledger in the state file, read
 //! after every settlement queued before the request is committed; tenants
 //! and keys from the directory ([`crate::directory`]), whose changes are
-//! committed before the answer.
+//! committed before the answer. A key holder's own usage (`/v1/usage`)
+//! is read from the same ledger.
 
 use crate::app::{App, Body, response};
 use edgegate_core::GatewayError;
@@ -33,6 +34,20 @@ pub async fn handle(app: &App, call: &Call<'_>, request_id: &str) -> Response<Bo
         body: call.body,
         today: Day::of_ms(now_ms),
     };
+    if call.path == admin::OWN_USAGE_PATH {
+        let provisioned = app.directory.provisioned(&app.config, call.headers);
+        let answer = match admin::own_usage(&app.config, &admin_call, now_ms, provisioned.as_ref())
+        {
+            Ok((query, format)) => app
+                .quota
+                .usage(&query)
+                .await
+                .map(|rows| admin::usage_response(query, rows, format, request_id)),
+            Err(e) => Err(e),
+        };
+        let local = answer.unwrap_or_else(|e| LocalResponse::error(&e, request_id));
+        return response(local.status, local.headers, crate::app::full(local.body));
+    }
     let answer = match admin::parse(&app.config, &admin_call) {
         Ok(AdminRequest::Usage { query, format }) => app
             .quota

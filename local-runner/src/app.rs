@@ -168,7 +168,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         _ => {}
     }
     let request_id = edgegate_core::request_id::new(uuid::Uuid::new_v4().into_bytes());
-    if edgegate_core::admin::is_admin_path(req.uri().path()) {
+    let path = req.uri().path();
+    if edgegate_core::admin::is_admin_path(path) || path == edgegate_core::admin::OWN_USAGE_PATH {
         return admin_request(&app, req, &request_id).await;
     }
     let (parts, body) = req.into_parts();

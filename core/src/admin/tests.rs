@@ -150,3 +150,24 @@ fn a_usage_report_reads_every_shard_of_every_tenant_it_covers() {
     assert!(all.contains(&"kv-only".to_owned()), "{all:?}");
     assert!(all.contains(&"restricted#3".to_owned()), "{all:?}");
 }
+
+#[test]
+fn a_key_holder_reads_its_own_usage_and_a_token_none() {
+    let config = with_admin();
+    let now = crate::testing::NOW_MS;
+    let own = |key: &str, query: &str| {
+        let headers = Headers::new([("authorization", format!("Bearer {key}"))]);
+        let mut call = call("GET", OWN_USAGE_PATH, query, &headers);
+        call.today = Day::of_ms(now);
+        own_usage(&config, &call, now, None)
+    };
+    let (query, format) = own("sk-acme-test-key-1", "group_by=model").expect("own usage");
+    assert_eq!(query.tenant.as_deref(), Some("acme"));
+    assert!(query.key.as_deref().is_some_and(|k| k.starts_with("cfg_")));
+    assert_eq!(format, UsageFormat::Json);
+    let err = own("sk-acme-test-key-1", "tenant=eu-corp").expect_err("not its own");
+    assert_eq!((err.status(), err.param()), (400, Some("tenant")));
+    assert_eq!(own("sk-nobody", "").expect_err("unknown").status(), 401);
+    let token = crate::testing::sign_hs256(&crate::testing::hs_claims());
+    assert_eq!(own(&token, "").expect_err("a token").status(), 403);
+}

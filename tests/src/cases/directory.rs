@@ -122,6 +122,64 @@ pub async fn a_keys_budget_admits_exactly_its_burst_inside_the_tenants(t: &Targe
     Ok(())
 }
 
+/// A key's own usage report, once it counts `requests` (the Worker settles
+/// after responding).
+async fn own_usage(t: &Target, key: &str, requests: u64) -> Result<Value, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let report = t
+            .get("/v1/usage?group_by=key,model")
+            .key(key)
+            .send()
+            .await?
+            .expect(200)?;
+        if report["total"]["requests"].as_u64() == Some(requests) || Instant::now() > deadline {
+            return Ok(report);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn a_key_holder_reads_its_own_usage_only(t: &Target) -> Outcome {
+    let tenant = json!({"id": "own-usage-co", "tier": "open", "models": ["chat"]});
+    admin(t, "POST", "/admin/v1/tenants", Some(tenant))
+        .await?
+        .expect(201)?;
+    let (a_id, a) = new_key(t, "own-usage-co", json!({})).await?;
+    let (b_id, b) = new_key(t, "own-usage-co", json!({})).await?;
+    first_answer(t, &a).await?.expect(200)?;
+    t.chat(&a, &chat_body("own usage")).await?.expect(200)?;
+    first_answer(t, &b).await?.expect(200)?;
+    for (key, id, requests) in [(&a, &a_id, 2), (&b, &b_id, 1)] {
+        let report = own_usage(t, key, requests).await?;
+        ensure_eq!(
+            report["total"]["requests"].as_u64(),
+            Some(requests),
+            "{id}'s requests"
+        );
+        let rows = report["data"].as_array().ok_or("no data")?;
+        ensure!(
+            !rows.is_empty() && rows.iter().all(|r| r["key"] == id.as_str()),
+            "{id} sees rows not its own: {report}"
+        );
+    }
+    t.get("/v1/usage?tenant=ledger-co")
+        .key(&a)
+        .send()
+        .await?
+        .expect_error(400, "invalid_request_error", "invalid_request")?;
+    for key in [None, Some(ADMIN_KEY)] {
+        let mut call = t.get("/v1/usage");
+        if let Some(key) = key {
+            call = call.key(key);
+        }
+        call.send()
+            .await?
+            .expect_error(401, "authentication_error", "invalid_api_key")?;
+    }
+    Ok(())
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

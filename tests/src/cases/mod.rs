@@ -282,6 +282,10 @@ pub const ALL: &[Case] = &[
         directory::a_keys_budget_admits_exactly_its_burst_inside_the_tenants
     ),
     case!(
+        "usage: a key holder reads its own usage at /v1/usage, never another key's",
+        directory::a_key_holder_reads_its_own_usage_only
+    ),
+    case!(
         "admission: a full replica serves its waiting requests in priority order",
         admission::waiting_requests_are_served_in_priority_order
     ),
