@@ -259,6 +259,36 @@ impl Change {
     }
 }
 
+/// How both hosts keep the records in SQLite: one table of tenants, one of
+/// keys, each row an id and the record as JSON.
+pub mod sql {
+    pub const CREATE_TENANTS: &str =
+        "CREATE TABLE IF NOT EXISTS directory_tenants (id TEXT PRIMARY KEY, record TEXT NOT NULL)";
+    pub const CREATE_KEYS: &str =
+        "CREATE TABLE IF NOT EXISTS directory_keys (id TEXT PRIMARY KEY, record TEXT NOT NULL)";
+    pub const SELECT_TENANTS: &str = "SELECT record FROM directory_tenants ORDER BY id";
+    pub const SELECT_KEYS: &str = "SELECT record FROM directory_keys ORDER BY id";
+}
+
+impl Change {
+    /// The row that keeps it: its upsert statement (parameters: id, record),
+    /// its id and the record as JSON.
+    pub fn row(&self) -> Result<(&'static str, &str, String), serde_json::Error> {
+        Ok(match self {
+            Change::Tenant(t) => (
+                "INSERT OR REPLACE INTO directory_tenants (id, record) VALUES (?, ?)",
+                &t.id,
+                serde_json::to_string(t)?,
+            ),
+            Change::Key(k) => (
+                "INSERT OR REPLACE INTO directory_keys (id, record) VALUES (?, ?)",
+                &k.id,
+                serde_json::to_string(k)?,
+            ),
+        })
+    }
+}
+
 /// The run-time records a host keeps, as [`ops::apply`] reads them.
 pub trait DirectoryStore {
     fn tenant(&self, id: &str) -> Option<TenantRecord>;
@@ -299,6 +329,22 @@ impl Records {
                 self.keys.insert(k.id.clone(), *k);
             }
         }
+    }
+
+    /// The records from their stored rows ([`sql::SELECT_TENANTS`],
+    /// [`sql::SELECT_KEYS`]).
+    pub fn from_rows(
+        tenants: impl IntoIterator<Item = String>,
+        keys: impl IntoIterator<Item = String>,
+    ) -> Result<Records, serde_json::Error> {
+        let mut records = Records::default();
+        for json in tenants {
+            records.add(Change::Tenant(serde_json::from_str(&json)?));
+        }
+        for json in keys {
+            records.add(Change::Key(Box::new(serde_json::from_str(&json)?)));
+        }
+        Ok(records)
     }
 
     pub fn has_keys(&self) -> bool {

@@ -11,7 +11,6 @@ use crate::kv_store::EdgeKv;
 use crate::quota_object::QuotaStore;
 use crate::{config, incoming, respond};
 use edgegate_core::admin::{self, AdminCall, AdminRequest};
-use edgegate_core::auth;
 use edgegate_core::gateway::LocalResponse;
 use edgegate_core::ledger::{Day, LedgerEntry, UsageQuery};
 use edgegate_core::{Gateway, GatewayError};
@@ -51,18 +50,15 @@ async fn answer(
         body: &body,
         today: Day::of_ms(now_ms()),
     };
-    if url.path() == admin::OWN_USAGE_PATH {
+    let asked = if url.path() == admin::OWN_USAGE_PATH {
         let kv = EdgeKv::new(env)?;
-        let provisioned = match auth::key_to_look_up(gateway.config(), &headers) {
-            Some(hash) => kv.api_key(&hash).await?,
-            None => None,
-        };
-        let (query, format) =
-            admin::own_usage(gateway.config(), &call, now_ms(), provisioned.as_ref())?;
-        let rows = usage_rows(&gateway, env, &query).await?;
-        return Ok(admin::usage_response(query, rows, format, request_id));
-    }
-    match admin::parse(gateway.config(), &call)? {
+        let provisioned = crate::pipeline::provisioned_key(&gateway, &kv, &headers).await?;
+        admin::own_usage(gateway.config(), &call, now_ms(), provisioned.as_ref())
+            .map(|(query, format)| AdminRequest::Usage { query, format })?
+    } else {
+        admin::parse(gateway.config(), &call)?
+    };
+    match asked {
         AdminRequest::Usage { query, format } => {
             let rows = usage_rows(&gateway, env, &query).await?;
             Ok(admin::usage_response(query, rows, format, request_id))

@@ -20,7 +20,7 @@ use crate::kv_store::EdgeKv;
 use crate::quota_object::QuotaStore;
 use edgegate_core::GatewayError;
 use edgegate_core::directory::ops::{self, DirectoryOp};
-use edgegate_core::directory::{Change, KeyRecord, Records, TenantRecord};
+use edgegate_core::directory::{self, Change, Records};
 use edgegate_core::quota::QuotaKey;
 use futures_util::lock::Mutex;
 use serde::{Deserialize, Serialize};
@@ -95,14 +95,8 @@ impl DurableObject for DirectoryObject {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
         let created = sql
-            .exec(
-                "CREATE TABLE IF NOT EXISTS directory_tenants (id TEXT PRIMARY KEY, record TEXT NOT NULL)",
-                None,
-            )
-            .and(sql.exec(
-                "CREATE TABLE IF NOT EXISTS directory_keys (id TEXT PRIMARY KEY, record TEXT NOT NULL)",
-                None,
-            ));
+            .exec(directory::sql::CREATE_TENANTS, None)
+            .and(sql.exec(directory::sql::CREATE_KEYS, None));
         if let Err(e) = created {
             console_warn!("edgegate: directory tables: {e}");
         }
@@ -178,37 +172,19 @@ impl DirectoryObject {
 
 /// Every stored record.
 fn load(sql: &SqlStorage) -> Result<Records> {
-    let mut records = Records::default();
-    let rows: Vec<RecordRow> = sql
-        .exec("SELECT record FROM directory_tenants ORDER BY id", None)?
-        .to_array()?;
-    for row in rows {
-        let t: TenantRecord = serde_json::from_str(&row.record)?;
-        records.add(Change::Tenant(t));
-    }
-    let rows: Vec<RecordRow> = sql
-        .exec("SELECT record FROM directory_keys ORDER BY id", None)?
-        .to_array()?;
-    for row in rows {
-        let k: KeyRecord = serde_json::from_str(&row.record)?;
-        records.add(Change::Key(Box::new(k)));
-    }
-    Ok(records)
+    let rows = |select: &str| -> Result<Vec<String>> {
+        let rows: Vec<RecordRow> = sql.exec(select, None)?.to_array()?;
+        Ok(rows.into_iter().map(|r| r.record).collect())
+    };
+    let tenants = rows(directory::sql::SELECT_TENANTS)?;
+    Ok(Records::from_rows(
+        tenants,
+        rows(directory::sql::SELECT_KEYS)?,
+    )?)
 }
 
 fn persist(sql: &SqlStorage, change: &Change) -> Result<()> {
-    let (statement, id, json) = match change {
-        Change::Tenant(t) => (
-            "INSERT OR REPLACE INTO directory_tenants (id, record) VALUES (?, ?)",
-            &t.id,
-            serde_json::to_string(t)?,
-        ),
-        Change::Key(k) => (
-            "INSERT OR REPLACE INTO directory_keys (id, record) VALUES (?, ?)",
-            &k.id,
-            serde_json::to_string(k)?,
-        ),
-    };
-    sql.exec(statement, vec![id.as_str().into(), json.into()])?;
+    let (upsert, id, json) = change.row()?;
+    sql.exec(upsert, vec![id.into(), json.into()])?;
     Ok(())
 }

@@ -95,7 +95,7 @@ async fn decide(
 }
 
 /// The KV record for a presented API key the config does not list.
-async fn provisioned_key(
+pub async fn provisioned_key(
     gateway: &Gateway,
     kv: &EdgeKv,
     headers: &CoreHeaders,

@@ -10,45 +10,24 @@ use crate::app::{App, Body, response};
 use edgegate_core::GatewayError;
 use edgegate_core::admin::{self, AdminCall, AdminRequest};
 use edgegate_core::gateway::LocalResponse;
-use edgegate_core::ledger::Day;
-use edgegate_core::request::Headers;
 use hyper::Response;
 
-/// An admin request as read off the connection.
-pub struct Call<'a> {
-    pub method: &'a str,
-    pub path: &'a str,
-    pub query: &'a str,
-    pub headers: &'a Headers,
-    pub body: &'a [u8],
-}
-
-/// Answers one admin request.
-pub async fn handle(app: &App, call: &Call<'_>, request_id: &str) -> Response<Body> {
-    let now_ms = crate::clock::now_ms();
-    let admin_call = AdminCall {
-        method: call.method,
-        path: call.path,
-        query: call.query,
-        headers: call.headers,
-        body: call.body,
-        today: Day::of_ms(now_ms),
-    };
-    if call.path == admin::OWN_USAGE_PATH {
+/// Answers one admin request, or a key holder's own usage, at `now_ms`
+/// (the clock `call.today` was read from).
+pub async fn handle(
+    app: &App,
+    call: &AdminCall<'_>,
+    now_ms: u64,
+    request_id: &str,
+) -> Response<Body> {
+    let asked = if call.path == admin::OWN_USAGE_PATH {
         let provisioned = app.directory.provisioned(&app.config, call.headers);
-        let answer = match admin::own_usage(&app.config, &admin_call, now_ms, provisioned.as_ref())
-        {
-            Ok((query, format)) => app
-                .quota
-                .usage(&query)
-                .await
-                .map(|rows| admin::usage_response(query, rows, format, request_id)),
-            Err(e) => Err(e),
-        };
-        let local = answer.unwrap_or_else(|e| LocalResponse::error(&e, request_id));
-        return response(local.status, local.headers, crate::app::full(local.body));
-    }
-    let answer = match admin::parse(&app.config, &admin_call) {
+        admin::own_usage(&app.config, call, now_ms, provisioned.as_ref())
+            .map(|(query, format)| AdminRequest::Usage { query, format })
+    } else {
+        admin::parse(&app.config, call)
+    };
+    let answer = match asked {
         Ok(AdminRequest::Usage { query, format }) => app
             .quota
             .usage(&query)

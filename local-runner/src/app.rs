@@ -123,14 +123,16 @@ async fn admin_request(app: &App, req: Request<Incoming>, request_id: &str) -> R
         }
         Err(_) => Vec::new(),
     };
-    let call = crate::admin::Call {
+    let now_ms = crate::clock::now_ms();
+    let call = edgegate_core::admin::AdminCall {
         method: parts.method.as_str(),
         path: parts.uri.path(),
         query: parts.uri.query().unwrap_or(""),
         headers: &headers,
         body: &body,
+        today: edgegate_core::ledger::Day::of_ms(now_ms),
     };
-    crate::admin::handle(app, &call, request_id).await
+    crate::admin::handle(app, &call, now_ms, request_id).await
 }
 
 fn client_ip(app: &App, headers: &Headers, peer: SocketAddr) -> IpAddr {

@@ -8,7 +8,7 @@
 use anyhow::{Context, Result};
 use edgegate_core::auth::{self, ApiKeyRecord};
 use edgegate_core::directory::ops::{self, Applied, DirectoryOp};
-use edgegate_core::directory::{Change, KeyRecord, PresentedKey, Records, Refusal, TenantRecord};
+use edgegate_core::directory::{PresentedKey, Records, Refusal, sql};
 use edgegate_core::request::Headers;
 use edgegate_core::{Config, GatewayError};
 use rusqlite::{Connection, params};
@@ -35,30 +35,15 @@ impl Directory {
     pub fn open(path: &Path) -> Result<Directory> {
         let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS directory_tenants (
-                id TEXT PRIMARY KEY,
-                record TEXT NOT NULL
-            );
-            CREATE TABLE IF NOT EXISTS directory_keys (
-                id TEXT PRIMARY KEY,
-                record TEXT NOT NULL
-            );",
-        )?;
-        let mut records = Records::default();
-        let rows = |table: &str| -> Result<Vec<String>> {
-            let mut q = conn.prepare(&format!("SELECT record FROM {table} ORDER BY id"))?;
+        conn.execute(sql::CREATE_TENANTS, [])?;
+        conn.execute(sql::CREATE_KEYS, [])?;
+        let rows = |select: &str| -> Result<Vec<String>> {
+            let mut q = conn.prepare(select)?;
             let rows = q.query_map([], |r| r.get::<_, String>(0))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         };
-        for json in rows("directory_tenants")? {
-            let t: TenantRecord = serde_json::from_str(&json).context("a stored tenant")?;
-            records.add(Change::Tenant(t));
-        }
-        for json in rows("directory_keys")? {
-            let k: KeyRecord = serde_json::from_str(&json).context("a stored API key")?;
-            records.add(Change::Key(Box::new(k)));
-        }
+        let records = Records::from_rows(rows(sql::SELECT_TENANTS)?, rows(sql::SELECT_KEYS)?)
+            .context("a stored tenant or API key")?;
         Ok(Directory {
             records: RwLock::new(records),
             conn: Mutex::new(conn),
@@ -106,20 +91,8 @@ impl Directory {
         }
         let tx = conn.transaction().map_err(internal)?;
         for change in &applied.changes {
-            let (sql, id, json) = match change {
-                Change::Tenant(t) => (
-                    "INSERT OR REPLACE INTO directory_tenants (id, record) VALUES (?1, ?2)",
-                    &t.id,
-                    serde_json::to_string(t),
-                ),
-                Change::Key(k) => (
-                    "INSERT OR REPLACE INTO directory_keys (id, record) VALUES (?1, ?2)",
-                    &k.id,
-                    serde_json::to_string(k),
-                ),
-            };
-            tx.execute(sql, params![id, json.map_err(internal)?])
-                .map_err(internal)?;
+            let (upsert, id, json) = change.row().map_err(internal)?;
+            tx.execute(upsert, params![id, json]).map_err(internal)?;
         }
         tx.commit().map_err(internal)?;
         let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
