@@ -18,6 +18,7 @@ use crate::error::GatewayError;
 use crate::gateway::LocalResponse;
 use crate::ledger::{Day, LedgerEntry, UsageFormat, UsageQuery, UsageReport};
 use crate::quota::QuotaKey;
+use crate::quota::remaining::{Peeked, QuotaPeek};
 use crate::request::Headers;
 use subtle::ConstantTimeEq;
 
@@ -55,10 +56,13 @@ impl std::fmt::Debug for AdminAccess {
 /// What an admin request asks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdminRequest {
-    /// `GET /admin/v1/usage`: a usage report from the ledger.
+    /// `GET /admin/v1/usage`, or a key holder's `GET /v1/usage`: a usage
+    /// report from the ledger; for a key holder, with what is left of its
+    /// budgets, read from each of `peeks`' stores.
     Usage {
         query: UsageQuery,
         format: UsageFormat,
+        peeks: Vec<QuotaPeek>,
     },
     /// A tenant or key operation.
     Directory(DirectoryOp),
@@ -133,6 +137,7 @@ pub fn parse(config: &Config, call: &AdminCall<'_>) -> Result<AdminRequest, Gate
         return Ok(AdminRequest::Usage {
             query: UsageQuery::parse(query, today)?,
             format: UsageFormat::from_accept(headers.get("accept")),
+            peeks: Vec::new(),
         });
     }
     if let Some(op) = ops::parse(method, route, query, body) {
@@ -154,13 +159,14 @@ pub const OWN_USAGE_PATH: &str = "/v1/usage";
 /// `GET /v1/usage` with an API key: the report of that key's own ledger
 /// rows (its tenant and its id are fixed by the credential; `tenant=` and
 /// `key=` are refused), `from`, `to` and `group_by` as in
-/// `/admin/v1/usage`. A token has no key to report on (403).
+/// `/admin/v1/usage`, and what is left of its tenant's, its key's and its
+/// user's budgets. A token has no key to report on (403).
 pub fn own_usage(
     config: &Config,
     call: &AdminCall<'_>,
     now_ms: u64,
     provisioned: Option<&crate::auth::ApiKeyRecord>,
-) -> Result<(UsageQuery, UsageFormat), GatewayError> {
+) -> Result<AdminRequest, GatewayError> {
     if call.method != "GET" {
         return Err(GatewayError::MethodNotAllowed {
             method: call.method.chars().take(16).collect(),
@@ -170,6 +176,7 @@ pub fn own_usage(
     let principal = crate::auth::authenticate(config, call.headers, now_ms, provisioned)?;
     let key = principal
         .key_id
+        .clone()
         .ok_or_else(|| GatewayError::PermissionDenied {
             reason: "usage is reported per API key; call it with one".into(),
         })?;
@@ -182,29 +189,45 @@ pub fn own_usage(
             ));
         }
     }
-    query.tenant = Some(principal.tenant_id);
     query.key = Some(key);
-    Ok((query, UsageFormat::from_accept(call.headers.get("accept"))))
+    let peeks = crate::quota::remaining::peeks(config, &principal);
+    query.tenant = Some(principal.tenant_id);
+    Ok(AdminRequest::Usage {
+        query,
+        format: UsageFormat::from_accept(call.headers.get("accept")),
+        peeks,
+    })
 }
 
 /// The answer to a usage request: the report summed from the ledger rows
-/// the host read for `query`, as JSON or CSV.
+/// the host read for `query`, as JSON or CSV; a key holder's JSON with
+/// `budgets` from its stores' answers to the request's peeks (CSV holds
+/// the rows only).
 pub fn usage_response(
     query: UsageQuery,
     rows: Vec<LedgerEntry>,
+    budgets: Option<(&[QuotaPeek], Vec<Peeked>)>,
     format: UsageFormat,
     request_id: &str,
-) -> LocalResponse {
+) -> Result<LocalResponse, GatewayError> {
     let report = UsageReport::build(query, rows);
-    LocalResponse {
+    let body = match (budgets, format) {
+        (Some((peeks, answers)), UsageFormat::Json) => {
+            let mut json = report.to_json_value();
+            json["budgets"] = crate::quota::remaining::report(peeks, answers)?;
+            json.to_string()
+        }
+        _ => report.render(format),
+    };
+    Ok(LocalResponse {
         status: 200,
         headers: vec![
             ("content-type".into(), format.content_type().into()),
             ("x-request-id".into(), request_id.to_owned()),
             ("cache-control".into(), "no-store".into()),
         ],
-        body: report.render(format),
-    }
+        body,
+    })
 }
 
 /// The quota stores a usage query reads on a host that keeps the ledger

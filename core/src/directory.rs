@@ -15,9 +15,9 @@
 
 mod limits;
 pub mod ops;
-mod views;
+pub mod views;
 
-pub use limits::{KeyLimits, KeyLimitsInput};
+pub use limits::{KeyLimits, KeyLimitsInput, UNLIMITED};
 
 use crate::auth::ApiKeyRecord;
 use crate::error::GatewayError;

@@ -16,7 +16,9 @@ use crate::directory::PresentedKey;
 use crate::error::GatewayError;
 use crate::geo::{ClientGeo, RegionStatus};
 use crate::load::TargetLoad;
-use crate::quota::{Amounts, Budget, Level, QuotaKey, QuotaLimits, QuotaSnapshot, ReserveOutcome};
+use crate::quota::{
+    Amounts, Budget, QuotaKey, QuotaLimits, QuotaSnapshot, ReserveOutcome, placement,
+};
 use crate::request::{self, Endpoint, HttpRequest, ParsedBody};
 use crate::response::{Metered, ResponseKind};
 use crate::routing;
@@ -330,17 +332,6 @@ impl Settlement {
     }
 }
 
-/// The id a user's budget is kept under: the user as given, or, past
-/// 128 bytes, a digest of it (a client's `user` field is free text).
-fn budget_user_id(user: &str) -> String {
-    if user.len() <= crate::names::MAX_NAME_CHARS {
-        user.to_owned()
-    } else {
-        use sha2::{Digest, Sha256};
-        format!("sha256:{}", hex::encode(Sha256::digest(user.as_bytes())))
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Gateway {
     config: Config,
@@ -432,26 +423,9 @@ impl Gateway {
         );
 
         let tier = &config.tiers[principal.tier];
-        let key_budget = principal
-            .key_budget
-            .clone()
-            .zip(principal.key_id.clone())
-            .map(|(limits, id)| Budget {
-                level: Level::Key(id),
-                limits,
-            });
-        let user_budget = tier.per_user.zip(user).map(|(user_tier, user)| Budget {
-            level: Level::User(budget_user_id(user)),
-            limits: config.tiers[user_tier].limits.clone(),
-        });
-        let budgets: Vec<Budget> = key_budget.into_iter().chain(user_budget).collect();
+        let budgets = placement::budgets(config, &principal, user);
         let shards = tenant.map_or(1, |t| t.quota_shards);
-        // A budget's requests all go to one shard, so it holds whole there.
-        let spread = budgets
-            .first()
-            .map_or(ctx.request_id.as_str(), |b| b.level.id());
-        let shard = (routing::stable_hash(&[spread]) % u64::from(shards)) as u32;
-        let key = QuotaKey::shard(&principal.tenant_id, shard, shards);
+        let key = placement::store(&principal.tenant_id, shards, &budgets, &ctx.request_id);
         let quota = QuotaRequest {
             key,
             limits: tier.limits.shard(shards),

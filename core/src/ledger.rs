@@ -46,6 +46,10 @@ pub struct LedgerCounts {
     pub cache_hits: u64,
     /// Answered by a degradation policy, or stale.
     pub degraded: u64,
+    /// When the latest request counted was admitted (Unix ms): rows
+    /// combine by the later, so a key's latest row says when it was last
+    /// used. Not a count, so no report column.
+    pub last_ms: u64,
 }
 
 impl LedgerCounts {
@@ -62,7 +66,7 @@ impl LedgerCounts {
         ]
     }
 
-    fn from_values(values: [u64; 7]) -> LedgerCounts {
+    fn from_values(values: [u64; 7], last_ms: u64) -> LedgerCounts {
         let [r, i, o, c, e, h, d] = values;
         LedgerCounts {
             requests: r,
@@ -72,21 +76,34 @@ impl LedgerCounts {
             errors: e,
             cache_hits: h,
             degraded: d,
+            last_ms,
         }
     }
 
     /// The counts as SQLite integers, in [`sql::COUNT_COLUMNS`]' order.
-    pub fn to_columns(&self) -> [i64; 7] {
+    pub fn count_columns(&self) -> [i64; 7] {
         self.values().map(|n| i64::try_from(n).unwrap_or(i64::MAX))
     }
 
-    pub fn from_columns(columns: [i64; 7]) -> LedgerCounts {
-        Self::from_values(columns.map(|n| u64::try_from(n).unwrap_or(0)))
+    /// The row's stored columns: the counts in [`sql::COUNT_COLUMNS`]'
+    /// order, then `last_ms`.
+    pub fn to_columns(&self) -> [i64; 8] {
+        let counts = self.count_columns();
+        let last = i64::try_from(self.last_ms).unwrap_or(i64::MAX);
+        std::array::from_fn(|k| counts.get(k).copied().unwrap_or(last))
+    }
+
+    pub fn from_columns(columns: [i64; 8]) -> LedgerCounts {
+        let [values @ .., last] = columns.map(|n| u64::try_from(n).unwrap_or(0));
+        Self::from_values(values, last)
     }
 
     pub fn add(&mut self, other: &LedgerCounts) {
         let (mine, theirs) = (self.values(), other.values());
-        *self = Self::from_values(std::array::from_fn(|k| mine[k].saturating_add(theirs[k])));
+        *self = Self::from_values(
+            std::array::from_fn(|k| mine[k].saturating_add(theirs[k])),
+            self.last_ms.max(other.last_ms),
+        );
     }
 }
 
@@ -122,6 +139,7 @@ impl LedgerEntry {
                 errors: u64::from(record.status >= 400 && record.status != 499),
                 cache_hits: u64::from(cache_hit),
                 degraded: u64::from(record.degraded.is_some()),
+                last_ms: plan.now_ms,
             },
         }
     }
@@ -139,8 +157,9 @@ pub struct StoredKey<'a> {
 }
 
 impl LedgerEntry {
-    /// A row as a host read it: its key's columns and its counts'.
-    pub fn from_stored(key: StoredKey<'_>, counts: [i64; 7]) -> LedgerEntry {
+    /// A row as a host read it: its key's columns and the rest
+    /// ([`LedgerCounts::to_columns`]).
+    pub fn from_stored(key: StoredKey<'_>, counts: [i64; 8]) -> LedgerEntry {
         LedgerEntry {
             key: LedgerKey::from_stored(key),
             counts: LedgerCounts::from_columns(counts),

@@ -16,10 +16,13 @@
 //!   release idempotent and let stale reservations expire.
 
 pub mod budgets;
+pub mod placement;
+pub mod remaining;
 
 use crate::error::LimitKind;
 use crate::ledger::Day;
 pub use budgets::{Budget, Level, LevelKind, Levels};
+pub use remaining::Remaining;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

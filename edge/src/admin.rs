@@ -1,9 +1,10 @@
 //! The admin API at the edge (`/admin/v1/…`). The core checks the caller
 //! and parses what is asked (`edgegate_core::admin`); this reads the stores
 //! and answers. Usage comes from the ledger rows in the tenants' quota
-//! objects: one tenant's (each of its shards), or every tenant the config
+//! objects (a key holder's remaining budgets from the same objects' states): one tenant's (each of its shards), or every tenant the config
 //! lists or KV notes as having rows. Tenants and keys: the directory
-//! object applies each operation ([`crate::directory_object`]).
+//! object applies each operation ([`crate::directory_object`]); when each
+//! key an answer shows was last used comes from its tenant's ledger.
 
 use crate::clock::now_ms;
 use crate::directory_object::Directory;
@@ -11,9 +12,12 @@ use crate::kv_store::EdgeKv;
 use crate::quota_object::QuotaStore;
 use crate::{config, incoming, respond};
 use edgegate_core::admin::{self, AdminCall, AdminRequest};
+use edgegate_core::directory::views;
 use edgegate_core::gateway::LocalResponse;
 use edgegate_core::ledger::{Day, LedgerEntry, UsageQuery};
+use edgegate_core::quota::QuotaKey;
 use edgegate_core::{Gateway, GatewayError};
+use std::collections::HashMap;
 use worker::{Env, Request, Response};
 
 /// Answers one admin request.
@@ -53,18 +57,32 @@ async fn answer(
     let asked = if url.path() == admin::OWN_USAGE_PATH {
         let kv = EdgeKv::new(env)?;
         let provisioned = crate::pipeline::provisioned_key(&gateway, &kv, &headers).await?;
-        admin::own_usage(gateway.config(), &call, now_ms(), provisioned.as_ref())
-            .map(|(query, format)| AdminRequest::Usage { query, format })?
+        admin::own_usage(gateway.config(), &call, now_ms(), provisioned.as_ref())?
     } else {
         admin::parse(gateway.config(), &call)?
     };
     match asked {
-        AdminRequest::Usage { query, format } => {
+        AdminRequest::Usage {
+            query,
+            format,
+            peeks,
+        } => {
             let rows = usage_rows(&gateway, env, &query).await?;
-            Ok(admin::usage_response(query, rows, format, request_id))
+            let budgets = if peeks.is_empty() {
+                None
+            } else {
+                let quotas = QuotaStore::new(env)?;
+                let mut answers = Vec::with_capacity(peeks.len());
+                for peek in &peeks {
+                    answers.push(quotas.peek(peek).await?);
+                }
+                Some((peeks.as_slice(), answers))
+            };
+            admin::usage_response(query, rows, budgets, format, request_id)
         }
         AdminRequest::Directory(op) => {
-            let (status, body) = Directory::new(env)?.apply(&op).await?;
+            let (status, mut body) = Directory::new(env)?.apply(&op).await?;
+            show_last_used(&gateway, env, &mut body).await?;
             Ok(admin::directory_response(status, &body, request_id))
         }
     }
@@ -86,4 +104,29 @@ async fn usage_rows(
         rows.extend(quotas.usage(&key, query).await?);
     }
     Ok(rows)
+}
+
+/// Fills in when each key an answer shows was last used, from its
+/// tenant's ledger (each of the tenant's quota objects).
+async fn show_last_used(
+    gateway: &Gateway,
+    env: &Env,
+    body: &mut serde_json::Value,
+) -> Result<(), GatewayError> {
+    let tenants = views::key_tenants(body);
+    if tenants.is_empty() {
+        return Ok(());
+    }
+    let quotas = QuotaStore::new(env)?;
+    let mut last_used: HashMap<String, u64> = HashMap::new();
+    for tenant in &tenants {
+        for key in QuotaKey::all(tenant, gateway.config().quota_shards(tenant)) {
+            for (id, ms) in quotas.last_used(&key).await? {
+                let at = last_used.entry(id).or_default();
+                *at = (*at).max(ms);
+            }
+        }
+    }
+    views::show_last_used(body, &last_used);
+    Ok(())
 }

@@ -19,6 +19,7 @@ mod kv_store;
 mod object_call;
 mod pipeline;
 mod quota_budgets;
+mod quota_ledger;
 mod quota_object;
 mod quota_standing;
 mod region_health;

@@ -20,11 +20,12 @@
 //! before anything is reserved, on the very next request.
 
 use crate::clock::now_ms;
-use crate::{quota_budgets, quota_standing};
+use crate::{quota_budgets, quota_ledger, quota_standing};
 use edgegate_core::GatewayError;
 use edgegate_core::directory::{PresentedKey, Standing, StandingChange};
 use edgegate_core::gateway::QuotaRequest;
-use edgegate_core::ledger::{LedgerEntry, StoredKey, UsageQuery, sql};
+use edgegate_core::ledger::{LedgerEntry, UsageQuery};
+use edgegate_core::quota::remaining::{self, Peeked, QuotaPeek};
 use edgegate_core::quota::{
     Amounts, Budget, Level, Levels, Outstanding, QuotaChange, QuotaKey, QuotaLimits, QuotaState,
     ReserveOutcome,
@@ -97,6 +98,14 @@ enum Query {
     /// A change to the tenant's standing, from the directory object.
     Standing {
         change: StandingChange,
+    },
+    /// When each key with ledger rows here was last used.
+    LastUsed,
+    /// What is left of a key holder's budgets here (nothing changes).
+    Peek {
+        limits: QuotaLimits,
+        presented: Option<PresentedKey>,
+        budgets: Vec<Budget>,
     },
 }
 
@@ -209,6 +218,40 @@ impl QuotaStore {
             .map_err(|e| store_error(e.to_string()))
     }
 
+    /// When each key with ledger rows in the object of quota key `key` was
+    /// last used (Unix ms), by key id.
+    pub async fn last_used(
+        &self,
+        key: &QuotaKey,
+    ) -> std::result::Result<HashMap<String, u64>, GatewayError> {
+        crate::object_call::call(
+            &self.0,
+            &key.to_string(),
+            "https://quota.internal/",
+            &Query::LastUsed,
+        )
+        .await
+        .map_err(|e| store_error(e.to_string()))
+    }
+
+    /// What is left of a key holder's budgets in `peek`'s object, or its
+    /// tenant's standing's refusal of the key.
+    pub async fn peek(&self, peek: &QuotaPeek) -> std::result::Result<Peeked, GatewayError> {
+        let ask = Query::Peek {
+            limits: peek.limits.clone(),
+            presented: peek.presented.clone(),
+            budgets: peek.budgets.clone(),
+        };
+        crate::object_call::call(
+            &self.0,
+            &peek.key.to_string(),
+            "https://quota.internal/",
+            &ask,
+        )
+        .await
+        .map_err(|e| store_error(e.to_string()))
+    }
+
     /// Settling is best effort: an unsettled reservation expires on its own.
     async fn call_logged(&self, key: &str, command: &Command) {
         if let Err(e) = self.call::<Settled>(key, command).await {
@@ -300,7 +343,7 @@ impl DurableObject for QuotaObject {
             )",
             None,
         );
-        let ledger = state.storage().sql().exec(sql::CREATE_TABLE, None);
+        let ledger = quota_ledger::create(&state.storage().sql());
         let registered = state.storage().sql().exec(
             "CREATE TABLE IF NOT EXISTS ledger_registered (id INTEGER PRIMARY KEY CHECK (id = 1))",
             None,
@@ -334,8 +377,20 @@ impl DurableObject for QuotaObject {
                 return json_reply(serde_json::to_string(&Stats { commands })?);
             }
             Ok(Incoming::Query(Query::Usage { from, to, key })) => {
-                let rows = read_ledger(&self.state.storage().sql(), from, to, key)?;
+                let rows = quota_ledger::read(&self.state.storage().sql(), from, to, key)?;
                 return json_reply(serde_json::to_string(&rows)?);
+            }
+            Ok(Incoming::Query(Query::Peek {
+                limits,
+                presented,
+                budgets,
+            })) => {
+                let peeked = self.peek(limits, presented, budgets)?;
+                return json_reply(serde_json::to_string(&peeked)?);
+            }
+            Ok(Incoming::Query(Query::LastUsed)) => {
+                let last = quota_ledger::last_used(&self.state.storage().sql())?;
+                return json_reply(serde_json::to_string(&last)?);
             }
             Ok(Incoming::Query(Query::Standing { change })) => {
                 let sql = self.state.storage().sql();
@@ -434,7 +489,7 @@ impl DurableObject for QuotaObject {
             if let Err(e) = save(&sql, stored).and_then(|()| {
                 ledger
                     .as_ref()
-                    .map_or(Ok(()), |entry| add_to_ledger(&sql, entry))
+                    .map_or(Ok(()), |entry| quota_ledger::add(&sql, entry))
             }) {
                 *memory = None;
                 return Err(e);
@@ -497,6 +552,50 @@ impl QuotaObject {
         now: u64,
     ) -> Result<Option<edgegate_core::directory::Refusal>> {
         Ok(self.standing(sql)?.check(presented, now))
+    }
+
+    /// What is left of the tenant's limits here and of each budget (a
+    /// run-time key's as the standing holds it), read from memory or
+    /// storage without changing either; or the standing's refusal.
+    fn peek(
+        &self,
+        limits: QuotaLimits,
+        presented: Option<PresentedKey>,
+        budgets: Vec<Budget>,
+    ) -> Result<Peeked> {
+        let sql = self.state.storage().sql();
+        let now = now_ms();
+        if let Some(refusal) = self.refusal(&sql, presented.as_ref(), now)? {
+            return Ok(Peeked::Refused { refusal });
+        }
+        let budgets = self.standing(&sql)?.budgets(presented.as_ref(), &budgets);
+        let mut memory = self.memory.borrow_mut();
+        if memory.is_none() {
+            *memory = load(&sql)?;
+        }
+        // Budgets not in memory yet, from storage (kept out of memory: a
+        // read loads nothing a command would not).
+        let mut stored: HashMap<Level, QuotaState> = HashMap::new();
+        for budget in &budgets {
+            let held = memory
+                .as_ref()
+                .is_some_and(|m| m.budgets.contains_key(&budget.level));
+            if let (false, Some(state)) = (held, quota_budgets::load(&sql, &budget.level)?) {
+                stored.insert(budget.level.clone(), state);
+            }
+        }
+        Ok(remaining::answer(
+            &limits,
+            &budgets,
+            memory.as_ref().map(|m| &m.state),
+            |b| {
+                memory
+                    .as_ref()
+                    .and_then(|m| m.budgets.get(&b.level))
+                    .or_else(|| stored.get(&b.level))
+            },
+            now,
+        ))
     }
 
     /// Tells KV, once, that this object's tenant has ledger rows.
@@ -664,75 +763,4 @@ fn save(sql: &SqlStorage, stored: &mut Stored) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Adds a request's entry to its ledger row.
-fn add_to_ledger(sql: &SqlStorage, entry: &LedgerEntry) -> Result<()> {
-    let k = entry.key.stored();
-    let mut values: Vec<SqlStorageValue> = vec![
-        k.tenant.into(),
-        k.key.into(),
-        k.model.into(),
-        k.version.into(),
-        SqlStorageValue::try_from_i64(k.day)?,
-    ];
-    for n in entry.counts.to_columns() {
-        values.push(SqlStorageValue::try_from_i64(n)?);
-    }
-    sql.exec(sql::UPSERT, values)?;
-    Ok(())
-}
-
-#[derive(Debug, Deserialize)]
-struct LedgerRow {
-    tenant: String,
-    key_id: String,
-    model: String,
-    version: String,
-    day: i64,
-    requests: i64,
-    input_tokens: i64,
-    output_tokens: i64,
-    cost_micros: i64,
-    errors: i64,
-    cache_hits: i64,
-    degraded: i64,
-}
-
-/// The ledger rows of days `from..=to`, of key `key` or every key.
-fn read_ledger(
-    sql: &SqlStorage,
-    from: u32,
-    to: u32,
-    key: Option<String>,
-) -> Result<Vec<LedgerEntry>> {
-    let (from, to) = (i64::from(from), i64::from(to));
-    let rows: Vec<LedgerRow> = sql
-        .exec(
-            sql::SELECT,
-            vec![from.into(), to.into(), SqlStorageValue::Null, key.into()],
-        )?
-        .to_array()?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let key = StoredKey {
-                tenant: &r.tenant,
-                key: &r.key_id,
-                model: &r.model,
-                version: &r.version,
-                day: r.day,
-            };
-            let counts = [
-                r.requests,
-                r.input_tokens,
-                r.output_tokens,
-                r.cost_micros,
-                r.errors,
-                r.cache_hits,
-                r.degraded,
-            ];
-            LedgerEntry::from_stored(key, counts)
-        })
-        .collect())
 }

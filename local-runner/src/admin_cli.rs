@@ -168,6 +168,7 @@ const KEY_COLUMNS: &[&str] = &[
     "prefix",
     "expires_at",
     "revoked_at",
+    "last_used_at",
     "source",
 ];
 

@@ -23,7 +23,8 @@
 use anyhow::{Context, Result, bail};
 use edgegate_core::GatewayError;
 use edgegate_core::gateway::QuotaRequest;
-use edgegate_core::ledger::{LedgerCounts, LedgerEntry, LedgerKey, StoredKey, UsageQuery, sql};
+use edgegate_core::ledger::{LedgerCounts, LedgerEntry, LedgerKey, UsageQuery};
+use edgegate_core::quota::remaining::{self, Peeked, QuotaPeek};
 use edgegate_core::quota::{
     Amounts, Budget, Level, Levels, Outstanding, QuotaChange, QuotaCounters, QuotaKey, QuotaLimits,
     QuotaState, ReserveOutcome,
@@ -37,6 +38,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::oneshot;
+
+mod ledger;
 
 /// Shards of the key → state map; its locks are held for one hash lookup.
 const MAP_SHARDS: usize = 32;
@@ -61,10 +64,18 @@ struct Write {
     committed: Option<oneshot::Sender<Result<(), String>>>,
 }
 
-/// Ledger rows to read once everything queued before them is committed.
-struct Read {
-    query: UsageQuery,
-    reply: oneshot::Sender<Result<Vec<LedgerEntry>, String>>,
+/// A ledger read, served once everything queued before it is committed.
+enum Read {
+    /// The rows a usage report selects.
+    Usage {
+        query: UsageQuery,
+        reply: oneshot::Sender<Result<Vec<LedgerEntry>, String>>,
+    },
+    /// When each key of one tenant (or of all) was last used.
+    LastUsed {
+        tenant: Option<String>,
+        reply: oneshot::Sender<Result<HashMap<String, u64>, String>>,
+    },
 }
 
 /// What the writer thread does, in the order asked.
@@ -182,7 +193,7 @@ impl QuotaStore {
                 PRIMARY KEY (key, level, id)
             );",
         )?;
-        conn.execute_batch(sql::CREATE_TABLE)?;
+        ledger::create(&conn)?;
         let (tx, rx) = mpsc::channel();
         let (checkpoints, stop) = mpsc::channel();
         let checkpointer = Connection::open(path)?;
@@ -321,20 +332,56 @@ impl QuotaStore {
         self.settle(request, id, Amounts::default(), ledger, now_ms);
     }
 
+    /// What is left of a key holder's budgets in `peek`'s store (read,
+    /// never changed; a state not made yet is whole).
+    pub fn peek(&self, peek: &QuotaPeek, now_ms: u64) -> Peeked {
+        let book = lock(self.shard(&peek.key)).get(&peek.key).cloned();
+        let book = book.as_ref().map(|b| lock(b));
+        remaining::answer(
+            &peek.limits,
+            &peek.budgets,
+            book.as_ref().map(|b| &b.state),
+            |budget| book.as_ref().and_then(|b| b.budgets.get(&budget.level)),
+            now_ms,
+        )
+    }
+
     /// The ledger rows `query` selects, read after everything settled
     /// before this call is committed.
     pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<LedgerEntry>, GatewayError> {
         let (reply, rows) = oneshot::channel();
-        let read = Read {
-            query: query.clone(),
-            reply,
-        };
+        self.read(
+            Read::Usage {
+                query: query.clone(),
+                reply,
+            },
+            rows,
+        )
+        .await
+    }
+
+    /// When each key of `tenant` (or of every tenant) was last used, by
+    /// key id, from the ledger as of everything settled before this call.
+    pub async fn last_used(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<HashMap<String, u64>, GatewayError> {
+        let (reply, last) = oneshot::channel();
+        let tenant = tenant.map(str::to_owned);
+        self.read(Read::LastUsed { tenant, reply }, last).await
+    }
+
+    async fn read<T>(
+        &self,
+        read: Read,
+        answer: oneshot::Receiver<Result<T, String>>,
+    ) -> Result<T, GatewayError> {
         let stopped = || internal("the quota writer has stopped".into());
         lock(&self.writer)
             .send(Job::Read(read))
             .map_err(|_| stopped())?;
-        match rows.await {
-            Ok(Ok(rows)) => Ok(rows),
+        match answer.await {
+            Ok(Ok(found)) => Ok(found),
             Ok(Err(e)) => Err(internal(format!("reading the ledger: {e}"))),
             Err(_) => Err(stopped()),
         }
@@ -480,32 +527,19 @@ fn write_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
             commit_batch(&conn, batch);
         }
         for read in reads {
-            let rows = read_ledger(&conn, &read.query).map_err(|e| e.to_string());
-            read.reply.send(rows).ok();
+            match read {
+                Read::Usage { query, reply } => {
+                    reply
+                        .send(ledger::read(&conn, &query).map_err(|e| e.to_string()))
+                        .ok();
+                }
+                Read::LastUsed { tenant, reply } => {
+                    let last = ledger::last_used(&conn, tenant.as_deref());
+                    reply.send(last.map_err(|e| e.to_string())).ok();
+                }
+            }
         }
     }
-}
-
-/// The ledger rows a query selects.
-fn read_ledger(conn: &Connection, q: &UsageQuery) -> rusqlite::Result<Vec<LedgerEntry>> {
-    let mut select = conn.prepare_cached(sql::SELECT)?;
-    let from = i64::from(q.from.number());
-    let to = i64::from(q.to.number());
-    let rows = select.query_map(params![from, to, q.tenant, q.key], |r| {
-        let stored = StoredKey {
-            tenant: &r.get::<_, String>(0)?,
-            key: &r.get::<_, String>(1)?,
-            model: &r.get::<_, String>(2)?,
-            version: &r.get::<_, String>(3)?,
-            day: r.get(4)?,
-        };
-        let mut counts = [0i64; 7];
-        for (i, c) in counts.iter_mut().enumerate() {
-            *c = r.get(5 + i)?;
-        }
-        Ok(LedgerEntry::from_stored(stored, counts))
-    })?;
-    rows.collect()
 }
 
 /// Commits a batch in one transaction and tells whoever waits on it.
@@ -522,20 +556,6 @@ fn commit_batch(conn: &Connection, batch: Vec<Write>) {
             done.send(result.clone()).ok();
         }
     }
-}
-
-/// Adds counts to a ledger row.
-fn add_to_ledger(
-    conn: &Connection,
-    key: &LedgerKey,
-    counts: &LedgerCounts,
-) -> rusqlite::Result<()> {
-    let k = key.stored();
-    let c = counts.to_columns();
-    conn.prepare_cached(sql::UPSERT)?.execute(params![
-        k.tenant, k.key, k.model, k.version, k.day, c[0], c[1], c[2], c[3], c[4], c[5], c[6]
-    ])?;
-    Ok(())
 }
 
 /// How often the WAL is copied into the database.
@@ -610,7 +630,7 @@ fn commit(conn: &Connection, batch: &[Write]) -> rusqlite::Result<()> {
             ledger.entry(&entry.key).or_default().add(&entry.counts);
         }
         for (key, counts) in ledger {
-            add_to_ledger(conn, key, &counts)?;
+            ledger::add(conn, key, &counts)?;
         }
         Ok(())
     })();

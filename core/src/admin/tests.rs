@@ -69,7 +69,7 @@ fn a_missing_or_wrong_admin_key_is_401_before_the_path_is_judged() {
 fn the_admin_key_reads_usage_and_nothing_unknown() {
     let config = with_admin();
     let asked = ask(&config, "GET", "/admin/v1/usage", Some(ADMIN_KEY)).expect("usage");
-    let AdminRequest::Usage { query, format } = asked else {
+    let AdminRequest::Usage { query, format, .. } = asked else {
         panic!("{asked:?}")
     };
     assert_eq!(query.group_by, [crate::ledger::GroupBy::Model]);
@@ -161,10 +161,30 @@ fn a_key_holder_reads_its_own_usage_and_a_token_none() {
         call.today = Day::of_ms(now);
         own_usage(&config, &call, now, None)
     };
-    let (query, format) = own("sk-acme-test-key-1", "group_by=model").expect("own usage");
+    let Ok(AdminRequest::Usage {
+        query,
+        format,
+        peeks,
+    }) = own("sk-acme-test-key-1", "group_by=model")
+    else {
+        panic!("own usage");
+    };
     assert_eq!(query.tenant.as_deref(), Some("acme"));
     assert!(query.key.as_deref().is_some_and(|k| k.starts_with("cfg_")));
     assert_eq!(format, UsageFormat::Json);
+    // Its remaining budgets: each of the tenant's stores, a config key
+    // without budgets of its own.
+    let stores: Vec<String> = peeks.iter().map(|p| p.key.to_string()).collect();
+    let all: Vec<String> = QuotaKey::all("acme", config.quota_shards("acme"))
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(stores, all);
+    assert!(
+        peeks
+            .iter()
+            .all(|p| p.budgets.is_empty() && p.presented.is_none())
+    );
     let err = own("sk-acme-test-key-1", "tenant=eu-corp").expect_err("not its own");
     assert_eq!((err.status(), err.param()), (400, Some("tenant")));
     assert_eq!(own("sk-nobody", "").expect_err("unknown").status(), 401);

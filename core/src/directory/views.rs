@@ -6,6 +6,7 @@ use super::{KeyLimits, KeyRecord, TenantRecord};
 use crate::auth::derived_key_id;
 use crate::config::{Config, Tenant};
 use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashMap};
 
 fn seconds(ms: Option<u64>) -> Value {
     ms.map_or(Value::Null, |ms| Value::from(ms / 1000))
@@ -84,6 +85,7 @@ pub fn key(k: &KeyRecord, secret: Option<&str>) -> Value {
         "expires_at": seconds(k.standing.expires_ms),
         "rotated_at": seconds(k.rotated_ms),
         "revoked_at": seconds(k.revoked_ms),
+        "last_used_at": null,
         "limits": k.limits.as_ref().map(KeyLimits::view),
         "source": "admin",
     });
@@ -117,6 +119,7 @@ fn config_key_view(id: String, t: &Tenant) -> Value {
         "expires_at": null,
         "rotated_at": null,
         "revoked_at": null,
+        "last_used_at": null,
         "limits": null,
         "source": "config",
     })
@@ -139,4 +142,42 @@ pub fn keys(config: &Config, tenant: Option<&str>, runtime: &[KeyRecord]) -> Val
         .chain(runtime.iter().map(|k| key(k, None)))
         .collect();
     json!({"object": "list", "data": data})
+}
+
+/// The key objects of an answer: itself if it is one, or a list's.
+fn shown_keys(body: &mut Value) -> impl Iterator<Item = &mut Value> {
+    let all = if body["object"] == "list" {
+        match body.get_mut("data") {
+            Some(Value::Array(items)) => items.as_mut_slice(),
+            _ => &mut [],
+        }
+    } else {
+        std::slice::from_mut(body)
+    };
+    all.iter_mut().filter(|v| v["object"] == "api_key")
+}
+
+/// The tenants of the keys an answer shows: whose ledgers say when each
+/// was last used (empty when it shows none).
+pub fn key_tenants(body: &Value) -> BTreeSet<String> {
+    let all = match body.get("data") {
+        Some(Value::Array(items)) if body["object"] == "list" => items.as_slice(),
+        _ => std::slice::from_ref(body),
+    };
+    all.iter()
+        .filter(|v| v["object"] == "api_key")
+        .filter_map(|k| k["tenant"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Sets each shown key's `last_used_at` (seconds) from `last_used` (Unix
+/// ms by key id, its tenant's ledger's latest admission); a key never used
+/// keeps null.
+pub fn show_last_used(body: &mut Value, last_used: &HashMap<String, u64>) {
+    for key in shown_keys(body) {
+        let at = key["id"].as_str().and_then(|id| last_used.get(id)).copied();
+        if let Some(ms) = at {
+            key["last_used_at"] = seconds(Some(ms));
+        }
+    }
 }

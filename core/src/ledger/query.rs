@@ -194,10 +194,6 @@ pub struct UsageReport {
     pub total: LedgerCounts,
 }
 
-fn count_values(c: &LedgerCounts) -> [i64; 7] {
-    c.to_columns()
-}
-
 impl UsageReport {
     /// Sums the rows `query` selects by its groups, in the order of their
     /// dimensions.
@@ -254,13 +250,17 @@ impl UsageReport {
     }
 
     fn counts_json(c: &LedgerCounts, into: &mut Map<String, Value>) {
-        for (name, value) in COUNT_COLUMNS.iter().zip(count_values(c)) {
+        for (name, value) in COUNT_COLUMNS.iter().zip(c.count_columns()) {
             into.insert((*name).into(), json!(value));
         }
         into.insert("cost_usd".into(), json!(c.cost_micros as f64 / 1e6));
     }
 
     pub fn to_json(&self) -> String {
+        self.to_json_value().to_string()
+    }
+
+    pub fn to_json_value(&self) -> Value {
         let columns = self.dimension_columns();
         let data: Vec<Value> = self
             .rows
@@ -287,7 +287,6 @@ impl UsageReport {
             "data": data,
             "total": total,
         })
-        .to_string()
     }
 
     /// A header line, then one line per row: the dimensions (empty where
@@ -300,7 +299,7 @@ impl UsageReport {
             let dims = Self::dimension_values(row)
                 .into_iter()
                 .map(Option::unwrap_or_default);
-            let counts = count_values(&row.counts).map(|n| n.to_string());
+            let counts = row.counts.count_columns().map(|n| n.to_string());
             written = written.and_then(|()| out.write_record(dims.chain(counts)));
         }
         // Writing to memory cannot fail; a failure would show as a short body.

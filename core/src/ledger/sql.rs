@@ -3,10 +3,10 @@
 //! and the sums are the same everywhere.
 //!
 //! Bind order: [`UPSERT`] takes the key's five columns
-//! ([`super::StoredKey`]) then the seven counts
+//! ([`super::StoredKey`]) then the seven [`COUNT_COLUMNS`] and `last_ms`
 //! ([`super::LedgerCounts::to_columns`]); [`SELECT`] takes the first and
 //! last day (numbers), the tenant and the key id (each NULL for any), and
-//! returns the same twelve columns.
+//! returns the same thirteen columns.
 
 pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS usage_ledger (
     tenant TEXT NOT NULL,
@@ -21,6 +21,7 @@ pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS usage_ledger (
     errors INTEGER NOT NULL,
     cache_hits INTEGER NOT NULL,
     degraded INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, key_id, model, version, day)
 )";
 
@@ -35,10 +36,16 @@ pub const COUNT_COLUMNS: [&str; 7] = [
     "degraded",
 ];
 
+/// Fails on a table made before `last_ms` was kept; [`ADD_LAST_MS`] then
+/// adds it (its rows read as never used).
+pub const PROBE_LAST_MS: &str = "SELECT last_ms FROM usage_ledger LIMIT 0";
+pub const ADD_LAST_MS: &str =
+    "ALTER TABLE usage_ledger ADD COLUMN last_ms INTEGER NOT NULL DEFAULT 0";
+
 /// Adds an entry to its row (creating it).
 pub const UPSERT: &str = "INSERT INTO usage_ledger (tenant, key_id, model, version, day,
-    requests, input_tokens, output_tokens, cost_micros, errors, cache_hits, degraded)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+    requests, input_tokens, output_tokens, cost_micros, errors, cache_hits, degraded, last_ms)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
     ON CONFLICT (tenant, key_id, model, version, day) DO UPDATE SET
     requests = requests + excluded.requests,
     input_tokens = input_tokens + excluded.input_tokens,
@@ -46,10 +53,16 @@ pub const UPSERT: &str = "INSERT INTO usage_ledger (tenant, key_id, model, versi
     cost_micros = cost_micros + excluded.cost_micros,
     errors = errors + excluded.errors,
     cache_hits = cache_hits + excluded.cache_hits,
-    degraded = degraded + excluded.degraded";
+    degraded = degraded + excluded.degraded,
+    last_ms = MAX(last_ms, excluded.last_ms)";
 
 /// The rows of a day range, of one tenant and one key or any.
 pub const SELECT: &str = "SELECT tenant, key_id, model, version, day,
-    requests, input_tokens, output_tokens, cost_micros, errors, cache_hits, degraded
+    requests, input_tokens, output_tokens, cost_micros, errors, cache_hits, degraded, last_ms
     FROM usage_ledger
     WHERE day BETWEEN ?1 AND ?2 AND (?3 IS NULL OR tenant = ?3) AND (?4 IS NULL OR key_id = ?4)";
+
+/// When each key of one tenant (or of all, ?1 NULL) was last used: its id
+/// and the latest `last_ms` of its rows.
+pub const LAST_USED: &str = "SELECT key_id, MAX(last_ms) AS last_ms FROM usage_ledger
+    WHERE (?1 IS NULL OR tenant = ?1) AND key_id <> '' GROUP BY key_id";

@@ -22,6 +22,7 @@ fn entry(tenant: &str, key: Option<&str>, model: &str, d: &str, requests: u64) -
             errors: 0,
             cache_hits: 1,
             degraded: 0,
+            last_ms: 1_000 * requests,
         },
     }
 }
@@ -181,4 +182,18 @@ fn a_stored_key_reads_back_as_it_was() {
     for key in [e.key, cache_hit] {
         assert_eq!(LedgerKey::from_stored(key.stored()), key);
     }
+}
+
+#[test]
+fn rows_combine_by_sum_and_by_the_latest_use_and_store_both() {
+    let mut row = entry("t", Some("key_1"), "m", "2026-12-07", 3).counts;
+    row.add(&entry("t", Some("key_1"), "m", "2026-12-07", 1).counts);
+    assert_eq!(
+        (row.requests, row.input_tokens, row.last_ms),
+        (4, 40, 3_000)
+    );
+    let columns = row.to_columns();
+    assert_eq!(columns[..7], row.count_columns());
+    assert_eq!(columns[7], 3_000);
+    assert_eq!(LedgerCounts::from_columns(columns), row);
 }

@@ -381,6 +381,7 @@ fn ledger_entry(e: LedgerEntry) -> wit::LedgerEntry {
         errors: c.errors,
         cache_hits: c.cache_hits,
         degraded: c.degraded,
+        last_ms: c.last_ms,
     }
 }
 

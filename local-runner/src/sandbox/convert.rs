@@ -256,6 +256,7 @@ pub fn ledger_entry(e: guest::LedgerEntry) -> LedgerEntry {
             errors: e.errors,
             cache_hits: e.cache_hits,
             degraded: e.degraded,
+            last_ms: e.last_ms,
         },
     }
 }

@@ -141,11 +141,13 @@ async fn own_usage(t: &Target, key: &str, requests: u64) -> Result<Value, String
 }
 
 pub async fn a_key_holder_reads_its_own_usage_only(t: &Target) -> Outcome {
+    let started = unix_now();
     let tenant = json!({"id": "own-usage-co", "tier": "open", "models": ["chat"]});
     admin(t, "POST", "/admin/v1/tenants", Some(tenant))
         .await?
         .expect(201)?;
-    let (a_id, a) = new_key(t, "own-usage-co", json!({})).await?;
+    let limits = json!({"limits": {"requests_per_minute": 1, "request_burst": 5, "tokens_per_day": 100_000}});
+    let (a_id, a) = new_key(t, "own-usage-co", limits).await?;
     let (b_id, b) = new_key(t, "own-usage-co", json!({})).await?;
     first_answer(t, &a).await?.expect(200)?;
     t.chat(&a, &chat_body("own usage")).await?.expect(200)?;
@@ -163,6 +165,89 @@ pub async fn a_key_holder_reads_its_own_usage_only(t: &Target) -> Outcome {
             "{id} sees rows not its own: {report}"
         );
     }
+    // What is left of its budgets: the tenant's, then the key's own, whose
+    // day's tokens are exactly what the ledger charged it.
+    let report = own_usage(t, &a, 2).await?;
+    let budgets = report["budgets"].as_array().ok_or("no budgets")?;
+    ensure_eq!(budgets.len(), 2, "levels shown: {report}");
+    ensure_eq!(
+        budgets[0]["level"].as_str(),
+        Some("tenant"),
+        "the first level"
+    );
+    ensure_eq!(
+        budgets[0]["requests_per_minute"]["limit"].as_u64(),
+        Some(1_000_000),
+        "the tier's rate"
+    );
+    let key = &budgets[1];
+    ensure_eq!(key["level"].as_str(), Some("key"), "the second level");
+    ensure_eq!(
+        key["requests_per_minute"]["remaining"].as_u64(),
+        Some(3),
+        "the key's requests left of its burst of 5: {key}"
+    );
+    let total = &report["total"];
+    let charged = total["input_tokens"]
+        .as_u64()
+        .zip(total["output_tokens"].as_u64());
+    ensure_eq!(
+        key["tokens_per_day"]["used"].as_u64(),
+        charged.map(|(i, o)| i + o),
+        "the key's tokens today: {report}"
+    );
+    ensure_eq!(
+        key["tokens_per_day"]["limit"].as_u64(),
+        Some(100_000),
+        "its daily limit"
+    );
+    let plain = own_usage(t, &b, 1).await?;
+    ensure_eq!(
+        plain["budgets"].as_array().map(Vec::len),
+        Some(1),
+        "a key without limits shows its tenant's only: {plain}"
+    );
+    // When each key was last used (its latest request's admission, from
+    // the ledger); a key never used shows null.
+    let (unused, _) = new_key(t, "own-usage-co", json!({})).await?;
+    let listed = admin(t, "GET", "/admin/v1/keys?tenant=own-usage-co", None)
+        .await?
+        .expect(200)?;
+    let last_used = |id: &str| {
+        listed["data"]
+            .as_array()
+            .and_then(|d| d.iter().find(|k| k["id"] == id))
+            .map(|k| k["last_used_at"].clone())
+    };
+    for id in [&a_id, &b_id] {
+        let at = last_used(id).and_then(|v| v.as_u64());
+        ensure!(
+            at.is_some_and(|s| (started..=unix_now()).contains(&s)),
+            "{id}'s last use: {at:?} (started {started}): {listed}"
+        );
+    }
+    ensure_eq!(
+        last_used(&unused),
+        Some(Value::Null),
+        "an unused key's last use"
+    );
+    let one = admin(t, "GET", &format!("/admin/v1/keys/{a_id}"), None)
+        .await?
+        .expect(200)?;
+    ensure_eq!(
+        one["last_used_at"].as_u64(),
+        last_used(&a_id).and_then(|v| v.as_u64()),
+        "one key's last use as the list shows it"
+    );
+    // A revoked key reads nothing.
+    admin(t, "DELETE", &format!("/admin/v1/keys/{b_id}"), None)
+        .await?
+        .expect(200)?;
+    t.get("/v1/usage").key(&b).send().await?.expect_error(
+        401,
+        "authentication_error",
+        "invalid_api_key",
+    )?;
     t.get("/v1/usage?tenant=ledger-co")
         .key(&a)
         .send()

@@ -282,7 +282,7 @@ pub const ALL: &[Case] = &[
         directory::a_keys_budget_admits_exactly_its_burst_inside_the_tenants
     ),
     case!(
-        "usage: a key holder reads its own usage at /v1/usage, never another key's",
+        "usage: a key holder reads its own usage and remaining budgets at /v1/usage, never another key's; keys show when they were last used",
         directory::a_key_holder_reads_its_own_usage_only
     ),
     case!(
