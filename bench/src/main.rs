@@ -2,6 +2,7 @@
 //! its own baseline (the same simulated backend, called directly) so the
 //! figures are ratios that hold on a noisy machine. Prints a Markdown table.
 
+mod ab;
 mod load;
 mod matrix;
 mod overload;
@@ -71,6 +72,14 @@ struct Args {
     /// seconds of load, on the local runner and, with `--worker`, the Worker.
     #[arg(long)]
     overload: Option<u64>,
+    /// Run only an A/B of CPU per request: this older runner binary against
+    /// `--runner`, both at once, alternating `--seconds` runs at the first
+    /// `--concurrency`.
+    #[arg(long)]
+    ab: Option<PathBuf>,
+    /// Rounds of the A/B (one run of each build a round).
+    #[arg(long, default_value_t = 12)]
+    ab_rounds: usize,
 }
 
 fn main() -> Result<()> {
@@ -354,6 +363,11 @@ async fn overload(args: &Args, seconds: u64) -> Result<()> {
 async fn run(args: Args) -> Result<()> {
     if let Some(seconds) = args.overload {
         return overload(&args, seconds).await;
+    }
+    if let Some(old) = &args.ab {
+        let concurrency = args.concurrency.first().copied().unwrap_or(32);
+        let seconds = Duration::from_secs(args.seconds);
+        return ab::run(old, &args.runner, args.ab_rounds, concurrency, seconds).await;
     }
     let seconds = Duration::from_secs(args.seconds);
     let backend = Backend::start(BackendConfig::new("local"), "127.0.0.1:0".parse()?).await?;

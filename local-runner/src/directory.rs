@@ -13,11 +13,15 @@ use edgegate_core::request::Headers;
 use edgegate_core::{Config, GatewayError};
 use rusqlite::{Connection, params};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 pub struct Directory {
     records: RwLock<Records>,
+    /// Whether any run-time tenant or key exists: until one does, a
+    /// request's lookup and standing check read this flag, not the lock.
+    any: AtomicBool,
     /// Its own connection to the state file; held for a whole operation,
     /// so operations apply one at a time.
     conn: Mutex<Connection>,
@@ -42,10 +46,12 @@ impl Directory {
             let rows = q.query_map([], |r| r.get::<_, String>(0))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         };
-        let records = Records::from_rows(rows(sql::SELECT_TENANTS)?, rows(sql::SELECT_KEYS)?)
-            .context("a stored tenant or API key")?;
+        let (tenants, keys) = (rows(sql::SELECT_TENANTS)?, rows(sql::SELECT_KEYS)?);
+        let any = !tenants.is_empty() || !keys.is_empty();
+        let records = Records::from_rows(tenants, keys).context("a stored tenant or API key")?;
         Ok(Directory {
             records: RwLock::new(records),
+            any: AtomicBool::new(any),
             conn: Mutex::new(conn),
         })
     }
@@ -57,7 +63,7 @@ impl Directory {
     /// The record of the run-time key a request presents, if it does
     /// (nothing is hashed while there are none).
     pub fn provisioned(&self, config: &Config, headers: &Headers) -> Option<ApiKeyRecord> {
-        if !self.read().has_keys() {
+        if !self.any.load(Ordering::Acquire) || !self.read().has_keys() {
             return None;
         }
         let sha256 = auth::key_to_look_up(config, headers)?;
@@ -71,6 +77,9 @@ impl Directory {
         presented: Option<&PresentedKey>,
         now_ms: u64,
     ) -> Option<Refusal> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
         self.read().refusal(tenant, presented, now_ms)
     }
 
@@ -99,6 +108,7 @@ impl Directory {
         for change in &applied.changes {
             records.add(change.clone());
         }
+        self.any.store(true, Ordering::Release);
         Ok(applied)
     }
 }

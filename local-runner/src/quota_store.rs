@@ -178,20 +178,20 @@ impl QuotaStore {
             "CREATE TABLE IF NOT EXISTS quota_counters (
                 key TEXT PRIMARY KEY,
                 counters TEXT NOT NULL
-            );
+            ) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS quota_reservations (
                 key TEXT NOT NULL,
                 id TEXT NOT NULL,
                 reservation TEXT NOT NULL,
                 PRIMARY KEY (key, id)
-            );
+            ) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS quota_budgets (
                 key TEXT NOT NULL,
                 level TEXT NOT NULL,
                 id TEXT NOT NULL,
                 state TEXT NOT NULL,
                 PRIMARY KEY (key, level, id)
-            );",
+            ) WITHOUT ROWID;",
         )?;
         ledger::create(&conn)?;
         let (tx, rx) = mpsc::channel();

@@ -23,7 +23,7 @@ pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS usage_ledger (
     degraded INTEGER NOT NULL,
     last_ms INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, key_id, model, version, day)
-)";
+) WITHOUT ROWID";
 
 /// The count columns, in order.
 pub const COUNT_COLUMNS: [&str; 7] = [
