@@ -57,7 +57,6 @@ impl App {
     /// One JSON access-log line per request, and the metrics.
     pub fn record(&self, r: &UsageRecord) {
         self.metrics.record(r);
-        self.metrics.set_sandbox_traps(self.sandbox.traps());
         if let Ok(line) = serde_json::to_string(r) {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{line}");
@@ -158,14 +157,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => return plain("application/json", r#"{"status":"ok"}"#),
         (&Method::GET, "/metrics") => {
-            let mut text = app.metrics.render();
-            let replicas = app.loads.loads();
-            text.push_str(&crate::metrics::render_replicas(
-                &replicas,
-                &app.health.statuses(),
-            ));
-            text.push_str(&crate::metrics::render_gates(&app.gates.snapshot()));
-            return plain("text/plain; version=0.0.4", text);
+            return plain(crate::metrics::CONTENT_TYPE, app.metrics.render());
         }
         _ => {}
     }

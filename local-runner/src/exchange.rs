@@ -247,7 +247,7 @@ impl Run {
                     guest::Observation::Failure => Observation::Failure,
                 });
                 if let Some(observation) = observation {
-                    app.health.observe(&app.metrics, &o.region, observation);
+                    app.health.observe(&o.region, observation);
                 }
                 if let Some(ms) = o.first_token_ms {
                     app.loads.sample(&o.region, ms);

@@ -5,7 +5,6 @@
 //! natively (observations are the host's own, trusted data); this module
 //! only feeds it and caches the statuses it answers.
 
-use crate::metrics::Metrics;
 use edgegate_core::geo::RegionStatus;
 use edgegate_core::health::{HealthBoard, HealthPolicy, Observation, PROBE_TIMEOUT_MS};
 use edgegate_core::load::BackendLoad;
@@ -35,7 +34,7 @@ impl HealthMonitor {
         }
     }
 
-    pub fn observe(&self, metrics: &Metrics, region: &str, obs: Observation) {
+    pub fn observe(&self, region: &str, obs: Observation) {
         {
             let mut last = self.last_success.lock().unwrap_or_else(|p| p.into_inner());
             match obs {
@@ -62,7 +61,6 @@ impl HealthMonitor {
             board.observe(region, now, obs);
             board.statuses(now)
         };
-        metrics.set_region_health(&statuses);
         *self.statuses.lock().unwrap_or_else(|p| p.into_inner()) = (Instant::now(), statuses);
     }
 
@@ -122,19 +120,14 @@ async fn read_metrics(client: &reqwest::Client, url: &str) -> Option<BackendLoad
 }
 
 /// Probes every target each `interval` until the process ends.
-pub fn spawn_probes(
-    monitor: Arc<HealthMonitor>,
-    metrics: Arc<Metrics>,
-    targets: Vec<ProbeTarget>,
-    interval: Duration,
-) {
+pub fn spawn_probes(monitor: Arc<HealthMonitor>, targets: Vec<ProbeTarget>, interval: Duration) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(PROBE_TIMEOUT_MS))
         .connect_timeout(Duration::from_millis(PROBE_TIMEOUT_MS))
         .build()
         .expect("an HTTP client with only timeouts set builds");
     for target in targets {
-        let (monitor, metrics, client) = (monitor.clone(), metrics.clone(), client.clone());
+        let (monitor, client) = (monitor.clone(), client.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -149,7 +142,7 @@ pub fn spawn_probes(
                     .map(|r| r.status().as_u16());
                 let latency_ms = started.elapsed().as_millis() as u64;
                 let obs = Observation::of_probe(status, latency_ms);
-                monitor.observe(&metrics, &target.region, obs);
+                monitor.observe(&target.region, obs);
                 if let Some(url) = &target.metrics_url {
                     let load = read_metrics(&client, url).await;
                     monitor.observe_backend(&target.region, load);

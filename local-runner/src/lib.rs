@@ -126,7 +126,6 @@ pub async fn serve(
     let state_file = state_dir.join("quota.sqlite");
     let quota = Arc::new(quota_store::QuotaStore::open(&state_file)?);
     let directory = Arc::new(directory::Directory::open(&state_file)?);
-    let metrics = Arc::new(metrics::Metrics::default());
     let health = Arc::new(HealthMonitor::new(HealthPolicy {
         failure_threshold: args.breaker_failures.max(1),
         open_ms: args.breaker_open_ms,
@@ -137,11 +136,19 @@ pub async fn serve(
     let probes = probe_targets(&config);
     health_monitor::spawn_probes(
         health.clone(),
-        metrics.clone(),
         probes,
         Duration::from_millis(args.probe_interval_ms),
     );
     let config = Arc::new(config);
+    let gates = gates::Gates::new(config.admission.queue_limit);
+    let loads = load_tracker::LoadTracker::new(&config);
+    let mut metrics = metrics::Metrics::new();
+    metrics.read_live(metrics::Live {
+        health: health.clone(),
+        loads: loads.clone(),
+        gates: gates.clone(),
+        sandbox: sandbox.clone(),
+    });
     let app = Arc::new(App {
         sandbox,
         config: config.clone(),
@@ -149,10 +156,10 @@ pub async fn serve(
         directory,
         cache: response_cache::ResponseCache::new(args.cache_mb << 20),
         coalescing: Arc::default(),
-        gates: gates::Gates::new(config.admission.queue_limit),
+        gates,
         health,
-        loads: load_tracker::LoadTracker::new(&config),
-        metrics,
+        loads,
+        metrics: Arc::new(metrics),
         upstream: upstream::Upstream::default(),
         max_body_bytes: settings.max_body_bytes(),
         trust_geo_headers: args.trust_geo_headers,

@@ -1,0 +1,72 @@
+use super::*;
+use edgegate_core::telemetry::Latency;
+
+fn record(model: &str) -> UsageRecord {
+    let mut r = UsageRecord::answered(
+        "req-1",
+        200,
+        Latency {
+            gateway_us: 300,
+            queue_us: 50,
+            upstream_first_byte_us: Some(20_000),
+            total_us: 120_000,
+        },
+    );
+    r.endpoint = Some("chat".into());
+    r.model = Some(model.into());
+    r.region = Some("eu-west".into());
+    r.input_tokens = 12;
+    r.output_tokens = 11;
+    r.cost_usd = 0.000_25;
+    r.cache = CacheStatus::Miss;
+    r
+}
+
+#[test]
+fn the_exposition_parses_as_openmetrics_and_label_values_are_escaped() {
+    let metrics = Metrics::new();
+    let odd = "a\"quoted\\slashed\nmodel";
+    metrics.record(&record(odd));
+    metrics.record(&record("plain"));
+    metrics.upstream_failure("eu-west", "timeout");
+    let text = metrics.render();
+    if let Err(e) = openmetrics_parser::openmetrics::parse_openmetrics(&text) {
+        panic!("not OpenMetrics ({e:?}):\n{text}");
+    }
+    assert!(
+        text.contains(r#"model="a\"quoted\\slashed\nmodel""#),
+        "the odd model's label, escaped:\n{text}"
+    );
+    assert!(
+        !text.contains("slashed\nmodel"),
+        "a raw newline in a label:\n{text}"
+    );
+}
+
+#[test]
+fn each_phase_is_a_histogram_by_endpoint_model_and_region() {
+    let metrics = Metrics::new();
+    metrics.record(&record("m"));
+    let text = metrics.render();
+    let labels = r#"endpoint="chat",model="m",region="eu-west""#;
+    for name in [
+        "edgegate_request_duration_seconds",
+        "edgegate_gateway_duration_seconds",
+        "edgegate_queue_duration_seconds",
+        "edgegate_time_to_first_token_seconds",
+        "edgegate_time_per_output_token_seconds",
+    ] {
+        let count = format!("{name}_count{{{labels}}} 1");
+        assert!(text.contains(&count), "no `{count}`:\n{text}");
+    }
+    // 100 ms after the first token over the 10 tokens after it: 10 ms each.
+    assert!(
+        text.contains(&format!(
+            "edgegate_time_per_output_token_seconds_sum{{{labels}}} 0.01"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(r#"edgegate_tokens_total{model="m",direction="output"} 11"#));
+    assert!(text.contains(r#"edgegate_requests_total{endpoint="chat",status="2xx"} 1"#));
+    assert!(text.ends_with("# EOF\n"), "{text}");
+}
