@@ -142,7 +142,7 @@ pub async fn serve(
     let config = Arc::new(config);
     let gates = gates::Gates::new(config.admission.queue_limit);
     let loads = load_tracker::LoadTracker::new(&config);
-    let mut metrics = metrics::Metrics::new();
+    let mut metrics = metrics::Metrics::new(&config.observability);
     metrics.read_live(metrics::Live {
         health: health.clone(),
         loads: loads.clone(),

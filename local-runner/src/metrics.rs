@@ -22,6 +22,7 @@ pub use live::Live;
 
 use label::Text;
 
+use edgegate_core::config::observability::Observability;
 use edgegate_core::telemetry::{CacheStatus, UsageRecord};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -71,6 +72,23 @@ struct Model {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantOutcome {
+    tenant: Text,
+    status: Text,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantTokens {
+    tenant: Text,
+    direction: Text,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Tenant {
+    tenant: Text,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Cache {
     result: Text,
 }
@@ -98,6 +116,11 @@ fn per_token() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
+    /// Which tenants have series of their own (`observability.metrics_tenants`).
+    observability: Observability,
+    tenant_requests: Family<TenantOutcome, Counter>,
+    tenant_tokens: Family<TenantTokens, Counter>,
+    tenant_cost: Family<Tenant, Counter<f64, AtomicU64>>,
     requests: Family<Outcome, Counter>,
     errors: Family<ErrorKind, Counter>,
     total: Histograms,
@@ -116,17 +139,16 @@ fn or_none(v: &Option<String>) -> Text {
     Text(v.clone().unwrap_or_else(|| "none".into()))
 }
 
-impl Default for Metrics {
-    fn default() -> Metrics {
-        Metrics::new()
-    }
-}
-
 impl Metrics {
-    /// The families, registered.
-    pub fn new() -> Metrics {
+    /// The families, registered; per-tenant series for the tenants
+    /// `observability` lists, the rest as `other`.
+    pub fn new(observability: &Observability) -> Metrics {
         let histograms = |f: fn() -> Histogram| Histograms::new_with_constructor(f);
         let mut m = Metrics {
+            observability: observability.clone(),
+            tenant_requests: Family::default(),
+            tenant_tokens: Family::default(),
+            tenant_cost: Family::default(),
             requests: Family::default(),
             errors: Family::default(),
             total: histograms(latency),
@@ -206,6 +228,21 @@ impl Metrics {
             "Answers given by a route's degradation policy, by reason",
             m.degraded.clone(),
         );
+        r.register(
+            "edgegate_tenant_requests",
+            "Requests by tenant (those listed in observability.metrics_tenants, the rest as other) and status class",
+            m.tenant_requests.clone(),
+        );
+        r.register(
+            "edgegate_tenant_tokens",
+            "Tokens settled, by tenant (listed, or other) and direction",
+            m.tenant_tokens.clone(),
+        );
+        r.register(
+            "edgegate_tenant_cost_usd",
+            "Cost accounted, by tenant (listed, or other)",
+            m.tenant_cost.clone(),
+        );
         m
     }
 
@@ -216,10 +253,29 @@ impl Metrics {
 
     pub fn record(&self, r: &UsageRecord) {
         let endpoint = or_none(&r.endpoint);
+        let status = Text(format!("{}xx", r.status / 100));
+        let tenant: Text = self.observability.tenant_label(r.tenant.as_deref()).into();
+        self.tenant_requests
+            .get_or_create(&TenantOutcome {
+                tenant: tenant.clone(),
+                status: status.clone(),
+            })
+            .inc();
+        for (direction, n) in [("input", r.input_tokens), ("output", r.output_tokens)] {
+            self.tenant_tokens
+                .get_or_create(&TenantTokens {
+                    tenant: tenant.clone(),
+                    direction: direction.into(),
+                })
+                .inc_by(n);
+        }
+        self.tenant_cost
+            .get_or_create(&Tenant { tenant })
+            .inc_by(r.cost_usd);
         self.requests
             .get_or_create(&Outcome {
                 endpoint: endpoint.clone(),
-                status: Text(format!("{}xx", r.status / 100)),
+                status,
             })
             .inc();
         if let Some(kind) = &r.error {

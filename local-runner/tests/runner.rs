@@ -715,4 +715,9 @@ async fn metrics_and_healthz() {
     }
     assert!(m.contains("edgegate_region_circuit_state{"), "{m}");
     assert!(m.contains("edgegate_sandbox_traps_total 0"), "{m}");
+    // A tenant listed in observability.metrics_tenants has its own series.
+    assert!(
+        m.contains("edgegate_tenant_requests_total{tenant=\"acme\",status=\"2xx\"} 1"),
+        "{m}"
+    );
 }

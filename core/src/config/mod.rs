@@ -2,6 +2,7 @@
 //! user-edited `[vars.gateway]` table and validates it into these types; every
 //! error names the field path it is about (`routes[2].split[1].weight: ...`).
 
+pub mod observability;
 pub(crate) mod raw;
 mod region;
 mod route;
@@ -178,6 +179,7 @@ pub struct Config {
     pub admission: Admission,
     /// Who may call the admin API; `None`: it is off.
     pub admin: Option<AdminAccess>,
+    pub observability: observability::Observability,
     tier_index: HashMap<String, usize>,
     tenant_index: HashMap<String, usize>,
     key_index: HashMap<[u8; 32], usize>,
@@ -447,6 +449,7 @@ impl Config {
             balancing: validate_balancing(raw.balancing.as_ref())?,
             admission: validate_admission(raw.admission.as_ref())?,
             admin,
+            observability: observability::validate(raw.observability.as_ref())?,
             tier_index,
             tenant_index,
             key_index,

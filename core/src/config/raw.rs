@@ -33,6 +33,16 @@ pub struct RawConfig {
     /// The admin API (`/admin/v1/…`); off without it.
     #[serde(default)]
     pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub observability: Option<RawObservability>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawObservability {
+    /// Tenants with metric series of their own.
+    #[serde(default)]
+    pub metrics_tenants: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

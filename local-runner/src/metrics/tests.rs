@@ -24,7 +24,7 @@ fn record(model: &str) -> UsageRecord {
 
 #[test]
 fn the_exposition_parses_as_openmetrics_and_label_values_are_escaped() {
-    let metrics = Metrics::new();
+    let metrics = Metrics::new(&Observability::default());
     let odd = "a\"quoted\\slashed\nmodel";
     metrics.record(&record(odd));
     metrics.record(&record("plain"));
@@ -45,7 +45,7 @@ fn the_exposition_parses_as_openmetrics_and_label_values_are_escaped() {
 
 #[test]
 fn each_phase_is_a_histogram_by_endpoint_model_and_region() {
-    let metrics = Metrics::new();
+    let metrics = Metrics::new(&Observability::default());
     metrics.record(&record("m"));
     let text = metrics.render();
     let labels = r#"endpoint="chat",model="m",region="eu-west""#;
@@ -69,4 +69,31 @@ fn each_phase_is_a_histogram_by_endpoint_model_and_region() {
     assert!(text.contains(r#"edgegate_tokens_total{model="m",direction="output"} 11"#));
     assert!(text.contains(r#"edgegate_requests_total{endpoint="chat",status="2xx"} 1"#));
     assert!(text.ends_with("# EOF\n"), "{text}");
+}
+
+#[test]
+fn tenants_listed_have_series_of_their_own_and_the_rest_are_other() {
+    let listed = Observability {
+        metrics_tenants: ["acme".to_owned()].into(),
+    };
+    let metrics = Metrics::new(&listed);
+    for tenant in ["acme", "initech", "globex"] {
+        let mut r = record("m");
+        r.tenant = Some(tenant.into());
+        metrics.record(&r);
+    }
+    let text = metrics.render();
+    assert!(
+        text.contains(r#"edgegate_tenant_requests_total{tenant="acme",status="2xx"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"edgegate_tenant_requests_total{tenant="other",status="2xx"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"edgegate_tenant_tokens_total{tenant="other",direction="output"} 22"#),
+        "{text}"
+    );
+    assert!(!text.contains("initech"), "{text}");
 }

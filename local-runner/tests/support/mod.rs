@@ -95,6 +95,7 @@ pub fn config(backends: &Backends) -> Value {
         ],
         "regions": regions,
         "default_location": {"latitude": 39.0, "longitude": -77.5},
+        "observability": {"metrics_tenants": ["acme"]},
     })
 }
 
