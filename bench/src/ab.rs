@@ -5,7 +5,8 @@
 //! CPU per request; the verdict is the median of the rounds' ratios.
 
 use crate::load::{self, Target};
-use crate::{API_KEY, chat_body, gateway_config, proc_stats, start_runner};
+use crate::matrix::{Subject, measure};
+use crate::{API_KEY, chat_body, gateway_config, start_runner};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use edgegate_sim::{Backend, BackendConfig};
@@ -22,7 +23,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
-/// One closed-loop run on `pid`'s runner.
+/// One closed-loop run on `pid`'s runner, measured as the matrix measures.
 async fn cpu_per_request(
     target: &Target,
     pid: u32,
@@ -30,10 +31,14 @@ async fn cpu_per_request(
     seconds: Duration,
     body: Arc<dyn Fn(u64) -> Bytes + Send + Sync>,
 ) -> Result<Run> {
-    let before = proc_stats::cpu_time(pid)?;
-    let result = load::run(target, concurrency, seconds, body).await?;
+    let subject = Subject {
+        name: "runner",
+        target: target.clone(),
+        pid: Some(pid),
+    };
+    let (result, cpu) = measure(&subject, load::run(target, concurrency, seconds, body)).await?;
     Ok(Run {
-        cpu_us: (proc_stats::cpu_time(pid)? - before).as_secs_f64() * 1e6,
+        cpu_us: cpu.unwrap_or(0.0) * result.ok as f64,
         ok: result.ok,
         failed: result.errors,
     })

@@ -64,7 +64,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-async fn measure(
+pub async fn measure(
     subject: &Subject,
     run: impl Future<Output = Result<LoadResult>>,
 ) -> Result<(LoadResult, Option<f64>)> {
