@@ -53,6 +53,12 @@ if ! "$venv/bin/python" -c 'import openai' 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet openai
 fi
+# The official Prometheus Python client, whose OpenMetrics parser reads
+# local-runner's /metrics back in its tests (local-runner/tests/support).
+if ! "$venv/bin/python" -c 'import prometheus_client' 2>/dev/null; then
+  log "installing prometheus-client (Python) into $venv"
+  "$venv/bin/pip" install --quiet prometheus-client
+fi
 
 # A real inference server for the conformance suite's real-backend cases
 # (tests/src/llama.rs): llama.cpp's OpenAI-compatible server, compiled from

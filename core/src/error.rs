@@ -243,6 +243,9 @@ impl GatewayError {
         }
     }
 
+    /// [`GatewayError::metric_label`] of a blocked prompt.
+    pub const CONTENT_BLOCKED: &'static str = "content_blocked";
+
     /// A fixed, low-cardinality label for metrics (never contains user data).
     pub fn metric_label(&self) -> &'static str {
         use GatewayError::*;
@@ -253,7 +256,7 @@ impl GatewayError {
             HeadersTooLarge { .. } => "headers_too_large",
             Unauthenticated { .. } => "unauthenticated",
             PermissionDenied { .. } => "permission_denied",
-            ContentBlocked { .. } => "content_blocked",
+            ContentBlocked { .. } => Self::CONTENT_BLOCKED,
             ModelNotFound { .. } => "model_not_found",
             UnknownEndpoint { .. } => "unknown_endpoint",
             NotFound { .. } => "not_found",

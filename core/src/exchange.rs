@@ -35,7 +35,7 @@ use crate::health::AttemptFailure;
 use crate::ledger::LedgerEntry;
 use crate::quota::{Amounts, ReserveOutcome, rate_limit_headers};
 use crate::response::{self, Metered};
-use crate::telemetry::{CacheStatus, Latency, PlanOutcome, UsageRecord};
+use crate::telemetry::{CacheStatus, Latency, PlanOutcome, Trace, Try, UsageRecord};
 use gating::Scan;
 pub use protocol::*;
 use std::collections::VecDeque;
@@ -104,6 +104,8 @@ pub struct Exchange {
     degraded_as: Option<&'static str>,
     /// The longest `Retry-After` a full gate gave.
     retry_after_ms: u64,
+    /// The attempts sent, for the trace (only when it is exported).
+    tries: Vec<Try>,
 }
 
 impl Exchange {
@@ -135,6 +137,7 @@ impl Exchange {
             stale: None,
             degraded_as: None,
             retry_after_ms: 0,
+            tries: Vec::new(),
         };
         match decision {
             Err(error) => {
@@ -203,7 +206,7 @@ impl Exchange {
                 ("content-type", "application/json"),
                 ("accept", accept),
                 ("x-request-id", &plan.upstream_request_id),
-                ("traceparent", &plan.traceparent),
+                ("traceparent", &a.traceparent),
             ],
             tracestate: plan.tracestate.as_deref(),
             authorization: a.authorization.as_ref().map(Credential::header_value),
@@ -470,6 +473,7 @@ impl Exchange {
         };
         self.attempts_made += 1;
         self.sent_us = now_us;
+        self.note_sent(now_us);
         self.relay = None;
         self.step = Step::AwaitingHead;
         self.actions.push_back(Action::Send {
@@ -480,6 +484,36 @@ impl Exchange {
         });
     }
 
+    /// The attempt just sent, for the trace.
+    fn note_sent(&mut self, now_us: u64) {
+        let plan = self.plan_ref();
+        let Some(a) = plan
+            .attempts
+            .get(self.attempt)
+            .filter(|_| plan.export_trace)
+        else {
+            return;
+        };
+        let sent = Try {
+            span_id: a.span_id.clone(),
+            target: a.region.clone(),
+            model: a.model.clone(),
+            version: a.version.clone(),
+            sent_us: now_us.saturating_sub(self.started_us),
+            ..Try::default()
+        };
+        self.tries.push(sent);
+    }
+
+    /// The attempt in flight ended (`error`: how it failed), for the trace.
+    fn note_ended(&mut self, error: Option<&GatewayError>, now_us: u64) {
+        let end_us = now_us.saturating_sub(self.started_us);
+        if let Some(t) = self.tries.last_mut().filter(|t| t.end_us == 0) {
+            t.end_us = end_us.max(1);
+            t.error = error.map(|e| e.metric_label().to_owned());
+        }
+    }
+
     fn total_deadline_us(&self) -> u64 {
         let total_ms = self.plan_ref().timeouts.total_ms;
         self.started_us
@@ -488,6 +522,11 @@ impl Exchange {
 
     fn head(&mut self, status: u16, content_type: Option<&str>, now_us: u64) {
         let latency_us = now_us.saturating_sub(self.sent_us);
+        let offset_us = now_us.saturating_sub(self.started_us);
+        if let Some(t) = self.tries.last_mut() {
+            t.status = Some(status);
+            t.first_byte_us = (200..300).contains(&status).then_some(offset_us);
+        }
         // The host reads an error's body, and a non-streamed answer's,
         // without being asked (`Send::read`).
         if !(200..300).contains(&status) {
@@ -538,6 +577,7 @@ impl Exchange {
     /// the failure allows it.
     fn attempt_failed(&mut self, failure: AttemptFailure, error: GatewayError, now_us: u64) {
         self.observe(AttemptOutcome::Failed(failure));
+        self.note_ended(Some(&error), now_us);
         if failure.try_next() {
             self.error = Some(error);
             self.attempt += 1;
@@ -796,6 +836,17 @@ impl Exchange {
         let mut record = UsageRecord::planned(self.plan_ref(), &outcome);
         if let Some(reason) = self.degraded_as {
             record.degraded = Some(reason.to_owned());
+        }
+        self.note_ended(error, now_us);
+        let plan = self.plan_ref();
+        if plan.export_trace {
+            record.trace = Some(Box::new(Trace {
+                span_id: plan.span_id.clone(),
+                parent_span_id: plan.parent_span_id.clone(),
+                start_unix_us: plan.now_ms.saturating_mul(1000),
+                request_model: plan.model.clone(),
+                tries: std::mem::take(&mut self.tries),
+            }));
         }
         match self.closing.take() {
             Some(Closing::Settle(actual)) => {

@@ -153,6 +153,12 @@ pub struct Attempt {
     /// its region's gate ([`crate::admission`]).
     #[serde(default)]
     pub gate: Option<AttemptGate>,
+    /// Its span in the request's trace, and the `traceparent` naming it
+    /// that its replica is sent.
+    #[serde(default)]
+    pub span_id: String,
+    #[serde(default)]
+    pub traceparent: String,
     /// What its replica is sent as `Authorization` (never serialised).
     #[serde(skip)]
     pub authorization: Option<Credential>,
@@ -211,13 +217,20 @@ pub struct ForwardPlan {
     pub bodies: Vec<String>,
     pub timeouts: Timeouts,
     /// The W3C trace the request belongs to (its `traceparent`, continued,
-    /// or one it starts) and what the backend is sent of it.
+    /// or one it starts), the gateway's span in it, and the client's span
+    /// it continues.
     #[serde(default)]
     pub trace_id: String,
     #[serde(default)]
-    pub traceparent: String,
+    pub span_id: String,
+    #[serde(default)]
+    pub parent_span_id: Option<String>,
     #[serde(default)]
     pub tracestate: Option<String>,
+    /// Export the request's spans: `observability.otlp_endpoint` is set
+    /// and the trace is sampled.
+    #[serde(default)]
+    pub export_trace: bool,
     /// The tier's priority at replica gates, and how long it may wait there.
     #[serde(default)]
     pub priority: Priority,
@@ -449,9 +462,16 @@ impl Gateway {
             req.headers.get("tracestate"),
             &ctx.request_id,
         );
+        let mut attempts = attempts;
+        for (i, attempt) in attempts.iter_mut().enumerate() {
+            attempt.span_id = trace.attempt_span_id(i);
+            attempt.traceparent = trace.traceparent(&attempt.span_id);
+        }
         Ok(Decision::Forward(Box::new(ForwardPlan {
-            traceparent: trace.traceparent(),
+            export_trace: config.observability.otlp.is_some() && trace.sampled(),
             trace_id: trace.trace_id,
+            span_id: trace.span_id,
+            parent_span_id: trace.parent_id,
             tracestate: trace.tracestate,
             request_id: ctx.request_id.clone(),
             now_ms: ctx.now_ms,

@@ -5,7 +5,11 @@
 use crate::cache::CacheDecision;
 use crate::error::GatewayError;
 use crate::gateway::{ForwardPlan, Settlement, UsageSource};
+use crate::safety::SafetyReport;
 use serde::{Deserialize, Serialize};
+
+pub mod trace;
+pub use trace::{Trace, Try};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,6 +44,25 @@ impl CacheStatus {
             CacheStatus::Miss => Some("MISS"),
             CacheStatus::Bypass => Some("BYPASS"),
             CacheStatus::Off => None,
+        }
+    }
+}
+
+/// How the attempt that answered differs from the plan's first one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// Another replica or region of the same model answered.
+    Region,
+    /// Another model of the route's fallback chain answered.
+    Model,
+}
+
+impl Fallback {
+    pub fn label(self) -> &'static str {
+        match self {
+            Fallback::Region => "region",
+            Fallback::Model => "model",
         }
     }
 }
@@ -114,10 +137,21 @@ pub struct UsageRecord {
     /// Why a degraded answer was given (`x-edgegate-degraded`), if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degraded: Option<String>,
+    /// Whether a later attempt than the first answered (not counting a
+    /// degraded answer, which `degraded` names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
+    /// What prompt screening found (flagged injection, redactions).
+    #[serde(default, skip_serializing_if = "SafetyReport::is_empty")]
+    pub safety: SafetyReport,
     /// The W3C trace id the backend was sent (`traceparent`), when the
     /// request got that far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The spans' times and ids, when the request's trace is exported
+    /// ([`trace::spans`]); not in the access log.
+    #[serde(skip)]
+    pub trace: Option<Box<Trace>>,
     pub latency: Latency,
 }
 
@@ -151,7 +185,10 @@ impl UsageRecord {
             cost_usd: 0.0,
             usage: None,
             degraded: None,
+            fallback: None,
+            safety: SafetyReport::default(),
             trace_id: None,
+            trace: None,
             latency,
         }
     }
@@ -189,7 +226,15 @@ impl UsageRecord {
             degraded: tried
                 .filter(|_| settlement.is_some())
                 .and_then(|a| a.degraded.clone()),
+            fallback: tried
+                .filter(|a| settlement.is_some() && attempt != Some(0) && a.degraded.is_none())
+                .map(|a| match plan.attempts.first() {
+                    Some(first) if first.model != a.model => Fallback::Model,
+                    _ => Fallback::Region,
+                }),
+            safety: plan.safety.clone(),
             trace_id: Some(plan.trace_id.clone()),
+            trace: None,
             latency,
         }
     }

@@ -2,8 +2,9 @@
 //! `traceparent` is continued to the backend with the gateway's own span as
 //! the parent (and its `tracestate` passed on unchanged); a request without
 //! a valid one starts a trace whose id is the request id's 128 bits, so a
-//! usage record and a backend's logs meet on one id. The gateway's span id
-//! is derived from the request id: stable, and the same on every host.
+//! usage record and a backend's logs meet on one id. The gateway's span id,
+//! and each upstream attempt's (the parent a backend is sent), are derived
+//! from the request id: stable, and the same on every host.
 
 use crate::routing::stable_hash;
 
@@ -14,6 +15,8 @@ pub struct TraceContext {
     pub trace_id: String,
     /// The gateway's span: 16 lowercase hex digits.
     pub span_id: String,
+    /// The client's span, when it sent a valid `traceparent`.
+    pub parent_id: Option<String>,
     /// The trace flags (bit 0: sampled).
     pub flags: u8,
     /// The client's `tracestate`, passed on as it came.
@@ -35,9 +38,10 @@ impl TraceContext {
         let span = stable_hash(&["edgegate-span", request_id]);
         let span_id = format!("{:016x}", span.max(1));
         match traceparent.and_then(parse) {
-            Some((trace_id, flags)) => TraceContext {
+            Some((trace_id, parent_id, flags)) => TraceContext {
                 trace_id,
                 span_id,
+                parent_id: Some(parent_id),
                 flags,
                 tracestate: tracestate
                     .map(str::trim)
@@ -47,22 +51,37 @@ impl TraceContext {
             None => TraceContext {
                 trace_id: new_trace_id(request_id),
                 span_id,
+                parent_id: None,
                 flags: 0x01,
                 tracestate: None,
             },
         }
     }
 
-    /// The `traceparent` the backend gets: this trace, the gateway's span
-    /// as its parent.
-    pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, self.flags)
+    /// Whether the trace is sampled (flags bit 0): only then are its
+    /// spans exported.
+    pub fn sampled(&self) -> bool {
+        self.flags & 0x01 == 0x01
+    }
+
+    /// The span of upstream attempt `attempt` (its index in the plan),
+    /// a child of the gateway's.
+    pub fn attempt_span_id(&self, attempt: usize) -> String {
+        let index = attempt.to_string();
+        let span = stable_hash(&["edgegate-attempt", &self.span_id, &index]);
+        format!("{:016x}", span.max(1))
+    }
+
+    /// The `traceparent` a backend gets: this trace, with `span_id` (an
+    /// attempt's span) as its parent.
+    pub fn traceparent(&self, span_id: &str) -> String {
+        format!("00-{}-{}-{:02x}", self.trace_id, span_id, self.flags)
     }
 }
 
-/// The trace id and flags of a valid version-00 `traceparent` (a later
-/// version is read by its first four fields, as the spec asks).
-fn parse(header: &str) -> Option<(String, u8)> {
+/// The trace id, parent id and flags of a valid version-00 `traceparent`
+/// (a later version is read by its first four fields, as the spec asks).
+fn parse(header: &str) -> Option<(String, String, u8)> {
     let header = header.trim();
     let mut parts = header.split('-');
     let (version, trace_id, parent_id, flags) =
@@ -83,7 +102,8 @@ fn parse(header: &str) -> Option<(String, u8)> {
     if !valid {
         return None;
     }
-    Some((trace_id.to_owned(), u8::from_str_radix(flags, 16).ok()?))
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    Some((trace_id.to_owned(), parent_id.to_owned(), flags))
 }
 
 /// A new trace's id: the request id's 32 hex digits when it is one of ours
@@ -117,16 +137,16 @@ mod tests {
         assert_eq!(t.trace_id, "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(t.flags, 1);
         assert_eq!(t.tracestate.as_deref(), Some("congo=t61rcWkgMzE"));
-        let sent = t.traceparent();
+        assert_eq!(t.parent_id.as_deref(), Some("b7ad6b7169203331"));
+        let first = t.attempt_span_id(0);
+        let sent = t.traceparent(&first);
         assert!(
             sent.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
             "{sent}"
         );
-        assert_ne!(
-            &sent[36..52],
-            "b7ad6b7169203331",
-            "the gateway is the parent"
-        );
+        assert_eq!(&sent[36..52], first, "the attempt is the parent");
+        assert_ne!(first, t.span_id);
+        assert_ne!(first, t.attempt_span_id(1), "each attempt its own span");
         assert_eq!(sent.len(), 55);
         // The same request id: the same span, on every host.
         assert_eq!(
@@ -154,6 +174,7 @@ mod tests {
             let t = TraceContext::for_request(bad, Some("a=b"), ID);
             assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736", "{bad:?}");
             assert_eq!((t.flags, t.tracestate.as_deref()), (1, None), "{bad:?}");
+            assert_eq!(t.parent_id, None, "{bad:?}");
         }
         // A later version is read by its first four fields.
         let later = "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-future";
@@ -162,6 +183,7 @@ mod tests {
             (t.trace_id.as_str(), t.flags),
             ("0af7651916cd43dd8448eb211c80319c", 0)
         );
+        assert!(!t.sampled());
         // An id that is not ours still gets a 128-bit trace id.
         let t = TraceContext::for_request(None, None, "req-1");
         assert_eq!(t.trace_id.len(), 32);

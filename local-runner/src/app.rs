@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::quota_store::QuotaStore;
 use crate::response_cache::ResponseCache;
 use crate::sandbox::Sandbox;
+use crate::traces::Traces;
 use crate::upstream::Upstream;
 use bytes::Bytes;
 use edgegate_core::gateway::RequestContext;
@@ -44,6 +45,8 @@ pub struct App {
     pub health: Arc<HealthMonitor>,
     pub loads: Arc<LoadTracker>,
     pub metrics: Arc<Metrics>,
+    /// The OTLP span export, when `observability.otlp_endpoint` is set.
+    pub traces: Option<Traces>,
     pub upstream: Upstream,
     pub max_body_bytes: usize,
     /// Take the client's location from `x-edgegate-client-*` headers (set by
@@ -54,9 +57,12 @@ pub struct App {
 }
 
 impl App {
-    /// One JSON access-log line per request, and the metrics.
+    /// One JSON access-log line per request, the metrics and the spans.
     pub fn record(&self, r: &UsageRecord) {
         self.metrics.record(r);
+        if let Some(traces) = &self.traces {
+            traces.record(r);
+        }
         if let Ok(line) = serde_json::to_string(r) {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{line}");

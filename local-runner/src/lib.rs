@@ -17,6 +17,7 @@ pub mod quota_store;
 pub mod response_cache;
 pub mod sandbox;
 pub mod settings;
+pub mod traces;
 pub mod upstream;
 
 use anyhow::{Context, Result};
@@ -149,8 +150,16 @@ pub async fn serve(
         gates: gates.clone(),
         sandbox: sandbox.clone(),
     });
+    let traces = match &config.observability.otlp {
+        Some(otlp) => Some(
+            traces::Traces::start(otlp, metrics.span_counters())
+                .context("observability.otlp_endpoint: the OTLP exporter")?,
+        ),
+        None => None,
+    };
     let app = Arc::new(App {
         sandbox,
+        traces,
         config: config.clone(),
         quota,
         directory,

@@ -23,6 +23,7 @@ pub use live::Live;
 use label::Text;
 
 use edgegate_core::config::observability::Observability;
+use edgegate_core::error::GatewayError;
 use edgegate_core::telemetry::{CacheStatus, UsageRecord};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -100,6 +101,32 @@ struct Failure {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FallbackKind {
+    kind: Text,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SafetyTrigger {
+    action: Text,
+    kind: Text,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpanOutcome {
+    outcome: Text,
+}
+
+/// The OTLP export's counts (`edgegate_otlp_spans_total` by outcome).
+#[derive(Clone, Debug)]
+pub struct SpanCounters {
+    pub exported: Counter,
+    /// The queue was full: the collector is slower than the traffic.
+    pub dropped_queue_full: Counter,
+    /// The collector refused the batch, was not there or timed out.
+    pub dropped_export_failed: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Reason {
     reason: Text,
 }
@@ -133,6 +160,9 @@ pub struct Metrics {
     cache: Family<Cache, Counter>,
     upstream_failures: Family<Failure, Counter>,
     degraded: Family<Reason, Counter>,
+    fallbacks: Family<FallbackKind, Counter>,
+    safety: Family<SafetyTrigger, Counter>,
+    spans: Family<SpanOutcome, Counter>,
 }
 
 fn or_none(v: &Option<String>) -> Text {
@@ -161,6 +191,9 @@ impl Metrics {
             cache: Family::default(),
             upstream_failures: Family::default(),
             degraded: Family::default(),
+            fallbacks: Family::default(),
+            safety: Family::default(),
+            spans: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut m.registry;
@@ -229,6 +262,21 @@ impl Metrics {
             m.degraded.clone(),
         );
         r.register(
+            "edgegate_fallbacks",
+            "Answers from a later attempt than the first: another region or replica of the model, or another model",
+            m.fallbacks.clone(),
+        );
+        r.register(
+            "edgegate_safety_triggers",
+            "Prompt screening: injections flagged or blocked, PII redacted (by kind)",
+            m.safety.clone(),
+        );
+        r.register(
+            "edgegate_otlp_spans",
+            "Spans exported over OTLP, or dropped (queue full, export failed) by outcome",
+            m.spans.clone(),
+        );
+        r.register(
             "edgegate_tenant_requests",
             "Requests by tenant (those listed in observability.metrics_tenants, the rest as other) and status class",
             m.tenant_requests.clone(),
@@ -244,6 +292,22 @@ impl Metrics {
             m.tenant_cost.clone(),
         );
         m
+    }
+
+    /// The OTLP export's counters, each series present from the start.
+    pub fn span_counters(&self) -> SpanCounters {
+        let counter = |outcome: &str| {
+            self.spans
+                .get_or_create(&SpanOutcome {
+                    outcome: outcome.into(),
+                })
+                .clone()
+        };
+        SpanCounters {
+            exported: counter("exported"),
+            dropped_queue_full: counter("dropped_queue_full"),
+            dropped_export_failed: counter("dropped_export_failed"),
+        }
     }
 
     /// Reads `live` at every scrape.
@@ -292,6 +356,14 @@ impl Metrics {
                 })
                 .inc();
         }
+        if let Some(fallback) = r.fallback {
+            self.fallbacks
+                .get_or_create(&FallbackKind {
+                    kind: fallback.label().into(),
+                })
+                .inc();
+        }
+        self.record_safety(r);
         let phase = Phase {
             endpoint,
             model: or_none(&r.model),
@@ -347,6 +419,27 @@ impl Metrics {
                 result: result.into(),
             })
             .inc();
+    }
+
+    fn record_safety(&self, r: &UsageRecord) {
+        let trigger = |action: &str, kind: &str, n: u64| {
+            if n > 0 {
+                self.safety
+                    .get_or_create(&SafetyTrigger {
+                        action: action.into(),
+                        kind: kind.into(),
+                    })
+                    .inc_by(n);
+            }
+        };
+        let blocked = r.error.as_deref() == Some(GatewayError::CONTENT_BLOCKED);
+        trigger("blocked", "prompt_injection", u64::from(blocked));
+        let flagged = r.safety.injection_rule.is_some();
+        trigger("flagged", "prompt_injection", u64::from(flagged));
+        let redacted = &r.safety.redactions;
+        trigger("redacted", "email", redacted.emails.into());
+        trigger("redacted", "phone", redacted.phones.into());
+        trigger("redacted", "card", redacted.cards.into());
     }
 
     pub fn upstream_failure(&self, region: &str, kind: &str) {

@@ -3,6 +3,8 @@
 //! kill -9, the wasm sandbox, probes and breakers, metrics) is tested here;
 //! behaviour shared with the Worker is in the conformance suite (`tests/`).
 
+#[path = "support/prometheus.rs"]
+mod prometheus;
 mod support;
 
 use futures_util::StreamExt;
@@ -717,4 +719,22 @@ async fn metrics_and_healthz() {
         m.contains("edgegate_tenant_requests_total{tenant=\"acme\",status=\"2xx\"} 1"),
         "{m}"
     );
+    // The whole exposition, live families included, as Prometheus's own
+    // client library parses it.
+    let families = prometheus::parse(&m);
+    for (name, kind) in [
+        ("edgegate_requests", "counter"),
+        ("edgegate_request_duration_seconds", "histogram"),
+        ("edgegate_region_circuit_state", "gauge"),
+        ("edgegate_sandbox_traps", "counter"),
+    ] {
+        assert_eq!(prometheus::family_type(&families, name), kind, "{name}");
+    }
+    let acme = prometheus::sample(
+        &families,
+        "edgegate_tenant_requests",
+        "edgegate_tenant_requests_total",
+        &[("tenant", "acme"), ("status", "2xx")],
+    );
+    assert_eq!(acme, Some(1.0), "{families}");
 }

@@ -20,6 +20,9 @@
 //! latency and one chunk per token interval after that. Refusals (down,
 //! injected failures, bad requests) answer at once.
 //!
+//! [`collector::Collector`] is an OTLP/HTTP trace collector for the same
+//! tests and benchmarks.
+//!
 //! Out-of-process control: `POST /__control` takes a JSON object with any of
 //! `{"reset": true}` (applied first), `{"down": bool}`,
 //! `{"fail_next": {"count": n, "status": 503}}` (status defaults to 503),
@@ -36,6 +39,7 @@
 
 mod api;
 mod body;
+pub mod collector;
 mod control;
 mod engine;
 

@@ -54,6 +54,12 @@ pub mod keys {
 pub const ADMIN_SECRET_NAME: &str = "EDGEGATE_ADMIN_KEY";
 pub const ADMIN_KEY: &str = "conformance-admin-key-7d2f0c41b9e8";
 
+/// The OTLP collector the suite starts: `url_of(COLLECTOR)` is its base
+/// URL; the export's headers come from the secret `OTLP_SECRET_NAME`.
+pub const COLLECTOR: &str = "otlp-collector";
+pub const OTLP_SECRET_NAME: &str = "EDGEGATE_OTLP_HEADERS";
+pub const OTLP_HEADERS: &str = "authorization=Bearer conformance-collector-token";
+
 /// The HS256 issuer's secret, handed to each runner as the secret the config names.
 pub const HS256_SECRET_NAME: &str = "JWT_HS256_SECRET";
 pub const HS256_SECRET: &str = "conformance-only-hs256-secret-0123456789";
@@ -369,5 +375,7 @@ pub fn gateway(url_of: impl Fn(&str) -> String) -> Value {
         "regions": regions,
         "default_location": {"latitude": 39.0, "longitude": -77.5},
         "admin": {"api_key_secret": ADMIN_SECRET_NAME},
+        "observability": {"otlp_endpoint": url_of(COLLECTOR),
+                          "otlp_headers_secret": OTLP_SECRET_NAME},
     })
 }

@@ -4,10 +4,12 @@
 //! runner's name.
 
 use crate::gateway::{
-    self, ADMIN_KEY, ADMIN_SECRET_NAME, GATED, HS256_SECRET, HS256_SECRET_NAME, KEYED,
-    KEYED_SECRET, KEYED_SECRET_NAME, LLAMA_REGION, POOL_REPLICAS, REGIONS,
+    self, ADMIN_KEY, ADMIN_SECRET_NAME, COLLECTOR, GATED, HS256_SECRET, HS256_SECRET_NAME, KEYED,
+    KEYED_SECRET, KEYED_SECRET_NAME, LLAMA_REGION, OTLP_HEADERS, OTLP_SECRET_NAME, POOL_REPLICAS,
+    REGIONS,
 };
 use crate::llama::Llama;
+use edgegate_sim::collector::Collector;
 use edgegate_sim::{Backend, BackendConfig, Controls};
 use serde_json::json;
 use std::collections::{BTreeMap, VecDeque};
@@ -51,6 +53,8 @@ pub struct Target {
     /// Where the runner writes its usage records.
     log: PathBuf,
     backends: BTreeMap<&'static str, Backend>,
+    /// The OTLP/HTTP collector the runner exports its spans to.
+    pub collector: Collector,
     /// The llama.cpp server of [`LLAMA_REGION`], or why it is not running.
     llama: tokio::sync::Mutex<Result<Llama, String>>,
     process: Child,
@@ -87,8 +91,12 @@ impl Target {
         let llama_url = llama
             .as_ref()
             .map_or_else(|_| "http://127.0.0.1:9".to_owned(), |l| l.base_url.clone());
+        let collector = Collector::start("127.0.0.1:0".parse().expect("a loopback address"))
+            .await
+            .map_err(|e| format!("starting the OTLP collector: {e}"))?;
         let config = gateway::gateway(|region| match region {
             LLAMA_REGION => llama_url.clone(),
+            COLLECTOR => collector.base_url(),
             sim => backends[sim].base_url(),
         });
         let dir = tempfile::Builder::new()
@@ -152,6 +160,7 @@ impl Target {
             log,
             launcher,
             backends,
+            collector,
             llama: tokio::sync::Mutex::new(llama),
             process,
             output,
@@ -209,6 +218,7 @@ impl Target {
         for backend in self.backends.values() {
             backend.controls().reset();
         }
+        self.collector.reset();
     }
 
     /// Runs the runner's region health probes once more: the Worker's cron
@@ -380,7 +390,7 @@ fn local_runner_command(dir: &Path, config: &serde_json::Value) -> Result<Comman
         &dir.join(".dev.vars"),
         &format!(
             "{HS256_SECRET_NAME}={HS256_SECRET}\n{KEYED_SECRET_NAME}={KEYED_SECRET}\n\
-             {ADMIN_SECRET_NAME}={ADMIN_KEY}\n"
+             {ADMIN_SECRET_NAME}={ADMIN_KEY}\n{OTLP_SECRET_NAME}={OTLP_HEADERS}\n"
         ),
     )?;
     let access_log =
@@ -419,7 +429,7 @@ fn workerd_command(dir: &Path, config: &serde_json::Value) -> Result<Command, St
     let settings = json!({
         "gateway": config,
         "secrets": {HS256_SECRET_NAME: HS256_SECRET, KEYED_SECRET_NAME: KEYED_SECRET,
-                    ADMIN_SECRET_NAME: ADMIN_KEY},
+                    ADMIN_SECRET_NAME: ADMIN_KEY, OTLP_SECRET_NAME: OTLP_HEADERS},
         "vars": {"TRUST_CLIENT_GEO_HEADERS": "true"},
         "persist": dir.join("state"),
         "log_file": dir.join("worker.log"),

@@ -27,7 +27,7 @@ pub type Secrets = BTreeMap<String, String>;
 
 /// The names of the secrets a `[vars.gateway]` document refers to (each JWT
 /// issuer's `hs256_secret`, each region's and replica's `api_key_secret`,
-/// `admin.api_key_secret`),
+/// `admin.api_key_secret`, `observability.otlp_headers_secret`),
 /// for a host to look up before parsing it; a missing one is reported by
 /// `Config::from_json`, naming its field.
 pub fn secret_names(gateway: &serde_json::Value) -> Vec<&str> {
@@ -41,6 +41,9 @@ pub fn secret_names(gateway: &serde_json::Value) -> Vec<&str> {
     let mut names: Vec<&str> = Vec::new();
     if let Some(admin) = gateway.get("admin") {
         names.extend(name(admin, "api_key_secret"));
+    }
+    if let Some(observability) = gateway.get("observability") {
+        names.extend(name(observability, "otlp_headers_secret"));
     }
     for issuer in items(gateway.get("jwt_issuers")) {
         names.extend(name(issuer, "hs256_secret"));
@@ -436,6 +439,7 @@ impl Config {
             .as_ref()
             .map(|a| validate_admin(a, &lookup))
             .transpose()?;
+        let observability = observability::validate(raw.observability.as_ref(), &lookup)?;
         Ok(Config {
             limits,
             tiers,
@@ -449,7 +453,7 @@ impl Config {
             balancing: validate_balancing(raw.balancing.as_ref())?,
             admission: validate_admission(raw.admission.as_ref())?,
             admin,
-            observability: observability::validate(raw.observability.as_ref())?,
+            observability,
             tier_index,
             tenant_index,
             key_index,
@@ -482,6 +486,19 @@ pub(crate) struct Lookup<'a> {
     models: &'a [Model],
     model_index: &'a HashMap<String, usize>,
     tier_index: &'a HashMap<String, usize>,
+}
+
+#[cfg(test)]
+impl<'a> Lookup<'a> {
+    /// A lookup of `secrets` alone (no models or tiers), for a section's tests.
+    pub(crate) fn secrets_only(secrets: &'a Secrets) -> Self {
+        Lookup {
+            secrets,
+            models: &[],
+            model_index: Box::leak(Box::default()),
+            tier_index: Box::leak(Box::default()),
+        }
+    }
 }
 
 impl Lookup<'_> {

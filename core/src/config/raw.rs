@@ -43,6 +43,11 @@ pub struct RawObservability {
     /// Tenants with metric series of their own.
     #[serde(default)]
     pub metrics_tenants: Vec<String>,
+    /// An OTLP/HTTP collector's base URL (spans go to `/v1/traces`).
+    pub otlp_endpoint: Option<String>,
+    /// The secret holding the export's headers (`name=value,...`).
+    pub otlp_headers_secret: Option<String>,
+    pub otlp_queue_spans: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -32,6 +32,11 @@ impl Credential {
         Credential(format!("Bearer {key}"))
     }
 
+    /// A header value kept as it is (an OTLP collector's token, say).
+    pub fn verbatim(value: &str) -> Credential {
+        Credential(value.to_owned())
+    }
+
     pub fn header_value(&self) -> &str {
         &self.0
     }
@@ -248,7 +253,7 @@ pub(crate) fn validate_location(path: &str, lat: f64, lon: f64) -> Result<GeoPoi
     })
 }
 
-fn validate_base_url(path: &str, url: &str) -> Result<String> {
+pub(super) fn validate_base_url(path: &str, url: &str) -> Result<String> {
     let base_url = url.trim_end_matches('/').to_owned();
     let valid_url = ["http://", "https://"].iter().any(|scheme| {
         base_url

@@ -4,6 +4,7 @@ use crate::gateway::RequestContext;
 use crate::geo::ClientGeo;
 use crate::quota::QuotaSnapshot;
 use crate::request::Headers;
+use crate::telemetry::Fallback;
 use crate::testing::*;
 use serde_json::{Value, json};
 
@@ -191,6 +192,44 @@ fn the_response(log: &[Action]) -> &Head {
     heads[0]
 }
 
+/// Admitted, not cached; the first attempt 503, the second answers.
+fn busy_then_answered() -> Vec<Event> {
+    let unavailable = Event::Head {
+        status: 503,
+        content_type: None,
+    };
+    vec![
+        admitted(),
+        Event::Cached(None),
+        unavailable,
+        Event::Body(br#"{"error":{"message":"busy"}}"#.to_vec()),
+        json_head(),
+        answer(),
+    ]
+}
+
+/// The `traceparent` attempt `attempt` is sent.
+fn sent_traceparent(ex: &Exchange, attempt: usize) -> String {
+    ex.upstream_request(attempt)
+        .expect("the attempt")
+        .header_pairs()
+        .find(|(n, _)| *n == "traceparent")
+        .map(|(_, v)| v.to_owned())
+        .expect("a traceparent")
+}
+
+/// Headers with the test key and a client's sampled `traceparent`.
+fn traced_headers() -> Headers {
+    Headers::new([
+        ("authorization", "Bearer sk-acme-test-key-1"),
+        ("content-type", "application/json"),
+        (
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
+    ])
+}
+
 fn header<'a>(head: &'a Head, name: &str) -> Option<&'a str> {
     head.headers
         .iter()
@@ -257,11 +296,7 @@ fn a_cache_miss_is_answered_then_charged_stored_and_recorded() {
             .any(|(n, v)| *n == "x-request-id" && v.len() == 36)
     );
     // Without a client trace the request starts one; the record names it.
-    let parent = req
-        .header_pairs()
-        .find(|(n, _)| *n == "traceparent")
-        .map(|(_, v)| v.to_owned())
-        .expect("a traceparent");
+    let parent = sent_traceparent(&ex, 0);
     let trace_id = r.trace_id.as_deref().expect("the record's trace id");
     assert_eq!(parent.len(), 55);
     assert_eq!(&parent[3..35], trace_id);
@@ -302,23 +337,8 @@ fn a_clients_trace_is_continued_to_the_backend_with_its_tracestate() {
 #[test]
 fn a_retryable_status_fails_over_and_a_client_error_does_not() {
     let g = gateway();
-    let unavailable = Event::Head {
-        status: 503,
-        content_type: None,
-    };
     let mut ex = chat(&g, &chat_body("over"));
-    let log = drive(
-        &g,
-        &mut ex,
-        vec![
-            admitted(),
-            Event::Cached(None),
-            unavailable,
-            Event::Body(br#"{"error":{"message":"busy"}}"#.to_vec()),
-            json_head(),
-            answer(),
-        ],
-    );
+    let log = drive(&g, &mut ex, busy_then_answered());
     assert_eq!(sends(&log), [0, 1]);
     assert!(log.iter().any(|a| matches!(
         a,
@@ -329,6 +349,7 @@ fn a_retryable_status_fails_over_and_a_client_error_does_not() {
     )));
     assert_eq!(the_response(&log).status, 200);
     assert_eq!(record(&log).attempts, 2);
+    assert_eq!(record(&log).fallback, Some(Fallback::Region));
 
     let mut ex = chat(&g, &chat_body("bad"));
     let bad = Event::Head {
@@ -346,6 +367,7 @@ fn a_retryable_status_fails_over_and_a_client_error_does_not() {
         ],
     );
     assert_eq!(sends(&log), [0]);
+    assert_eq!(record(&log).fallback, None);
     let head = the_response(&log);
     assert_eq!(head.status, 400);
     let ResponseBody::Full(body) = &head.body else {
@@ -685,6 +707,7 @@ fn a_fallback_versions_answer_is_never_stored() {
     assert_eq!(r.version.as_deref(), Some(answered.version.as_str()));
     // Recorded, priced and ledgered under the model that answered.
     assert_eq!(r.model.as_deref(), Some("small"));
+    assert_eq!(r.fallback, Some(Fallback::Model));
     let (actual, ledger) = settled(&log);
     assert_eq!(ledger.key.model, "small");
     assert_eq!(
@@ -1019,4 +1042,74 @@ fn an_answer_past_its_ttl_answers_only_when_every_attempt_failed() {
     script.extend((0..attempts).map(|_| Event::Failed(Transport::Connect)));
     let log = drive(&plain, &mut ex, script);
     assert_eq!(the_response(&log).status, 502);
+}
+
+#[test]
+fn an_exported_trace_has_a_server_span_and_a_child_per_attempt() {
+    use crate::telemetry::trace::{SpanKind, Value, spans};
+    let g = gateway();
+    let mut ex = exchange(&g, &chat_body("traced"), traced_headers());
+    // As with `observability.otlp_endpoint` set.
+    ex.plan.as_mut().expect("plan").export_trace = true;
+    let log = drive(&g, &mut ex, busy_then_answered());
+    let r = record(&log);
+    let spans = spans(r);
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let (server, tries) = (&spans[0], &spans[1..]);
+    assert_eq!(server.kind, SpanKind::Server);
+    assert_eq!(server.trace_id, "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(server.parent_span_id.as_deref(), Some("b7ad6b7169203331"));
+    assert!(server.parent_is_remote);
+    assert_eq!(server.name, "chat llama-3.1-8b");
+    assert_eq!(server.error, None);
+    let attr = |span: &crate::telemetry::trace::Span, key: &str| {
+        span.attributes
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        attr(server, "gen_ai.usage.output_tokens"),
+        Some(Value::Int(3))
+    );
+    assert_eq!(
+        attr(server, "gen_ai.operation.name"),
+        Some(Value::Str("chat".into()))
+    );
+    for (i, t) in tries.iter().enumerate() {
+        assert_eq!(t.kind, SpanKind::Client);
+        assert_eq!(t.parent_span_id.as_deref(), Some(server.span_id.as_str()));
+        // Each attempt's span is the parent its backend was sent.
+        assert_eq!(&sent_traceparent(&ex, i)[36..52], t.span_id, "attempt {i}");
+        assert!(t.start_unix_ns >= server.start_unix_ns);
+        assert!(t.end_unix_ns <= server.end_unix_ns && t.end_unix_ns > t.start_unix_ns);
+    }
+    assert_eq!(
+        attr(&tries[0], "http.response.status_code"),
+        Some(Value::Int(503))
+    );
+    assert_eq!(tries[0].error.as_deref(), Some("upstream_status"));
+    assert_eq!(attr(&tries[0], "gen_ai.usage.output_tokens"), None);
+    assert_eq!(
+        attr(&tries[1], "gen_ai.usage.output_tokens"),
+        Some(Value::Int(3))
+    );
+    assert_eq!(
+        attr(&tries[1], "edgegate.fallback"),
+        Some(Value::Str("region".into()))
+    );
+    assert_eq!(tries[1].error, None);
+}
+
+#[test]
+fn no_trace_is_kept_unless_it_is_exported() {
+    let g = gateway();
+    let mut ex = chat(&g, &chat_body("untraced"));
+    let log = drive(
+        &g,
+        &mut ex,
+        vec![admitted(), Event::Cached(None), json_head(), answer()],
+    );
+    assert_eq!(record(&log).trace, None);
+    assert!(crate::telemetry::trace::spans(record(&log)).is_empty());
 }

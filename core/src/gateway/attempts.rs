@@ -127,6 +127,9 @@ impl Planned {
                 body,
                 degraded: degraded.map(str::to_owned),
                 gate,
+                // Named once the trace is known (`Gateway::admit`).
+                span_id: String::new(),
+                traceparent: String::new(),
                 authorization: replica.authorization.clone(),
             });
         }

@@ -19,6 +19,13 @@ pub struct SafetyReport {
     pub redactions: RedactionCounts,
 }
 
+impl SafetyReport {
+    /// Nothing was flagged or redacted.
+    pub fn is_empty(&self) -> bool {
+        self.injection_rule.is_none() && self.redactions.total() == 0
+    }
+}
+
 /// Screens and redacts the prompt text of `parsed` in place.
 pub fn apply(policy: &SafetyPolicy, parsed: &mut ParsedBody) -> Result<SafetyReport, GatewayError> {
     let mut report = SafetyReport::default();

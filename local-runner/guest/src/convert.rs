@@ -14,7 +14,7 @@ use edgegate_core::ledger::LedgerEntry;
 use edgegate_core::load::{BackendLoad, TargetLoad};
 use edgegate_core::names::ShardedName;
 use edgegate_core::quota::{Amounts, Level, LevelKind, QuotaLimits, QuotaSnapshot, ReserveOutcome};
-use edgegate_core::telemetry::{CacheStatus, UsageRecord};
+use edgegate_core::telemetry::{CacheStatus, Fallback, UsageRecord};
 
 /// Every action the exchange has for the host now.
 pub fn drain(exchange: &mut Exchange) -> Vec<wit::Action> {
@@ -416,7 +416,38 @@ fn usage_record(r: UsageRecord) -> wit::UsageRecord {
             UsageSource::Reserved => wit::UsageSource::Reserved,
         }),
         degraded: r.degraded,
+        fallback: r.fallback.map(|f| match f {
+            Fallback::Region => wit::Fallback::Region,
+            Fallback::Model => wit::Fallback::Model,
+        }),
+        safety: wit::SafetyReport {
+            injection_rule: r.safety.injection_rule,
+            emails: r.safety.redactions.emails,
+            phones: r.safety.redactions.phones,
+            cards: r.safety.redactions.cards,
+        },
         trace_id: r.trace_id,
+        trace: r.trace.map(|t| wit::Trace {
+            span_id: t.span_id,
+            parent_span_id: t.parent_span_id,
+            start_unix_us: t.start_unix_us,
+            request_model: t.request_model,
+            tries: t
+                .tries
+                .into_iter()
+                .map(|t| wit::AttemptTrace {
+                    span_id: t.span_id,
+                    target: t.target,
+                    model: t.model,
+                    version: t.version,
+                    sent_us: t.sent_us,
+                    first_byte_us: t.first_byte_us,
+                    end_us: t.end_us,
+                    status: t.status,
+                    error: t.error,
+                })
+                .collect(),
+        }),
         latency: wit::Latency {
             gateway_us: r.latency.gateway_us,
             queue_us: r.latency.queue_us,

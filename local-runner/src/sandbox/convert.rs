@@ -16,7 +16,8 @@ use edgegate_core::quota::{
     Amounts, Budget, Level, LevelKind, QuotaLimits, QuotaSnapshot, ReserveOutcome,
 };
 use edgegate_core::request::HttpRequest;
-use edgegate_core::telemetry::{CacheStatus, Latency, UsageRecord};
+use edgegate_core::safety::{RedactionCounts, SafetyReport};
+use edgegate_core::telemetry::{CacheStatus, Fallback, Latency, Trace, Try, UsageRecord};
 
 pub fn request(r: &HttpRequest) -> guest::HttpRequest {
     guest::HttpRequest {
@@ -292,7 +293,42 @@ pub fn usage_record(r: guest::UsageRecord) -> UsageRecord {
             guest::UsageSource::Reserved => UsageSource::Reserved,
         }),
         degraded: r.degraded,
+        fallback: r.fallback.map(|f| match f {
+            guest::Fallback::Region => Fallback::Region,
+            guest::Fallback::Model => Fallback::Model,
+        }),
+        safety: SafetyReport {
+            injection_rule: r.safety.injection_rule,
+            redactions: RedactionCounts {
+                emails: r.safety.emails,
+                phones: r.safety.phones,
+                cards: r.safety.cards,
+            },
+        },
         trace_id: r.trace_id,
+        trace: r.trace.map(|t| {
+            Box::new(Trace {
+                span_id: t.span_id,
+                parent_span_id: t.parent_span_id,
+                start_unix_us: t.start_unix_us,
+                request_model: t.request_model,
+                tries: t
+                    .tries
+                    .into_iter()
+                    .map(|t| Try {
+                        span_id: t.span_id,
+                        target: t.target,
+                        model: t.model,
+                        version: t.version,
+                        sent_us: t.sent_us,
+                        first_byte_us: t.first_byte_us,
+                        end_us: t.end_us,
+                        status: t.status,
+                        error: t.error,
+                    })
+                    .collect(),
+            })
+        }),
         latency: Latency {
             gateway_us: r.latency.gateway_us,
             queue_us: r.latency.queue_us,

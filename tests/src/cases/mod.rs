@@ -250,6 +250,10 @@ pub const ALL: &[Case] = &[
         trace_context::a_trace_reaches_the_backend_and_the_record
     ),
     case!(
+        "tracing: a failed-over request's spans reach the OTLP collector, and with it down they are dropped and counted",
+        trace_context::spans_of_a_failed_over_request_reach_the_collector
+    ),
+    case!(
         "credentials: a keyed backend gets its region's secret, which never shows",
         upstream_auth::a_keyed_backend_gets_its_secret_which_never_shows
     ),
