@@ -19,6 +19,10 @@ if ! "$venv/bin/pip" show vllm-router 2>/dev/null | grep -x 'Version: 0.1.17' >/
   ! "$venv/bin/pip" show sglang-router 2>/dev/null | grep -x 'Version: 0.3.2' >/dev/null; then
   "$venv/bin/pip" install --quiet vllm-router==0.1.17 sglang-router==0.3.2
 fi
+# A Prometheus server, for the phase table (Prometheus's own quantiles).
+if ! command -v prometheus >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+fi
 # The same build as scripts/test.sh's (one feature set, no rebuild).
 cargo build --release --all-targets
 scripts/build-edge.sh >/dev/null
@@ -59,6 +63,10 @@ fi
 echo "edgegate benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -m); load generator, backend and gateway share the machine"
 echo
 target/release/edgegate-bench "${args[@]}" --peers "$venv/bin" --worker --extra-rows "$extra"
+echo
+echo "### Where a request's time goes: each phase's p95 and p99 as Prometheus computes them"
+echo
+target/release/edgegate-bench --phases --seconds "$([ "$quick" = 0 ] && echo 10 || echo 2)"
 echo
 echo "### Overload: priority admission at replicas of capacity 8"
 echo

@@ -7,12 +7,15 @@ mod load;
 mod matrix;
 mod overload;
 mod peers;
+mod phases;
 mod proc_stats;
 mod real_model;
+mod soak;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Parser;
+use edgegate_sim::collector::Collector;
 use edgegate_sim::{Backend, BackendConfig};
 use load::Target;
 use serde_json::json;
@@ -80,6 +83,24 @@ struct Args {
     /// Rounds of the A/B (one run of each build a round).
     #[arg(long, default_value_t = 12)]
     ab_rounds: usize,
+    /// Run only an A/B of `--runner` with OTLP off against OTLP on, the
+    /// spans going to a collector that answers each export after this many
+    /// milliseconds (a slow collector).
+    #[arg(long)]
+    ab_otlp_delay_ms: Option<u64>,
+    /// Run only a memory soak of this many minutes: `--runner` under
+    /// closed-loop load at the first `--concurrency`, OTLP on to a collector
+    /// answering after `--ab-otlp-delay-ms` (default 2,000); its RSS every
+    /// 30 s.
+    #[arg(long)]
+    soak_minutes: Option<u64>,
+    /// Run only the phase breakdown: p95/p99 of each phase histogram as a
+    /// real Prometheus server computes them, `--seconds` a scenario.
+    #[arg(long)]
+    phases: bool,
+    /// The Prometheus server binary for `--phases`.
+    #[arg(long, default_value = "prometheus")]
+    prometheus: PathBuf,
 }
 
 fn main() -> Result<()> {
@@ -364,10 +385,32 @@ async fn run(args: Args) -> Result<()> {
     if let Some(seconds) = args.overload {
         return overload(&args, seconds).await;
     }
-    if let Some(old) = &args.ab {
-        let concurrency = args.concurrency.first().copied().unwrap_or(32);
+    let concurrency = args.concurrency.first().copied().unwrap_or(32);
+    if args.phases {
         let seconds = Duration::from_secs(args.seconds);
-        return ab::run(old, &args.runner, args.ab_rounds, concurrency, seconds).await;
+        return phases::run(&args.runner, &args.prometheus, seconds).await;
+    }
+    if let Some(old) = &args.ab {
+        let seconds = Duration::from_secs(args.seconds);
+        let sides = ab::builds(old, &args.runner);
+        return ab::run(sides, args.ab_rounds, concurrency, seconds).await;
+    }
+    if let Some(minutes) = args.soak_minutes {
+        let delay = Duration::from_millis(args.ab_otlp_delay_ms.unwrap_or(2_000));
+        return soak::run(&args.runner, minutes, concurrency, delay).await;
+    }
+    if let Some(delay_ms) = args.ab_otlp_delay_ms {
+        let collector = Collector::start("127.0.0.1:0".parse()?).await?;
+        collector.set_delay(Duration::from_millis(delay_ms));
+        collector.set_counting_only(true);
+        let seconds = Duration::from_secs(args.seconds);
+        let sides = ab::otlp_off_and_on(&args.runner, &collector);
+        ab::run(sides, args.ab_rounds, concurrency, seconds).await?;
+        println!(
+            "\nthe collector (answering after {delay_ms} ms) took {} exports",
+            collector.exports()
+        );
+        return Ok(());
     }
     let seconds = Duration::from_secs(args.seconds);
     let backend = Backend::start(BackendConfig::new("local"), "127.0.0.1:0".parse()?).await?;

@@ -88,6 +88,10 @@ pub struct Exchange {
     forwarded_us: Option<u64>,
     sent_us: u64,
     first_byte_us: Option<u64>,
+    /// The answering attempt's first token, after its send.
+    first_token_us: Option<u64>,
+    /// When a stream's first content came (the host's clock).
+    first_content_at_us: Option<u64>,
     relay: Option<Relay>,
     reserved: Option<Result<ReserveOutcome, GatewayError>>,
     /// The lookup's answer; `None` until it came (or when none was asked).
@@ -128,6 +132,8 @@ impl Exchange {
             forwarded_us: None,
             sent_us: now_us,
             first_byte_us: None,
+            first_token_us: None,
+            first_content_at_us: None,
             relay: None,
             reserved: None,
             cached: None,
@@ -589,6 +595,8 @@ impl Exchange {
 
     /// A whole answer: checked, charged, sent, kept.
     fn answer(&mut self, gateway: &Gateway, body: Vec<u8>, now_us: u64) {
+        // A whole answer: its first token came with it.
+        self.first_token_us = Some(now_us.saturating_sub(self.sent_us));
         let plan = self.plan_ref();
         let kind = plan.response_kind();
         let metered = match response::parse_upstream_body(kind, &body) {
@@ -681,6 +689,8 @@ impl Exchange {
 
     /// The stream's first content: the replica's time to first token.
     fn first_token(&mut self, now_us: u64) {
+        self.first_token_us = Some(now_us.saturating_sub(self.sent_us));
+        self.first_content_at_us = Some(now_us);
         let latency_ms =
             u32::try_from(now_us.saturating_sub(self.sent_us) / 1000).unwrap_or(u32::MAX);
         self.observe(AttemptOutcome::FirstToken { latency_ms });
@@ -812,6 +822,8 @@ impl Exchange {
                 .map_or(total_us, |f| f.saturating_sub(self.started_us)),
             queue_us: self.queue_us,
             upstream_first_byte_us: self.first_byte_us,
+            first_token_us: self.first_token_us,
+            after_first_token_us: self.first_content_at_us.map(|t| now_us.saturating_sub(t)),
             total_us,
         }
     }

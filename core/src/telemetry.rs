@@ -77,7 +77,26 @@ pub struct Latency {
     pub queue_us: u64,
     /// From sending upstream to the first response byte.
     pub upstream_first_byte_us: Option<u64>,
+    /// From sending upstream to the first token the client could be sent:
+    /// a stream's first content, a whole answer's arrival.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_token_us: Option<u64>,
+    /// A stream's time from its first content to its end (the output
+    /// tokens after the first took it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_first_token_us: Option<u64>,
     pub total_us: u64,
+}
+
+impl Latency {
+    /// A request the gateway answered alone: all of it its own work.
+    pub fn gateway_only(total_us: u64) -> Latency {
+        Latency {
+            gateway_us: total_us,
+            total_us,
+            ..Latency::default()
+        }
+    }
 }
 
 /// How a planned request ended, as the host saw it.

@@ -87,12 +87,7 @@ pub fn refused(
     started_us: u64,
 ) -> Response<Body> {
     let total_us = crate::clock::now_us().saturating_sub(started_us);
-    let latency = Latency {
-        gateway_us: total_us,
-        queue_us: 0,
-        upstream_first_byte_us: None,
-        total_us,
-    };
+    let latency = Latency::gateway_only(total_us);
     app.record(&UsageRecord::rejected(request_id, &error, latency));
     let local = LocalResponse::error(&error, request_id);
     response(local.status, local.headers, full(local.body))
@@ -323,12 +318,7 @@ impl Run {
         }
         let error = GatewayError::from(fault);
         let total_us = crate::clock::now_us().saturating_sub(self.started_us);
-        let latency = Latency {
-            gateway_us: total_us,
-            queue_us: 0,
-            upstream_first_byte_us: None,
-            total_us,
-        };
+        let latency = Latency::gateway_only(total_us);
         self.app
             .record(&UsageRecord::rejected(&self.request_id, &error, latency));
         if !self.responded {

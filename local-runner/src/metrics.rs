@@ -32,13 +32,18 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-/// Latency buckets, seconds.
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+/// Latency buckets, seconds: 1, 1.5, 2, 3, 5, 7.5 per decade from 0.25 ms to
+/// 60 s, so a quantile interpolated within one (as Prometheus does) is off
+/// by at most half its value.
+const LATENCY_BUCKETS: [f64; 32] = [
+    0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,
+    0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0,
+    30.0, 60.0,
 ];
 /// Time per output token buckets, seconds.
-const TOKEN_BUCKETS: [f64; 10] = [
-    0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64,
+const TOKEN_BUCKETS: [f64; 16] = [
+    0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15,
+    0.3, 0.6,
 ];
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -380,16 +385,18 @@ impl Metrics {
         self.queue
             .get_or_create(&phase)
             .observe(seconds(l.queue_us));
-        if let Some(first) = l.upstream_first_byte_us {
+        if let Some(first) = l.first_token_us {
             self.first_token
                 .get_or_create(&phase)
                 .observe(seconds(first));
-            // The tokens after the first, over the time after it.
-            let after = l.total_us.saturating_sub(first);
-            if r.output_tokens > 1 && after > 0 {
-                let each = seconds(after) / (r.output_tokens - 1) as f64;
-                self.per_output_token.get_or_create(&phase).observe(each);
-            }
+        }
+        // A stream's tokens after the first, over the time after it.
+        if let Some(after) = l.after_first_token_us
+            && r.output_tokens > 1
+            && after > 0
+        {
+            let each = seconds(after) / (r.output_tokens - 1) as f64;
+            self.per_output_token.get_or_create(&phase).observe(each);
         }
         if let Some(model) = &r.model {
             for (direction, n) in [("input", r.input_tokens), ("output", r.output_tokens)] {

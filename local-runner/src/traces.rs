@@ -69,6 +69,15 @@ impl Traces {
     /// Queues the spans of `record` (none unless its trace is exported);
     /// never waits.
     pub fn record(&self, record: &UsageRecord) {
+        let Some(trace) = &record.trace else {
+            return;
+        };
+        // A full queue drops them without building them.
+        let n = 1 + trace.tries.len();
+        if self.queue.capacity() < n {
+            self.counters.dropped_queue_full.inc_by(n as u64);
+            return;
+        }
         for span in trace::spans(record) {
             if self.queue.try_send(span).is_err() {
                 self.counters.dropped_queue_full.inc();

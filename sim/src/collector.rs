@@ -59,6 +59,10 @@ struct State {
     /// Headers of the last export.
     last_headers: Mutex<Vec<(String, String)>>,
     exports: AtomicU64,
+    /// Spans received (kept or not).
+    received: AtomicU64,
+    /// Only count what comes (a long benchmark's collector).
+    counting_only: AtomicBool,
     refusing: AtomicBool,
     delay_ms: AtomicU64,
 }
@@ -112,6 +116,18 @@ impl Collector {
     /// Export requests answered (refused ones included).
     pub fn exports(&self) -> u64 {
         self.state.exports.load(Ordering::Relaxed)
+    }
+
+    /// Spans received so far, kept or not.
+    pub fn received(&self) -> u64 {
+        self.state.received.load(Ordering::Relaxed)
+    }
+
+    /// Count spans without keeping them, so a long run's memory stays flat.
+    pub fn set_counting_only(&self, counting_only: bool) {
+        self.state
+            .counting_only
+            .store(counting_only, Ordering::Relaxed);
     }
 
     /// The headers of the last export request.
@@ -218,7 +234,13 @@ async fn handle(
         Ok(r) => r,
         Err(e) => return Ok(reply(StatusCode::BAD_REQUEST, e.to_string(), "text/plain")),
     };
-    lock(&state.spans).extend(collected(request));
+    let spans = collected(request);
+    state
+        .received
+        .fetch_add(spans.len() as u64, Ordering::Relaxed);
+    if !state.counting_only.load(Ordering::Relaxed) {
+        lock(&state.spans).extend(spans);
+    }
     // An empty ExportTraceServiceResponse.
     Ok(reply(
         StatusCode::OK,

@@ -790,6 +790,12 @@ fn the_time_to_first_token_is_observed_once_per_answering_attempt() {
     );
     let region = ex.plan().expect("plan").attempts[0].region.clone();
     assert_eq!(first_tokens(&log), [(region.as_str(), 1)]);
+    // The record's: when the whole answer came (2 ms after the send).
+    let l = record(&log).latency;
+    assert_eq!(
+        (l.first_token_us, l.after_first_token_us),
+        (Some(2_000), None)
+    );
     // Streamed: at the first content, not at the head or the role-only
     // frame (each event is 1 ms after the one before); a failed attempt
     // has none.
@@ -811,6 +817,12 @@ fn the_time_to_first_token_is_observed_once_per_answering_attempt() {
     );
     let second = ex.plan().expect("plan").attempts[1].region.clone();
     assert_eq!(first_tokens(&log), [(second.as_str(), 3)]);
+    // The record's: 3 ms after the second send, and 2 ms from it to the end.
+    let l = record(&log).latency;
+    assert_eq!(
+        (l.first_token_us, l.after_first_token_us),
+        (Some(3_000), Some(2_000))
+    );
 }
 
 #[test]

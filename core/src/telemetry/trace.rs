@@ -152,7 +152,7 @@ pub fn spans(record: &UsageRecord) -> Vec<Span> {
     if let Some(fallback) = record.fallback {
         attributes.push(("edgegate.fallback", Value::Str(fallback.label().into())));
     }
-    if let Some(first) = record.latency.upstream_first_byte_us {
+    if let Some(first) = record.latency.first_token_us {
         attributes.push((
             "gen_ai.server.time_to_first_token",
             Value::Float(first as f64 / 1e6),
@@ -187,7 +187,7 @@ pub fn spans(record: &UsageRecord) -> Vec<Span> {
         }
         if let Some(first) = t.first_byte_us {
             attributes.push((
-                "gen_ai.server.time_to_first_token",
+                "edgegate.time_to_first_byte",
                 Value::Float(first.saturating_sub(t.sent_us) as f64 / 1e6),
             ));
         }
@@ -198,6 +198,12 @@ pub fn spans(record: &UsageRecord) -> Vec<Span> {
                 ("gen_ai.usage.input_tokens", int(record.input_tokens)),
                 ("gen_ai.usage.output_tokens", int(record.output_tokens)),
             ]);
+            if let Some(first) = record.latency.first_token_us {
+                attributes.push((
+                    "gen_ai.server.time_to_first_token",
+                    Value::Float(first as f64 / 1e6),
+                ));
+            }
             if let Some(reason) = &record.degraded {
                 attributes.push(("edgegate.degraded", Value::Str(reason.clone())));
             }

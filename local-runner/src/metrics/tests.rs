@@ -11,7 +11,9 @@ fn record(model: &str) -> UsageRecord {
         Latency {
             gateway_us: 300,
             queue_us: 50,
-            upstream_first_byte_us: Some(20_000),
+            upstream_first_byte_us: Some(15_000),
+            first_token_us: Some(20_000),
+            after_first_token_us: Some(100_000),
             total_us: 120_000,
         },
     );
@@ -59,6 +61,13 @@ fn each_phase_is_a_histogram_by_endpoint_model_and_region() {
         let count = format!("{name}_count{{{labels}}} 1");
         assert!(text.contains(&count), "no `{count}`:\n{text}");
     }
+    // The first token's time, not the first byte's.
+    assert!(
+        text.contains(&format!(
+            "edgegate_time_to_first_token_seconds_sum{{{labels}}} 0.02"
+        )),
+        "{text}"
+    );
     // 100 ms after the first token over the 10 tokens after it: 10 ms each.
     assert!(
         text.contains(&format!(

@@ -333,6 +333,8 @@ pub fn usage_record(r: guest::UsageRecord) -> UsageRecord {
             gateway_us: r.latency.gateway_us,
             queue_us: r.latency.queue_us,
             upstream_first_byte_us: r.latency.upstream_first_byte_us,
+            first_token_us: r.latency.first_token_us,
+            after_first_token_us: r.latency.after_first_token_us,
             total_us: r.latency.total_us,
         },
     }
