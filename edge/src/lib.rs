@@ -17,6 +17,7 @@ mod health_cron;
 mod incoming;
 mod kv_store;
 mod object_call;
+mod otlp_proto;
 mod pipeline;
 mod quota_budgets;
 mod quota_ledger;
@@ -24,6 +25,7 @@ mod quota_object;
 mod quota_standing;
 mod region_health;
 mod respond;
+mod traces;
 mod upstream;
 mod usage;
 

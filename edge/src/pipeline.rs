@@ -6,14 +6,14 @@
 //! the exchange: reserve in the tenant's Durable Object → look the answer up
 //! in KV → fetch the attempts → respond, whole or streamed as it arrives →
 //! after the response, in `waitUntil`: settle, store in KV, write the usage
-//! record.
+//! record, export the spans.
 
 use crate::clock::now_ms;
 use crate::gate_object::GateStore;
 use crate::kv_store::EdgeKv;
 use crate::quota_object::QuotaStore;
 use crate::upstream::Upstream;
-use crate::{coalescing, config, incoming, region_health, respond, usage};
+use crate::{coalescing, config, incoming, region_health, respond, traces, usage};
 use edgegate_core::admission::Answer;
 use edgegate_core::auth::{self, ApiKeyRecord};
 use edgegate_core::exchange::{Action, Event, Exchange, ResponseBody, Transport};
@@ -350,6 +350,10 @@ impl Driver {
             }
             Action::Record(record) => {
                 usage::emit(&self.env, &record);
+                let gateway = io.gateway.clone();
+                if let Some(otlp) = &gateway.config().observability.otlp {
+                    traces::export(otlp, &record).await;
+                }
                 return;
             }
             // Carried out where the response is built.

@@ -7,12 +7,27 @@ use worker::{AnalyticsEngineDataPointBuilder, Env, console_log, console_warn};
 
 const BINDING: &str = "USAGE";
 
-/// Data point layout, for queries:
+/// A stream's time after its first token over its tokens after the first.
+fn per_output_token_ms(record: &UsageRecord) -> f64 {
+    match record.latency.after_first_token_us {
+        Some(after) if record.output_tokens > 1 => {
+            after as f64 / 1000.0 / (record.output_tokens - 1) as f64
+        }
+        _ => 0.0,
+    }
+}
+
+/// Data point layout, for queries (the README's Analytics Engine queries):
 /// - index: tenant;
-/// - blobs: tenant, model, version, region, cache (HIT/MISS/BYPASS/OFF),
-///   tier, endpoint, error label, request id;
-/// - doubles: input tokens, output tokens, cost (USD), total latency (ms),
-///   upstream first byte (ms), HTTP status, upstream attempts.
+/// - blobs: 1 tenant, 2 model, 3 version, 4 region, 5 cache
+///   (HIT/MISS/BYPASS/COALESCED/STALE/OFF), 6 tier, 7 endpoint, 8 error
+///   label, 9 request id, 10 degraded reason, 11 fallback (`region`,
+///   `model`), 12 flagged injection rule;
+/// - doubles: 1 input tokens, 2 output tokens, 3 cost (USD), 4 total
+///   latency (ms), 5 upstream first byte (ms), 6 HTTP status, 7 upstream
+///   attempts, 8 the gateway's own work (ms), 9 queue (ms), 10 time to
+///   first token (ms), 11 time per output token after the first (ms, streams),
+///   12 PII redactions.
 pub fn emit(env: &Env, record: &UsageRecord) {
     match serde_json::to_string(record) {
         Ok(line) => console_log!("{line}"),
@@ -38,6 +53,10 @@ pub fn emit(env: &Env, record: &UsageRecord) {
             text(&record.error),
             record.request_id.clone(),
             text(&record.degraded),
+            record
+                .fallback
+                .map_or_else(String::new, |f| f.label().to_owned()),
+            text(&record.safety.injection_rule),
         ])
         .doubles([
             record.input_tokens as f64,
@@ -47,6 +66,11 @@ pub fn emit(env: &Env, record: &UsageRecord) {
             record.latency.upstream_first_byte_us.map_or(0.0, ms),
             f64::from(record.status),
             f64::from(record.attempts),
+            ms(record.latency.gateway_us),
+            ms(record.latency.queue_us),
+            record.latency.first_token_us.map_or(0.0, ms),
+            per_output_token_ms(record),
+            f64::from(record.safety.redactions.total()),
         ])
         .write_to(&dataset);
     if let Err(e) = written {

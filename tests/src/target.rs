@@ -252,9 +252,9 @@ impl Target {
         }
     }
 
-    /// The usage records the runner logged for `request_id`: JSON lines of
-    /// its access log, or of the Worker's console (`[level] ` first).
-    pub fn usage_records(&self, request_id: &str) -> Vec<serde_json::Value> {
+    /// The JSON lines the runner logged: its access log, or the Worker's
+    /// console (`[level] ` first).
+    pub fn logged_json(&self) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         text.lines()
             .filter_map(|line| {
@@ -264,6 +264,13 @@ impl Target {
                 };
                 serde_json::from_str::<serde_json::Value>(json).ok()
             })
+            .collect()
+    }
+
+    /// The usage records the runner logged for `request_id`.
+    pub fn usage_records(&self, request_id: &str) -> Vec<serde_json::Value> {
+        self.logged_json()
+            .into_iter()
             .filter(|r| r["request_id"] == request_id)
             .collect()
     }

@@ -93,14 +93,6 @@ async fn spans_of(
 /// client's, and a client span per attempt under it, the answering one
 /// being the parent its backend was sent; with the GenAI attributes.
 pub async fn spans_of_a_failed_over_request_reach_the_collector(t: &Target) -> Outcome {
-    if t.runner == Runner::Workerd {
-        // The Worker's export is the next slice of the observability issue;
-        // until then it is served with the collector configured.
-        t.chat(keys::ROUTING, &chat_body("untraced on the Worker"))
-            .await?
-            .expect(200)?;
-        return Ok(());
-    }
     // `solo`'s only region refuses once: `chat@v1` answers (a fallback).
     t.backend("solo-east").fail_next(1, 503);
     let solo = json!({"model": "solo", "max_tokens": 8,
@@ -230,8 +222,18 @@ pub async fn spans_of_a_failed_over_request_reach_the_collector(t: &Target) -> O
     Ok(())
 }
 
-/// `edgegate_otlp_spans_total{outcome="dropped_export_failed"}`.
+/// Spans dropped because the collector failed: local-runner's
+/// `edgegate_otlp_spans_total{outcome="dropped_export_failed"}`, the
+/// Worker's `{"otlp_spans_dropped": n, "reason": "export_failed"}` lines.
 async fn dropped(t: &Target) -> Result<f64, String> {
+    if t.runner == Runner::Workerd {
+        return Ok(t
+            .logged_json()
+            .iter()
+            .filter(|l| l["reason"] == "export_failed")
+            .filter_map(|l| l["otlp_spans_dropped"].as_f64())
+            .sum());
+    }
     let metrics = t.metrics().await?;
     let line = metrics
         .lines()
