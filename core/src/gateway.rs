@@ -457,10 +457,12 @@ impl Gateway {
             response_headers.push(("x-edgegate-safety".into(), format!("flagged; rule={rule}")));
         }
 
+        let otlp = config.observability.otlp.as_ref();
         let trace = TraceContext::for_request(
             req.headers.get("traceparent"),
             req.headers.get("tracestate"),
             &ctx.request_id,
+            otlp.map_or(1.0, |o| o.sample_ratio),
         );
         let mut attempts = attempts;
         for (i, attempt) in attempts.iter_mut().enumerate() {
@@ -468,7 +470,7 @@ impl Gateway {
             attempt.traceparent = trace.traceparent(&attempt.span_id);
         }
         Ok(Decision::Forward(Box::new(ForwardPlan {
-            export_trace: config.observability.otlp.is_some() && trace.sampled(),
+            export_trace: otlp.is_some() && trace.sampled(),
             trace_id: trace.trace_id,
             span_id: trace.span_id,
             parent_span_id: trace.parent_id,

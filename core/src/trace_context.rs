@@ -2,7 +2,11 @@
 //! `traceparent` is continued to the backend with the gateway's own span as
 //! the parent (and its `tracestate` passed on unchanged); a request without
 //! a valid one starts a trace whose id is the request id's 128 bits, so a
-//! usage record and a backend's logs meet on one id. The gateway's span id,
+//! usage record and a backend's logs meet on one id. A trace the client
+//! started keeps its sampled flag (parent-based sampling); one the gateway
+//! starts is sampled when its id's rightmost 56 bits fall under the sample
+//! ratio (OpenTelemetry's `TraceIdRatioBased`), and the backend is told
+//! which. The gateway's span id,
 //! and each upstream attempt's (the parent a backend is sent), are derived
 //! from the request id: stable, and the same on every host.
 
@@ -29,11 +33,13 @@ const MAX_TRACESTATE: usize = 512;
 
 impl TraceContext {
     /// The trace of a request with these headers' `traceparent` and
-    /// `tracestate`, and id `request_id`.
+    /// `tracestate`, and id `request_id`; a new trace is sampled at
+    /// `sample_ratio` (0 to 1).
     pub fn for_request(
         traceparent: Option<&str>,
         tracestate: Option<&str>,
         request_id: &str,
+        sample_ratio: f64,
     ) -> TraceContext {
         let span = stable_hash(&["edgegate-span", request_id]);
         let span_id = format!("{:016x}", span.max(1));
@@ -48,13 +54,17 @@ impl TraceContext {
                     .filter(|s| !s.is_empty() && s.len() <= MAX_TRACESTATE && s.is_ascii())
                     .map(str::to_owned),
             },
-            None => TraceContext {
-                trace_id: new_trace_id(request_id),
-                span_id,
-                parent_id: None,
-                flags: 0x01,
-                tracestate: None,
-            },
+            None => {
+                let trace_id = new_trace_id(request_id);
+                let flags = u8::from(ratio_samples(&trace_id, sample_ratio));
+                TraceContext {
+                    trace_id,
+                    span_id,
+                    parent_id: None,
+                    flags,
+                    tracestate: None,
+                }
+            }
         }
     }
 
@@ -77,6 +87,19 @@ impl TraceContext {
     pub fn traceparent(&self, span_id: &str) -> String {
         format!("00-{}-{}-{:02x}", self.trace_id, span_id, self.flags)
     }
+}
+
+/// Whether a new trace with `trace_id` (32 hex digits) is sampled at
+/// `ratio`: its rightmost 56 bits, the random part, under `ratio` × 2⁵⁶.
+fn ratio_samples(trace_id: &str, ratio: f64) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    let low = trace_id
+        .get(18..32)
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or(0);
+    (low as f64) < ratio * (1u64 << 56) as f64
 }
 
 /// The trace id, parent id and flags of a valid version-00 `traceparent`
@@ -133,6 +156,7 @@ mod tests {
             Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
             Some("congo=t61rcWkgMzE"),
             ID,
+            1.0,
         );
         assert_eq!(t.trace_id, "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(t.flags, 1);
@@ -155,6 +179,7 @@ mod tests {
                 Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
                 Some("congo=t61rcWkgMzE"),
                 ID,
+                1.0,
             )
         );
     }
@@ -171,22 +196,46 @@ mod tests {
             Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra"),
             Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b71692033-01"),
         ] {
-            let t = TraceContext::for_request(bad, Some("a=b"), ID);
+            let t = TraceContext::for_request(bad, Some("a=b"), ID, 1.0);
             assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736", "{bad:?}");
             assert_eq!((t.flags, t.tracestate.as_deref()), (1, None), "{bad:?}");
             assert_eq!(t.parent_id, None, "{bad:?}");
         }
         // A later version is read by its first four fields.
         let later = "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-future";
-        let t = TraceContext::for_request(Some(later), None, ID);
+        let t = TraceContext::for_request(Some(later), None, ID, 1.0);
         assert_eq!(
             (t.trace_id.as_str(), t.flags),
             ("0af7651916cd43dd8448eb211c80319c", 0)
         );
         assert!(!t.sampled());
         // An id that is not ours still gets a 128-bit trace id.
-        let t = TraceContext::for_request(None, None, "req-1");
+        let t = TraceContext::for_request(None, None, "req-1", 1.0);
         assert_eq!(t.trace_id.len(), 32);
         assert!(t.trace_id.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn a_new_trace_is_sampled_at_the_ratio_and_a_clients_keeps_its_flag() {
+        let ids: Vec<String> = (0..2000).map(|i| format!("req-{i}")).collect();
+        let sampled = |ratio: f64| {
+            ids.iter()
+                .filter(|id| TraceContext::for_request(None, None, id, ratio).sampled())
+                .count()
+        };
+        assert_eq!(sampled(1.0), 2000);
+        assert_eq!(sampled(0.0), 0);
+        let tenth = sampled(0.1);
+        assert!((150..=250).contains(&tenth), "{tenth} of 2000 at 0.1");
+        // The same request id, the same decision, on every host; the flag
+        // the backend is sent says it.
+        let t = TraceContext::for_request(None, None, ID, 0.0);
+        assert!(!t.sampled());
+        assert!(t.traceparent(&t.attempt_span_id(0)).ends_with("-00"));
+        // A client's trace keeps its own flag, whatever the ratio.
+        let client = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert!(TraceContext::for_request(Some(client), None, ID, 0.0).sampled());
+        let unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+        assert!(!TraceContext::for_request(Some(unsampled), None, ID, 1.0).sampled());
     }
 }

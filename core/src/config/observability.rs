@@ -17,7 +17,7 @@ pub const MAX_METRICS_TENANTS: usize = 100;
 /// The tenant label of every tenant not listed.
 pub const OTHER_TENANTS: &str = "other";
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observability {
     /// Tenants whose requests, tokens and cost have series of their own.
     pub metrics_tenants: BTreeSet<String>,
@@ -26,7 +26,7 @@ pub struct Observability {
 }
 
 /// An OTLP/HTTP (protobuf) trace export.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Otlp {
     /// `otlp_endpoint` + `/v1/traces` (the OTLP/HTTP convention for a
     /// collector's base URL).
@@ -37,6 +37,9 @@ pub struct Otlp {
     pub headers: Vec<(String, Credential)>,
     /// Spans held for export at most; past it they are dropped and counted.
     pub queue_spans: usize,
+    /// The share of the traces the gateway starts that are sampled (a
+    /// client's trace keeps its own flag): 0 to 1.
+    pub sample_ratio: f64,
 }
 
 impl Observability {
@@ -60,6 +63,7 @@ pub(super) fn validate(raw: Option<&RawObservability>, lookup: &Lookup) -> Resul
             for (field, set) in [
                 ("otlp_headers_secret", raw.otlp_headers_secret.is_some()),
                 ("otlp_queue_spans", raw.otlp_queue_spans.is_some()),
+                ("otlp_sample_ratio", raw.otlp_sample_ratio.is_some()),
             ] {
                 if set {
                     return Err(ConfigError::new(
@@ -119,10 +123,18 @@ fn validate_otlp(raw: &RawObservability, endpoint: &str, lookup: &Lookup) -> Res
             ));
         }
     };
+    let sample_ratio = raw.otlp_sample_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        return Err(ConfigError::new(
+            "observability.otlp_sample_ratio",
+            "must be 0 to 1",
+        ));
+    }
     Ok(Otlp {
         traces_url: format!("{base}/v1/traces"),
         headers,
         queue_spans,
+        sample_ratio,
     })
 }
 
@@ -160,6 +172,7 @@ mod tests {
             otlp_endpoint: None,
             otlp_headers_secret: None,
             otlp_queue_spans: None,
+            otlp_sample_ratio: None,
         }
     }
 
@@ -204,6 +217,20 @@ mod tests {
             "observability.otlp_headers_secret"
         );
         r.otlp_headers_secret = None;
+        r.otlp_sample_ratio = Some(1.5);
+        assert_eq!(
+            validate(Some(&r)).expect_err("ratio").path,
+            "observability.otlp_sample_ratio"
+        );
+        r.otlp_sample_ratio = Some(0.25);
+        assert_eq!(
+            validate(Some(&r))
+                .expect("valid")
+                .otlp
+                .expect("otlp")
+                .sample_ratio,
+            0.25
+        );
         r.otlp_queue_spans = Some(0);
         assert_eq!(
             validate(Some(&r)).expect_err("zero").path,

@@ -48,6 +48,7 @@ pub struct RawObservability {
     /// The secret holding the export's headers (`name=value,...`).
     pub otlp_headers_secret: Option<String>,
     pub otlp_queue_spans: Option<u64>,
+    pub otlp_sample_ratio: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
