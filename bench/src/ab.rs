@@ -42,8 +42,9 @@ pub fn builds(old: &Path, new: &Path) -> [Side; 2] {
 }
 
 /// One build, OTLP off and on: spans exported to `collector` (a collector
-/// started in this process, made slow by the caller).
-pub fn otlp_off_and_on(runner: &Path, collector: &Collector) -> [Side; 2] {
+/// started in this process, made slow by the caller), `sample_ratio` of
+/// the traces.
+pub fn otlp_off_and_on(runner: &Path, collector: &Collector, sample_ratio: f64) -> [Side; 2] {
     let endpoint = collector.base_url();
     [
         Side {
@@ -56,7 +57,8 @@ pub fn otlp_off_and_on(runner: &Path, collector: &Collector) -> [Side; 2] {
             binary: runner.to_owned(),
             config: Box::new(move |backend| {
                 let mut config = gateway_config(backend);
-                config["observability"] = json!({"otlp_endpoint": endpoint});
+                config["observability"] =
+                    json!({"otlp_endpoint": endpoint, "otlp_sample_ratio": sample_ratio});
                 config
             }),
         },

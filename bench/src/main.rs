@@ -88,6 +88,10 @@ struct Args {
     /// milliseconds (a slow collector).
     #[arg(long)]
     ab_otlp_delay_ms: Option<u64>,
+    /// With `--ab-otlp-delay-ms`: the OTLP side samples this share of the
+    /// traces (`observability.otlp_sample_ratio`).
+    #[arg(long, default_value_t = 1.0)]
+    ab_otlp_sample_ratio: f64,
     /// Run only a memory soak of this many minutes: `--runner` under
     /// closed-loop load at the first `--concurrency`, OTLP on to a collector
     /// answering after `--ab-otlp-delay-ms` (default 2,000); its RSS every
@@ -404,7 +408,7 @@ async fn run(args: Args) -> Result<()> {
         collector.set_delay(Duration::from_millis(delay_ms));
         collector.set_counting_only(true);
         let seconds = Duration::from_secs(args.seconds);
-        let sides = ab::otlp_off_and_on(&args.runner, &collector);
+        let sides = ab::otlp_off_and_on(&args.runner, &collector, args.ab_otlp_sample_ratio);
         ab::run(sides, args.ab_rounds, concurrency, seconds).await?;
         println!(
             "\nthe collector (answering after {delay_ms} ms) took {} exports",

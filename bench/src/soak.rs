@@ -37,7 +37,7 @@ pub async fn run(runner: &Path, minutes: u64, concurrency: usize, delay: Duratio
     let collector = Collector::start("127.0.0.1:0".parse()?).await?;
     collector.set_delay(delay);
     collector.set_counting_only(true);
-    let [_, on] = otlp_off_and_on(runner, &collector);
+    let [_, on] = otlp_off_and_on(runner, &collector, 1.0);
     let gateway = start_runner(&on.binary, (on.config)(&backend.base_url()))
         .context("the runner, OTLP on")?;
     let pid = gateway.child.id();
