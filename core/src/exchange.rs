@@ -24,6 +24,7 @@ mod protocol;
 mod stream;
 #[cfg(test)]
 mod tests;
+mod tracing;
 
 use crate::cache::CacheDecision;
 use crate::config::Credential;
@@ -35,7 +36,7 @@ use crate::health::AttemptFailure;
 use crate::ledger::LedgerEntry;
 use crate::quota::{Amounts, ReserveOutcome, rate_limit_headers};
 use crate::response::{self, Metered};
-use crate::telemetry::{CacheStatus, Latency, PlanOutcome, Trace, Try, UsageRecord};
+use crate::telemetry::{CacheStatus, Latency, PlanOutcome, Try, UsageRecord};
 use gating::Scan;
 pub use protocol::*;
 use std::collections::VecDeque;
@@ -490,36 +491,6 @@ impl Exchange {
         });
     }
 
-    /// The attempt just sent, for the trace.
-    fn note_sent(&mut self, now_us: u64) {
-        let plan = self.plan_ref();
-        let Some(a) = plan
-            .attempts
-            .get(self.attempt)
-            .filter(|_| plan.export_trace)
-        else {
-            return;
-        };
-        let sent = Try {
-            span_id: a.span_id.clone(),
-            target: a.region.clone(),
-            model: a.model.clone(),
-            version: a.version.clone(),
-            sent_us: now_us.saturating_sub(self.started_us),
-            ..Try::default()
-        };
-        self.tries.push(sent);
-    }
-
-    /// The attempt in flight ended (`error`: how it failed), for the trace.
-    fn note_ended(&mut self, error: Option<&GatewayError>, now_us: u64) {
-        let end_us = now_us.saturating_sub(self.started_us);
-        if let Some(t) = self.tries.last_mut().filter(|t| t.end_us == 0) {
-            t.end_us = end_us.max(1);
-            t.error = error.map(|e| e.metric_label().to_owned());
-        }
-    }
-
     fn total_deadline_us(&self) -> u64 {
         let total_ms = self.plan_ref().timeouts.total_ms;
         self.started_us
@@ -850,16 +821,7 @@ impl Exchange {
             record.degraded = Some(reason.to_owned());
         }
         self.note_ended(error, now_us);
-        let plan = self.plan_ref();
-        if plan.export_trace {
-            record.trace = Some(Box::new(Trace {
-                span_id: plan.span_id.clone(),
-                parent_span_id: plan.parent_span_id.clone(),
-                start_unix_us: plan.now_ms.saturating_mul(1000),
-                request_model: plan.model.clone(),
-                tries: std::mem::take(&mut self.tries),
-            }));
-        }
+        record.trace = self.trace();
         match self.closing.take() {
             Some(Closing::Settle(actual)) => {
                 let ledger = LedgerEntry::of(self.plan_ref(), &record, actual.cost_micros);
