@@ -175,6 +175,29 @@ pub struct UsageRecord {
 }
 
 impl UsageRecord {
+    /// What prompt screening did, as (action, kind, count) with count > 0:
+    /// `blocked`/`flagged` `prompt_injection`, `redacted` `email`/`phone`/`card`.
+    pub fn safety_triggers(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> {
+        let blocked = self.error.as_deref() == Some(GatewayError::CONTENT_BLOCKED);
+        let flagged = self.safety.injection_rule.is_some();
+        let r = &self.safety.redactions;
+        [
+            ("blocked", "prompt_injection", u64::from(blocked)),
+            ("flagged", "prompt_injection", u64::from(flagged)),
+            ("redacted", "email", r.emails.into()),
+            ("redacted", "phone", r.phones.into()),
+            ("redacted", "card", r.cards.into()),
+        ]
+        .into_iter()
+        .filter(|(_, _, n)| *n > 0)
+    }
+
+    /// A stream's time per output token after the first, in seconds.
+    pub fn time_per_output_token_s(&self) -> Option<f64> {
+        let after = self.latency.after_first_token_us.filter(|us| *us > 0)?;
+        (self.output_tokens > 1).then(|| after as f64 / 1e6 / (self.output_tokens - 1) as f64)
+    }
+
     /// A request refused before a plan existed (auth, validation, ...).
     pub fn rejected(request_id: &str, err: &GatewayError, latency: Latency) -> Self {
         UsageRecord {

@@ -116,15 +116,8 @@ pub fn key_value(key: &str, value: any_value::Value) -> KeyValue {
 }
 
 /// 16 or 8 bytes from lowercase hex (empty when not hex).
-fn bytes(hex: &str) -> Vec<u8> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|b| u8::from_str_radix(b, 16).ok())
-        })
-        .collect::<Option<Vec<u8>>>()
-        .unwrap_or_default()
+fn bytes(id: &str) -> Vec<u8> {
+    hex::decode(id).unwrap_or_default()
 }
 
 const FLAG_SAMPLED: u32 = 0x01;

@@ -52,7 +52,7 @@ pub async fn export(otlp: &Otlp, record: &UsageRecord) {
     let Some(t) = &record.trace else {
         return;
     };
-    let n = 1 + t.tries.len();
+    let n = t.span_count();
     let flusher = QUEUE.with(|q| {
         let mut q = q.borrow_mut();
         if q.spans.len() + n > otlp.queue_spans {

@@ -7,16 +7,6 @@ use worker::{AnalyticsEngineDataPointBuilder, Env, console_log, console_warn};
 
 const BINDING: &str = "USAGE";
 
-/// A stream's time after its first token over its tokens after the first.
-fn per_output_token_ms(record: &UsageRecord) -> f64 {
-    match record.latency.after_first_token_us {
-        Some(after) if record.output_tokens > 1 => {
-            after as f64 / 1000.0 / (record.output_tokens - 1) as f64
-        }
-        _ => 0.0,
-    }
-}
-
 /// Data point layout, for queries (the README's Analytics Engine queries):
 /// - index: tenant;
 /// - blobs: 1 tenant, 2 model, 3 version, 4 region, 5 cache
@@ -69,7 +59,7 @@ pub fn emit(env: &Env, record: &UsageRecord) {
             ms(record.latency.gateway_us),
             ms(record.latency.queue_us),
             record.latency.first_token_us.map_or(0.0, ms),
-            per_output_token_ms(record),
+            record.time_per_output_token_s().map_or(0.0, |s| s * 1e3),
             f64::from(record.safety.redactions.total()),
         ])
         .write_to(&dataset);

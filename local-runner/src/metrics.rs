@@ -23,7 +23,6 @@ pub use live::Live;
 use label::Text;
 
 use edgegate_core::config::observability::Observability;
-use edgegate_core::error::GatewayError;
 use edgegate_core::telemetry::{CacheStatus, UsageRecord};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -390,12 +389,7 @@ impl Metrics {
                 .get_or_create(&phase)
                 .observe(seconds(first));
         }
-        // A stream's tokens after the first, over the time after it.
-        if let Some(after) = l.after_first_token_us
-            && r.output_tokens > 1
-            && after > 0
-        {
-            let each = seconds(after) / (r.output_tokens - 1) as f64;
+        if let Some(each) = r.time_per_output_token_s() {
             self.per_output_token.get_or_create(&phase).observe(each);
         }
         if let Some(model) = &r.model {
@@ -429,24 +423,14 @@ impl Metrics {
     }
 
     fn record_safety(&self, r: &UsageRecord) {
-        let trigger = |action: &str, kind: &str, n: u64| {
-            if n > 0 {
-                self.safety
-                    .get_or_create(&SafetyTrigger {
-                        action: action.into(),
-                        kind: kind.into(),
-                    })
-                    .inc_by(n);
-            }
-        };
-        let blocked = r.error.as_deref() == Some(GatewayError::CONTENT_BLOCKED);
-        trigger("blocked", "prompt_injection", u64::from(blocked));
-        let flagged = r.safety.injection_rule.is_some();
-        trigger("flagged", "prompt_injection", u64::from(flagged));
-        let redacted = &r.safety.redactions;
-        trigger("redacted", "email", redacted.emails.into());
-        trigger("redacted", "phone", redacted.phones.into());
-        trigger("redacted", "card", redacted.cards.into());
+        for (action, kind, n) in r.safety_triggers() {
+            self.safety
+                .get_or_create(&SafetyTrigger {
+                    action: action.into(),
+                    kind: kind.into(),
+                })
+                .inc_by(n);
+        }
     }
 
     pub fn upstream_failure(&self, region: &str, kind: &str) {

@@ -73,7 +73,7 @@ impl Traces {
             return;
         };
         // A full queue drops them without building them.
-        let n = 1 + trace.tries.len();
+        let n = trace.span_count();
         if self.queue.capacity() < n {
             self.counters.dropped_queue_full.inc_by(n as u64);
             return;

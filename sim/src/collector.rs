@@ -267,10 +267,10 @@ fn collected(request: ExportTraceServiceRequest) -> Vec<CollectedSpan> {
                     .filter_map(|kv| Some((kv.key, value(kv.value?.value?)?)))
                     .collect();
                 out.push(CollectedSpan {
-                    trace_id: hex(&span.trace_id),
-                    span_id: hex(&span.span_id),
+                    trace_id: hex::encode(&span.trace_id),
+                    span_id: hex::encode(&span.span_id),
                     parent_span_id: (!span.parent_span_id.is_empty())
-                        .then(|| hex(&span.parent_span_id)),
+                        .then(|| hex::encode(&span.parent_span_id)),
                     name: span.name,
                     kind: span.kind,
                     status_code: span.status.map_or(0, |s| s.code),
@@ -293,8 +293,4 @@ fn value(v: any_value::Value) -> Option<Value> {
         any_value::Value::BoolValue(b) => Some(Value::from(b)),
         _ => None,
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -82,6 +82,13 @@ pub struct Span {
     pub attributes: Vec<(&'static str, Value)>,
 }
 
+impl Trace {
+    /// How many spans it makes: the server span and one per attempt.
+    pub fn span_count(&self) -> usize {
+        1 + self.tries.len()
+    }
+}
+
 /// `gen_ai.operation.name` for an endpoint label.
 fn operation(endpoint: Option<&str>) -> &'static str {
     match endpoint {

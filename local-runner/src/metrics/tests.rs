@@ -1,4 +1,5 @@
 use super::*;
+use edgegate_core::error::GatewayError;
 use edgegate_core::telemetry::Latency;
 
 #[path = "../../tests/support/prometheus.rs"]
