@@ -38,11 +38,30 @@ if ! cmp -s edge/package-lock.json edge/node_modules/.edgegate-installed-lock.js
 fi
 
 # The official openai Node SDK, for the suite's Node session
-# (tests/sdk/session.mjs), whenever tests/sdk/package-lock.json changed.
+# (tests/sdk/session.mjs), and puppeteer-core, which drives Chromium through
+# the dashboard (tests/sdk/dashboard.mjs), whenever tests/sdk/package-lock.json
+# changed.
 if ! cmp -s tests/sdk/package-lock.json tests/sdk/node_modules/.edgegate-installed-lock.json; then
-  log "installing the openai Node SDK (tests/sdk/)"
+  log "installing the openai Node SDK and puppeteer-core (tests/sdk/)"
   (cd tests/sdk && npm install --no-audit --no-fund)
   cp tests/sdk/package-lock.json tests/sdk/node_modules/.edgegate-installed-lock.json
+fi
+
+# The dashboard's sources' tools (dashboard/): esbuild, which bundles the
+# page, and uPlot, its charts (scripts/build-dashboard.sh).
+if ! cmp -s dashboard/package-lock.json dashboard/node_modules/.edgegate-installed-lock.json; then
+  log "installing the dashboard's npm packages (dashboard/)"
+  (cd dashboard && npm install --no-audit --no-fund)
+  cp dashboard/package-lock.json dashboard/node_modules/.edgegate-installed-lock.json
+fi
+
+# A real browser for the dashboard's test (tests/sdk/dashboard.mjs drives it
+# with puppeteer-core): Debian's Chromium, which the machine keeps.
+if ! command -v chromium >/dev/null; then
+  log "installing Debian's chromium (apt)"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi
 
 # The official openai Python SDK, for the conformance suite's real-client

@@ -10,6 +10,9 @@ scripts/setup.sh
 step "format"
 cargo fmt --all -- --check
 
+step "the dashboard's committed bundle is what its sources build to"
+scripts/build-dashboard.sh --check
+
 step "clippy"
 # Default members: the Worker (edge/) builds only for wasm32, below.
 cargo clippy --all-targets --release -- -D warnings

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod balance;
 pub mod cache;
 pub mod config;
+pub mod dashboard;
 pub mod directory;
 pub mod error;
 pub mod exchange;

@@ -45,7 +45,34 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         };
         return Ok(admin::handle(req, &env, &request_id).await);
     }
+    if edgegate_core::dashboard::is_dashboard_path(&path) {
+        return Ok(dashboard(&req, &env));
+    }
     Ok(pipeline::handle(req, env, ctx).await)
+}
+
+/// The dashboard's page or one of its assets, as the core serves them.
+fn dashboard(req: &Request, env: &Env) -> Response {
+    let answer = incoming::request_id().and_then(|request_id| {
+        let gateway = config::gateway(env)?;
+        let headers = incoming::headers(req);
+        let method = req.inner().method();
+        Ok(edgegate_core::dashboard::serve(
+            gateway.config(),
+            &method,
+            &req.path(),
+            &headers,
+            &request_id,
+        ))
+    });
+    match answer {
+        Ok(local) => respond::fixed(
+            local.status,
+            respond::headers(&local.headers),
+            local.body.into_bytes(),
+        ),
+        Err(e) => respond::error(&e, ""),
+    }
 }
 
 #[event(scheduled)]

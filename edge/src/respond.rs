@@ -18,11 +18,16 @@ pub fn headers<'a>(pairs: impl IntoIterator<Item = &'a (String, String)>) -> Hea
     headers
 }
 
+/// A whole response; a 204 or 304 without a body (the runtime refuses one).
 pub fn fixed(status: u16, headers: Headers, body: Vec<u8>) -> Response {
-    ResponseBuilder::new()
+    let builder = ResponseBuilder::new()
         .with_status(status)
-        .with_headers(headers)
-        .fixed(body)
+        .with_headers(headers);
+    if matches!(status, 204 | 304) {
+        builder.empty()
+    } else {
+        builder.fixed(body)
+    }
 }
 
 /// The OpenAI-shaped error, for the rare failure before an exchange exists.

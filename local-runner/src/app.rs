@@ -1,7 +1,8 @@
 //! The HTTP front: reads the request (never more than the core would
 //! accept), gathers what the host knows (clock, request id, client address,
 //! region health) and hands both to [`crate::exchange`], where the sandboxed
-//! core admits and serves it. Also `/healthz` and `/metrics`.
+//! core admits and serves it. Also `/healthz`, `/metrics` and the
+//! dashboard's page and assets (`/dashboard`, served as the core says).
 
 use crate::coalescing::Coalescing;
 use crate::directory::Directory;
@@ -107,16 +108,20 @@ fn plain(content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
     )
 }
 
+/// The request's headers whose values are text, as the core reads them.
+fn request_headers(headers: &hyper::HeaderMap) -> Headers {
+    Headers::new(
+        headers
+            .iter()
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v.to_owned()))),
+    )
+}
+
 /// An admin API request, its body read up to one byte past the admin
 /// API's limit (enough for the core to answer 413).
 async fn admin_request(app: &App, req: Request<Incoming>, request_id: &str) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let headers = Headers::new(
-        parts
-            .headers
-            .iter()
-            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v.to_owned()))),
-    );
+    let headers = request_headers(&parts.headers);
     let limit = edgegate_core::admin::MAX_BODY_BYTES + 1;
     let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes().to_vec(),
@@ -172,6 +177,16 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
     if edgegate_core::admin::is_admin_path(path) || path == edgegate_core::admin::OWN_USAGE_PATH {
         return admin_request(&app, req, &request_id).await;
     }
+    if edgegate_core::dashboard::is_dashboard_path(path) {
+        let local = edgegate_core::dashboard::serve(
+            &app.config,
+            req.method().as_str(),
+            path,
+            &request_headers(req.headers()),
+            &request_id,
+        );
+        return response(local.status, local.headers, full(local.body));
+    }
     let (parts, body) = req.into_parts();
     // One byte past the limit is enough for the core to answer 413.
     let body = match Limited::new(body, app.max_body_bytes + 1).collect().await {
@@ -188,12 +203,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
             return crate::exchange::refused(&app, &request_id, err, started_us);
         }
     };
-    let headers = Headers::new(
-        parts
-            .headers
-            .iter()
-            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v.to_owned()))),
-    );
+    let headers = request_headers(&parts.headers);
     let ctx = RequestContext {
         now_ms: crate::clock::now_ms(),
         request_id,

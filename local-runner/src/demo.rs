@@ -11,8 +11,13 @@ use std::path::PathBuf;
 /// Per-region simulated latency: (first byte, per token) in ms, by position.
 const PACING: [(u64, u64); 4] = [(20, 15), (35, 18), (60, 25), (45, 20)];
 
+/// The secret the demo's admin API key is read from, when the config turns
+/// the admin API on for itself.
+const ADMIN_SECRET: &str = "EDGEGATE_ADMIN_KEY";
+
 pub async fn run(config: PathBuf, listen: SocketAddr) -> Result<()> {
-    let settings = Settings::load(&config, None)?;
+    let mut settings = Settings::load(&config, None)?;
+    let admin_key = turn_on_admin(&mut settings);
     let regions = settings
         .gateway
         .get("regions")
@@ -49,7 +54,7 @@ pub async fn run(config: PathBuf, listen: SocketAddr) -> Result<()> {
         backends.push(backend);
     }
     let state_dir = std::env::temp_dir().join(format!("edgegate-demo-{}", std::process::id()));
-    print_examples(listen);
+    print_examples(listen, admin_key.as_deref());
     let args = ServeArgs {
         config: ConfigArgs { config, env: None },
         listen,
@@ -70,8 +75,34 @@ pub async fn run(config: PathBuf, listen: SocketAddr) -> Result<()> {
     result
 }
 
-fn print_examples(listen: SocketAddr) {
+/// Turns the admin API (and so the dashboard) on when the config leaves it
+/// off: its key is `$EDGEGATE_ADMIN_KEY`, or one made for this run. Returns
+/// the key to show, if the demo chose it.
+fn turn_on_admin(settings: &mut Settings) -> Option<String> {
+    let gateway = settings.gateway.as_object_mut()?;
+    if gateway.contains_key("admin") {
+        return None;
+    }
+    gateway.insert(
+        "admin".into(),
+        serde_json::json!({"api_key_secret": ADMIN_SECRET}),
+    );
+    let key = std::env::var(ADMIN_SECRET).unwrap_or_else(|_| {
+        let [a, b] = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()];
+        format!("eg-demo-admin-{}{}", a.simple(), b.simple())
+    });
+    settings.secrets.insert(ADMIN_SECRET.into(), key.clone());
+    Some(key)
+}
+
+fn print_examples(listen: SocketAddr, admin_key: Option<&str>) {
     let base = format!("http://{listen}");
+    if let Some(key) = admin_key {
+        eprintln!(
+            "\nedgegate demo: the dashboard is at {base}/dashboard — sign in with the admin key {key}\n\
+             (also for the admin API: export EDGEGATE_ADMIN_KEY={key}; target/release/local-runner admin usage)"
+        );
+    }
     eprintln!(
         r#"
 edgegate demo — tenants: sk-demo-acme (pro), sk-demo-eu (pro, EU only), sk-demo-free (free)

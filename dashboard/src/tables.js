@@ -1,0 +1,91 @@
+// The page's tables, filled with text nodes only (names and ids come from
+// API callers and are never parsed as HTML).
+
+import { count, usd, when } from "./format.js";
+
+function cell(text, className) {
+  const td = document.createElement("td");
+  td.textContent = text ?? "";
+  if (className) td.className = className;
+  return td;
+}
+
+function fill(id, rows) {
+  const body = document.querySelector(`#${id} tbody`);
+  body.replaceChildren(
+    ...rows.map(({ cells, testid }) => {
+      const tr = document.createElement("tr");
+      if (testid) tr.dataset.testid = testid;
+      tr.append(...cells);
+      return tr;
+    }),
+  );
+}
+
+/** A key's standing now: revoked, expired, rotated (its old secret in grace) or active. */
+export function keyStatus(key, nowSeconds) {
+  if (key.revoked_at != null) return "revoked";
+  if (key.expires_at != null && key.expires_at <= nowSeconds) return "expired";
+  return "active";
+}
+
+export function usage(rows) {
+  const sorted = [...rows].sort((a, b) => b.cost_micros - a.cost_micros || b.requests - a.requests);
+  fill(
+    "usage-table",
+    sorted.map((r) => ({
+      cells: [
+        cell(r.tenant),
+        cell(r.key ?? "(token)"),
+        cell(r.model),
+        cell(r.version ?? "(cache)"),
+        cell(count(r.requests), "n"),
+        cell(count(r.input_tokens), "n"),
+        cell(count(r.output_tokens), "n"),
+        cell(usd(r.cost_usd), "n"),
+        cell(count(r.errors), "n"),
+        cell(count(r.cache_hits), "n"),
+        cell(count(r.degraded), "n"),
+      ],
+    })),
+  );
+}
+
+export function keys(list, nowSeconds) {
+  fill(
+    "keys-table",
+    list.map((k) => {
+      const status = keyStatus(k, nowSeconds);
+      return {
+        testid: `key-${k.id}`,
+        cells: [
+          cell(k.id),
+          cell(k.tenant),
+          cell(k.name),
+          cell(k.prefix),
+          cell(status, `status ${status}`),
+          cell(when(k.last_used_at)),
+          cell(when(k.expires_at, "")),
+          cell(k.source),
+        ],
+      };
+    }),
+  );
+}
+
+export function tenants(list) {
+  fill(
+    "tenants-table",
+    list.map((t) => ({
+      testid: `tenant-${t.id}`,
+      cells: [
+        cell(t.id),
+        cell(t.tier),
+        cell(Array.isArray(t.models) ? t.models.join(", ") : t.models),
+        cell(t.residency ?? "any"),
+        cell(t.disabled ? "disabled" : "active", t.disabled ? "status revoked" : "status active"),
+        cell(t.source),
+      ],
+    })),
+  );
+}
