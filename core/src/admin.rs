@@ -16,7 +16,9 @@ use crate::config::Config;
 use crate::directory::ops::{self, DirectoryOp};
 use crate::error::GatewayError;
 use crate::gateway::LocalResponse;
-use crate::ledger::{Day, LedgerEntry, UsageFormat, UsageQuery, UsageReport};
+use crate::ledger::{
+    Day, LatencyQuery, LatencyReport, LatencyRow, LedgerEntry, UsageFormat, UsageQuery, UsageReport,
+};
 use crate::quota::QuotaKey;
 use crate::quota::remaining::{Peeked, QuotaPeek};
 use crate::request::Headers;
@@ -64,6 +66,9 @@ pub enum AdminRequest {
         format: UsageFormat,
         peeks: Vec<QuotaPeek>,
     },
+    /// `GET /admin/v1/latency`: latency percentiles per phase, and per
+    /// hour, from the latency counts beside the ledger.
+    Latency { query: LatencyQuery },
     /// A tenant or key operation.
     Directory(DirectoryOp),
 }
@@ -138,6 +143,12 @@ pub fn parse(config: &Config, call: &AdminCall<'_>) -> Result<AdminRequest, Gate
             query: UsageQuery::parse(query, today)?,
             format: UsageFormat::from_accept(headers.get("accept")),
             peeks: Vec::new(),
+        });
+    }
+    if route == "/admin/v1/latency" {
+        only_get()?;
+        return Ok(AdminRequest::Latency {
+            query: LatencyQuery::parse(query, today)?,
         });
     }
     if let Some(op) = ops::parse(method, route, query, body) {
@@ -230,13 +241,31 @@ pub fn usage_response(
     })
 }
 
-/// The quota stores a usage query reads on a host that keeps the ledger
-/// with each quota key (the Worker's quota objects): each shard of the
-/// query's tenant, or of every tenant the config lists or `registered`
-/// names (tenants known to have rows).
-pub fn usage_stores(config: &Config, query: &UsageQuery, registered: &[String]) -> Vec<QuotaKey> {
-    let mut tenants: Vec<&str> = match &query.tenant {
-        Some(t) => vec![t.as_str()],
+/// The answer to a latency report: the counts the host read for it
+/// (summed per hour, phase and bucket, in any order and repeated across
+/// stores) as [`LatencyReport`]'s JSON.
+pub fn latency_response(
+    query: LatencyQuery,
+    rows: Vec<LatencyRow>,
+    request_id: &str,
+) -> LocalResponse {
+    let body = LatencyReport::build(query, rows)
+        .to_json_value()
+        .to_string();
+    let mut response = LocalResponse::json(200, body, request_id);
+    response
+        .headers
+        .push(("cache-control".into(), "no-store".into()));
+    response
+}
+
+/// The quota stores a usage or latency report reads on a host that keeps
+/// the ledger with each quota key (the Worker's quota objects): each shard
+/// of the report's `tenant`, or of every tenant the config lists or
+/// `registered` names (tenants known to have rows).
+pub fn usage_stores(config: &Config, tenant: Option<&str>, registered: &[String]) -> Vec<QuotaKey> {
+    let mut tenants: Vec<&str> = match tenant {
+        Some(t) => vec![t],
         None => config
             .tenants
             .iter()

@@ -10,10 +10,12 @@
 //! query's tenant, key and days.
 
 mod day;
+pub mod latency;
 mod query;
 pub mod sql;
 
 pub use day::{Day, DayParseError};
+pub use latency::{LatencyQuery, LatencyReport, LatencyRow, LatencySample};
 pub use query::{GroupBy, UsageFormat, UsageQuery, UsageReport, UsageRow};
 
 use crate::gateway::ForwardPlan;
@@ -107,11 +109,14 @@ impl LedgerCounts {
     }
 }
 
-/// One request's contribution to the ledger.
+/// One request's contribution to the ledger, and its latency by phase
+/// (counted beside it, [`latency`]; `None` for a row read back).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {
     pub key: LedgerKey,
     pub counts: LedgerCounts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencySample>,
 }
 
 impl LedgerEntry {
@@ -141,6 +146,7 @@ impl LedgerEntry {
                 degraded: u64::from(record.degraded.is_some()),
                 last_ms: plan.now_ms,
             },
+            latency: Some(LatencySample::of(record, plan.now_ms)),
         }
     }
 }
@@ -163,6 +169,7 @@ impl LedgerEntry {
         LedgerEntry {
             key: LedgerKey::from_stored(key),
             counts: LedgerCounts::from_columns(counts),
+            latency: None,
         }
     }
 }

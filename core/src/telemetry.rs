@@ -11,6 +11,22 @@ use serde::{Deserialize, Serialize};
 pub mod trace;
 pub use trace::{Trace, Try};
 
+/// Latency histogram buckets, seconds (upper bounds): 1, 1.5, 2, 3, 5, 7.5
+/// per decade from 0.25 ms to 60 s, so a quantile interpolated within one
+/// (as Prometheus does) is off by at most half its value. `/metrics` and
+/// the latency ledger ([`crate::ledger::latency`]) count in the same ones.
+pub const LATENCY_BUCKETS_S: [f64; 32] = [
+    0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,
+    0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0,
+    30.0, 60.0,
+];
+
+/// Time per output token buckets, seconds.
+pub const TOKEN_BUCKETS_S: [f64; 16] = [
+    0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15,
+    0.3, 0.6,
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CacheStatus {

@@ -1,10 +1,11 @@
 // edgegate's dashboard: signs in with the admin key, then shows what the
 // admin API says — the usage ledger's spend, tokens and rates over a range
-// of UTC days, per tenant, key and model, and the tenants and keys.
+// of UTC days, per tenant, key and model; latency percentiles per phase and
+// the request rate per hour; and the tenants and keys.
 
 import "./app.css";
 import * as api from "./api.js";
-import { draw } from "./charts.js";
+import { draw, largest } from "./charts.js";
 import { count, daysBetween, isoDay, share, usd } from "./format.js";
 import * as tables from "./tables.js";
 
@@ -30,16 +31,41 @@ function setTotals(total) {
   out("degraded-rate", share(total.degraded, requests));
 }
 
-/** Rows of a report grouped by `day` and `by` as label → day → measure. */
+const unixDay = (day) => Date.parse(`${day}T00:00:00Z`) / 1000;
+
+/** Rows of a report grouped by `day` and `by` as label → day (Unix s) → measure. */
 function byGroup(rows, by, measure) {
   const groups = new Map();
   for (const row of rows) {
     const label = by === "model" ? row.model : row[by] ?? "(token)";
     const byDay = groups.get(label) ?? new Map();
-    byDay.set(row.day, (byDay.get(row.day) ?? 0) + measure(row));
+    const x = unixDay(row.day);
+    byDay.set(x, (byDay.get(x) ?? 0) + measure(row));
     groups.set(label, byDay);
   }
-  return groups;
+  return largest(groups);
+}
+
+/** The latency report's range: at most the 31 days the stores keep, ending at `to`. */
+function latencyFrom(from, to) {
+  const earliest = isoDay(new Date(`${to}T00:00:00Z`), -30);
+  return from < earliest ? earliest : from;
+}
+
+/** Each phase's percentiles, and per hour the request rate and the p95s. */
+function showLatency(report) {
+  tables.latency(report.phases);
+  const first = unixDay(report.from);
+  const last = unixDay(report.to) + 23 * 3600;
+  const xs = [];
+  for (let t = first; t <= last; t += 3600) xs.push(t);
+  const rate = new Map(report.hours.map((h) => [h.hour, h.requests / 60]));
+  draw("chart-rate", xs, new Map([["requests / min", rate]]), { hours: true });
+  const p95 = new Map();
+  for (const phase of ["total", "time_to_first_token", "gateway", "queue"]) {
+    p95.set(phase, new Map(report.hours.filter((h) => h.phases[phase]).map((h) => [h.hour, h.phases[phase].p95_ms])));
+  }
+  draw("chart-latency", xs, p95, { hours: true, gaps: true, unit: " ms" });
 }
 
 async function load() {
@@ -51,24 +77,27 @@ async function load() {
   $("error").textContent = "";
   try {
     const range = { tenant, from, to };
-    const [daily, series, detail, keys, tenants] = await Promise.all([
+    const [daily, series, detail, latency, keys, tenants] = await Promise.all([
       api.get("/admin/v1/usage", { ...range, group_by: "day" }),
       api.get("/admin/v1/usage", { ...range, group_by: `day,${by}` }),
       api.get("/admin/v1/usage", { ...range, group_by: "tenant,key,model" }),
+      api.get("/admin/v1/latency", { tenant, from: latencyFrom(from, to), to }),
       api.get("/admin/v1/keys", { tenant }),
       api.get("/admin/v1/tenants"),
     ]);
-    const days = daysBetween(daily.from, daily.to);
+    const days = daysBetween(daily.from, daily.to).map(unixDay);
     setTotals(daily.total);
     draw("chart-spend", days, byGroup(series.data, by, (r) => r.cost_usd), { money: true });
     draw("chart-tokens", days, byGroup(series.data, by, (r) => r.input_tokens + r.output_tokens));
+    const perDay = (measure) => new Map(daily.data.map((r) => [unixDay(r.day), measure(r)]));
     const outcomes = new Map([
-      ["requests", new Map(daily.data.map((r) => [r.day, r.requests]))],
-      ["errors", new Map(daily.data.map((r) => [r.day, r.errors]))],
-      ["cache hits", new Map(daily.data.map((r) => [r.day, r.cache_hits]))],
-      ["degraded", new Map(daily.data.map((r) => [r.day, r.degraded]))],
+      ["requests", perDay((r) => r.requests)],
+      ["errors", perDay((r) => r.errors)],
+      ["cache hits", perDay((r) => r.cache_hits)],
+      ["degraded", perDay((r) => r.degraded)],
     ]);
-    draw("chart-requests", days, outcomes, { bars: false });
+    draw("chart-requests", days, outcomes);
+    showLatency(latency);
     tables.usage(detail.data);
     tables.keys(keys.data, Date.now() / 1000);
     tables.tenants(tenant ? tenants.data.filter((t) => t.id === tenant) : tenants.data);

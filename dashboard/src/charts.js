@@ -1,44 +1,51 @@
-// The page's charts, drawn by uPlot: one x value per UTC day of the range,
-// one series per group (the largest few by the chart's measure, the rest
-// summed as "other").
+// The page's charts, drawn by uPlot: x values are Unix seconds (a UTC day's
+// or hour's start), one series per label.
 
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 
 const COLORS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2", "#4d7c0f", "#be185d"];
-const MAX_SERIES = COLORS.length - 1;
 const charts = new Map();
 
 /**
- * Draws `id`'s chart: `days` (YYYY-MM-DD), `groups` a Map of label → Map of
- * day → value. `bars` draws one series as bars.
+ * The largest few of `groups` (label → Map of x → value) by their sum, the
+ * rest summed as "other (n)", so a chart stays readable.
  */
-export function draw(id, days, groups, { bars = false, money = false } = {}) {
+export function largest(groups, keep = COLORS.length - 1) {
   const ranked = [...groups.entries()]
-    .map(([label, byDay]) => [label, byDay, [...byDay.values()].reduce((a, b) => a + b, 0)])
+    .map(([label, values]) => [label, values, [...values.values()].reduce((a, b) => a + b, 0)])
     .sort((a, b) => b[2] - a[2] || String(a[0]).localeCompare(String(b[0])));
-  const shown = ranked.slice(0, MAX_SERIES);
-  const rest = ranked.slice(MAX_SERIES);
+  const shown = new Map(ranked.slice(0, keep).map(([label, values]) => [label, values]));
+  const rest = ranked.slice(keep);
   if (rest.length) {
     const other = new Map();
-    for (const [, byDay] of rest) {
-      for (const [day, v] of byDay) other.set(day, (other.get(day) ?? 0) + v);
+    for (const [, values] of rest) {
+      for (const [x, v] of values) other.set(x, (other.get(x) ?? 0) + v);
     }
-    shown.push([`other (${rest.length})`, other, 0]);
+    shown.set(`other (${rest.length})`, other);
   }
-  const xs = days.map((d) => Date.parse(`${d}T00:00:00Z`) / 1000);
-  const data = [xs, ...shown.map(([, byDay]) => days.map((d) => byDay.get(d) ?? 0))];
-  const value = money ? (_, v) => (v == null ? "" : `$${v.toFixed(4)}`) : (_, v) => (v == null ? "" : String(v));
-  const series = [
-    { label: "day", value: (_, t) => (t == null ? "" : new Date(t * 1000).toISOString().slice(0, 10)) },
-    ...shown.map(([label], k) => ({
+  return shown;
+}
+
+const dayLabel = (t) => new Date(t * 1000).toISOString().slice(0, 10);
+const hourLabel = (t) => new Date(t * 1000).toISOString().slice(0, 13).replace("T", " ") + ":00";
+
+/**
+ * Draws `id`'s chart over `xs`: `series` a Map of label → Map of x → value
+ * (missing values are 0, or gaps with `gaps`). `unit` formats the y values.
+ */
+export function draw(id, xs, series, { unit = "", money = false, hours = false, gaps = false } = {}) {
+  const fmt = (v) => (v == null ? "" : money ? `$${v.toFixed(6)}` : `${+v.toFixed(3)}${unit}`);
+  const data = [xs, ...[...series.values()].map((values) => xs.map((x) => values.get(x) ?? (gaps ? null : 0)))];
+  const lines = [
+    { label: hours ? "hour (UTC)" : "day", value: (_, t) => (t == null ? "" : hours ? hourLabel(t) : dayLabel(t)) },
+    ...[...series.keys()].map((label, k) => ({
       label: label === null ? "(none)" : String(label),
       stroke: COLORS[k % COLORS.length],
-      fill: bars ? `${COLORS[k % COLORS.length]}66` : undefined,
       width: 2,
-      paths: bars ? uPlot.paths.bars({ size: [0.6, 48] }) : undefined,
-      points: { show: days.length < 40 },
-      value,
+      spanGaps: false,
+      points: { show: xs.length < 40 },
+      value: (_, v) => fmt(v),
     })),
   ];
   const host = document.getElementById(id);
@@ -47,9 +54,9 @@ export function draw(id, days, groups, { bars = false, money = false } = {}) {
   const opts = {
     width: Math.max(320, host.clientWidth || 480),
     height: 220,
-    series,
+    series: lines,
     scales: { x: { time: true }, y: { range: (_, lo, hi) => [0, hi > 0 ? hi * 1.1 : 1] } },
-    axes: [{}, { size: money ? 90 : 60, values: (_, ticks) => ticks.map((t) => (money ? `$${t}` : String(t))) }],
+    axes: [{}, { size: money ? 90 : 60, values: (_, ticks) => ticks.map((t) => (money ? `$${t}` : `${t}${unit}`)) }],
     legend: { live: true },
     cursor: { drag: { x: false, y: false } },
   };

@@ -89,3 +89,30 @@ export function tenants(list) {
     })),
   );
 }
+
+const PHASES = {
+  gateway: "gateway (its own work)",
+  queue: "queue (sandbox, quota store, replica gate)",
+  time_to_first_token: "upstream time to first token",
+  time_per_output_token: "time per output token",
+  total: "total",
+};
+
+const ms = (v) => (v == null ? "–" : `${v.toLocaleString("en-US", { maximumFractionDigits: 3 })} ms`);
+
+export function latency(phases) {
+  fill(
+    "latency-table",
+    phases.map((p) => ({
+      testid: `latency-${p.phase}`,
+      cells: [
+        cell(PHASES[p.phase] ?? p.phase),
+        cell(count(p.count), "n"),
+        cell(ms(p.p50_ms), "n"),
+        cell(ms(p.p90_ms), "n"),
+        cell(ms(p.p95_ms), "n"),
+        cell(ms(p.p99_ms), "n"),
+      ],
+    })),
+  );
+}

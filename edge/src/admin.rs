@@ -80,6 +80,19 @@ async fn answer(
             };
             admin::usage_response(query, rows, budgets, format, request_id)
         }
+        AdminRequest::Latency { query } => {
+            let registered = match query.tenant {
+                Some(_) => Vec::new(),
+                None => EdgeKv::new(env)?.ledger_tenants().await?,
+            };
+            let quotas = QuotaStore::new(env)?;
+            let mut rows = Vec::new();
+            let tenant = query.tenant.as_deref();
+            for key in admin::usage_stores(gateway.config(), tenant, &registered) {
+                rows.extend(quotas.latency(&key, &query).await?);
+            }
+            Ok(admin::latency_response(query, rows, request_id))
+        }
         AdminRequest::Directory(op) => {
             let (status, mut body) = Directory::new(env)?.apply(&op).await?;
             show_last_used(&gateway, env, &mut body).await?;
@@ -100,7 +113,7 @@ async fn usage_rows(
     };
     let quotas = QuotaStore::new(env)?;
     let mut rows = Vec::new();
-    for key in admin::usage_stores(gateway.config(), query, &registered) {
+    for key in admin::usage_stores(gateway.config(), query.tenant.as_deref(), &registered) {
         rows.extend(quotas.usage(&key, query).await?);
     }
     Ok(rows)

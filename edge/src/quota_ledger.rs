@@ -1,15 +1,17 @@
 //! A quota object's usage ledger rows (table `usage_ledger`,
-//! `edgegate_core::ledger::sql`): added in the same write as the counters,
-//! read for usage reports and for when each key was last used.
+//! `edgegate_core::ledger::sql`) and the latency counts beside them
+//! (`usage_latency`): added in the same write as the counters, read for
+//! usage and latency reports and for when each key was last used.
 
-use edgegate_core::ledger::{LedgerEntry, StoredKey, sql};
+use edgegate_core::ledger::{LatencyRow, LedgerEntry, StoredKey, sql};
 use serde::Deserialize;
 use std::collections::HashMap;
 use worker::{Result, SqlStorage, SqlStorageValue};
 
-/// Creates the table, or adds `last_ms` to one made before it was kept.
+/// Creates the tables, or adds `last_ms` to a ledger made before it was kept.
 pub fn create(sql: &SqlStorage) -> Result<()> {
     sql.exec(sql::CREATE_TABLE, None)?;
+    sql.exec(sql::CREATE_LATENCY_TABLE, None)?;
     if sql.exec(sql::PROBE_LAST_MS, None).is_err() {
         sql.exec(sql::ADD_LAST_MS, None)?;
     }
@@ -30,7 +32,53 @@ pub fn add(sql: &SqlStorage, entry: &LedgerEntry) -> Result<()> {
         values.push(SqlStorageValue::try_from_i64(n)?);
     }
     sql.exec(sql::UPSERT, values)?;
+    for key in entry.latency_keys() {
+        let mut values: Vec<SqlStorageValue> = vec![key.tenant.into(), key.model.into()];
+        for n in key.numbers() {
+            values.push(SqlStorageValue::try_from_i64(n)?);
+        }
+        values.push(SqlStorageValue::try_from_i64(1)?);
+        sql.exec(sql::UPSERT_LATENCY, values)?;
+    }
     Ok(())
+}
+
+/// Deletes the latency counts of the hours before `hour`.
+pub fn prune_latency(sql: &SqlStorage, hour: i64) -> Result<()> {
+    sql.exec(
+        sql::PRUNE_LATENCY,
+        vec![SqlStorageValue::try_from_i64(hour)?],
+    )?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct LatencyColumns {
+    hour: i64,
+    phase: i64,
+    bucket: i64,
+    count: i64,
+}
+
+/// The latency counts of hours `first..=last`, of one model or all, summed
+/// per hour, phase and bucket.
+pub fn read_latency(
+    sql: &SqlStorage,
+    first: i64,
+    last: i64,
+    model: Option<String>,
+) -> Result<Vec<LatencyRow>> {
+    let values = vec![
+        SqlStorageValue::try_from_i64(first)?,
+        SqlStorageValue::try_from_i64(last)?,
+        SqlStorageValue::Null,
+        model.into(),
+    ];
+    let rows: Vec<LatencyColumns> = sql.exec(sql::SELECT_LATENCY, values)?.to_array()?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| LatencyRow::from_stored(r.hour, r.phase, r.bucket, r.count))
+        .collect())
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,6 +9,7 @@
 //! alarm at the earliest expiry calls `QuotaState::expire`.
 //!
 //! The usage ledger's rows of the key live here too (table `usage_ledger`,
+//! with its latency counts in `usage_latency`,
 //! `edgegate_core::ledger::sql`): a settle or release adds its request's
 //! entry in the same write as the counters, so the ledger is exact. An
 //! object that wrote its first row says so once in KV
@@ -24,7 +25,8 @@ use crate::{quota_budgets, quota_ledger, quota_standing};
 use edgegate_core::GatewayError;
 use edgegate_core::directory::{PresentedKey, Standing, StandingChange};
 use edgegate_core::gateway::QuotaRequest;
-use edgegate_core::ledger::{LedgerEntry, UsageQuery};
+use edgegate_core::ledger::latency::Pruning;
+use edgegate_core::ledger::{LatencyQuery, LatencyRow, LedgerEntry, UsageQuery};
 use edgegate_core::quota::remaining::{self, Peeked, QuotaPeek};
 use edgegate_core::quota::{
     Amounts, Budget, Level, Levels, Outstanding, QuotaChange, QuotaKey, QuotaLimits, QuotaState,
@@ -98,6 +100,13 @@ enum Query {
     /// A change to the tenant's standing, from the directory object.
     Standing {
         change: StandingChange,
+    },
+    /// The latency counts of hours `first..=last` (hour numbers), of one
+    /// model or all.
+    Latency {
+        first: i64,
+        last: i64,
+        model: Option<String>,
     },
     /// When each key with ledger rows here was last used.
     LastUsed,
@@ -218,6 +227,21 @@ impl QuotaStore {
             .map_err(|e| store_error(e.to_string()))
     }
 
+    /// The latency counts the object of quota key `key` holds for `query`'s
+    /// hours and model.
+    pub async fn latency(
+        &self,
+        key: &QuotaKey,
+        query: &LatencyQuery,
+    ) -> std::result::Result<Vec<LatencyRow>, GatewayError> {
+        let (first, last) = query.hours();
+        let model = query.model.clone();
+        let ask = Query::Latency { first, last, model };
+        crate::object_call::call(&self.0, &key.to_string(), "https://quota.internal/", &ask)
+            .await
+            .map_err(|e| store_error(e.to_string()))
+    }
+
     /// When each key with ledger rows in the object of quota key `key` was
     /// last used (Unix ms), by key id.
     pub async fn last_used(
@@ -323,6 +347,8 @@ pub struct QuotaObject {
     registered: Cell<bool>,
     /// The tenant's standing, loaded on first use.
     standing: RefCell<Option<Standing>>,
+    /// When this instance last pruned the latency counts (once an hour).
+    pruning: RefCell<Pruning>,
 }
 
 impl DurableObject for QuotaObject {
@@ -366,6 +392,7 @@ impl DurableObject for QuotaObject {
             env,
             registered: Cell::new(false),
             standing: RefCell::new(None),
+            pruning: RefCell::new(Pruning::default()),
         }
     }
 
@@ -378,6 +405,11 @@ impl DurableObject for QuotaObject {
             }
             Ok(Incoming::Query(Query::Usage { from, to, key })) => {
                 let rows = quota_ledger::read(&self.state.storage().sql(), from, to, key)?;
+                return json_reply(serde_json::to_string(&rows)?);
+            }
+            Ok(Incoming::Query(Query::Latency { first, last, model })) => {
+                let sql = self.state.storage().sql();
+                let rows = quota_ledger::read_latency(&sql, first, last, model)?;
                 return json_reply(serde_json::to_string(&rows)?);
             }
             Ok(Incoming::Query(Query::Peek {
@@ -493,6 +525,11 @@ impl DurableObject for QuotaObject {
             }) {
                 *memory = None;
                 return Err(e);
+            }
+            if let Some(before) = self.pruning.borrow_mut().due(now_ms())
+                && let Err(e) = quota_ledger::prune_latency(&sql, before)
+            {
+                console_warn!("edgegate: pruning the latency counts: {e}");
             }
             (reply, wake, ledger.map(|e| e.key.tenant))
         };

@@ -42,6 +42,11 @@ pub async fn handle(
             }
             Err(e) => Err(e),
         },
+        Ok(AdminRequest::Latency { query }) => app
+            .quota
+            .latency(&query)
+            .await
+            .map(|rows| admin::latency_response(query, rows, request_id)),
         Ok(AdminRequest::Directory(op)) => {
             let (directory, config) = (app.directory.clone(), app.config.clone());
             let applied =

@@ -31,6 +31,8 @@ pub struct AdminArgs {
 pub enum AdminCommand {
     /// The usage ledger, summed (GET /admin/v1/usage).
     Usage(UsageArgs),
+    /// Latency percentiles per phase (GET /admin/v1/latency).
+    Latency(LatencyArgs),
     /// Tenants: list, show, create, update, disable, enable.
     #[command(subcommand)]
     Tenants(TenantCommand),
@@ -55,6 +57,21 @@ pub struct UsageArgs {
     /// Comma-separated: tenant, key, model, day (default: all four).
     #[arg(long)]
     pub group_by: Option<String>,
+}
+
+#[derive(Args)]
+pub struct LatencyArgs {
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// The model that answered.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// First UTC day, YYYY-MM-DD (default: 7 days ending at --to; at most 31).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last UTC day, YYYY-MM-DD (default: today).
+    #[arg(long)]
+    pub to: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -308,18 +325,18 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 ("to", u.to),
                 ("group_by", u.group_by),
             ];
-            let mut ask = Ask::new(Method::GET, "/admin/v1/usage".into());
-            ask.query = params
-                .into_iter()
-                .filter_map(|(name, value)| value.map(|v| (name, v)))
-                .collect();
-            let report = call(&base, &ask, &key).await?;
-            if args.json {
-                println!("{report:#}");
-            } else {
-                print!("{}", table::usage(&report));
-            }
-            return Ok(());
+            let ask = report_ask("/admin/v1/usage", params);
+            return print_report(&base, &ask, &key, args.json, table::usage).await;
+        }
+        AdminCommand::Latency(l) => {
+            let params = [
+                ("tenant", l.tenant),
+                ("model", l.model),
+                ("from", l.from),
+                ("to", l.to),
+            ];
+            let ask = report_ask("/admin/v1/latency", params);
+            return print_report(&base, &ask, &key, args.json, table::latency).await;
         }
         AdminCommand::Tenants(command) => tenant_ask(command),
         AdminCommand::Keys(command) => key_ask(command),
@@ -363,4 +380,31 @@ async fn call(base: &str, ask: &Ask, key: &str) -> Result<Value> {
         bail!("{url} answered {status}: {message}");
     }
     Ok(body)
+}
+
+/// Asks for a report and prints it: its JSON, or `table`'s rendering.
+async fn print_report(
+    base: &str,
+    ask: &Ask,
+    key: &str,
+    json: bool,
+    table: fn(&Value) -> String,
+) -> Result<()> {
+    let report = call(base, ask, key).await?;
+    if json {
+        println!("{report:#}");
+    } else {
+        print!("{}", table(&report));
+    }
+    Ok(())
+}
+
+/// A report's GET with the parameters given.
+fn report_ask<const N: usize>(path: &str, params: [(&'static str, Option<String>); N]) -> Ask {
+    let mut ask = Ask::new(Method::GET, path.into());
+    ask.query = params
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+        .collect();
+    ask
 }

@@ -23,27 +23,13 @@ pub use live::Live;
 use label::Text;
 
 use edgegate_core::config::observability::Observability;
-use edgegate_core::telemetry::{CacheStatus, UsageRecord};
+use edgegate_core::telemetry::{CacheStatus, LATENCY_BUCKETS_S, TOKEN_BUCKETS_S, UsageRecord};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
-
-/// Latency buckets, seconds: 1, 1.5, 2, 3, 5, 7.5 per decade from 0.25 ms to
-/// 60 s, so a quantile interpolated within one (as Prometheus does) is off
-/// by at most half its value.
-const LATENCY_BUCKETS: [f64; 32] = [
-    0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,
-    0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0,
-    30.0, 60.0,
-];
-/// Time per output token buckets, seconds.
-const TOKEN_BUCKETS: [f64; 16] = [
-    0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15,
-    0.3, 0.6,
-];
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -138,11 +124,11 @@ struct Reason {
 type Histograms = Family<Phase, Histogram, fn() -> Histogram>;
 
 fn latency() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS)
+    Histogram::new(LATENCY_BUCKETS_S)
 }
 
 fn per_token() -> Histogram {
-    Histogram::new(TOKEN_BUCKETS)
+    Histogram::new(TOKEN_BUCKETS_S)
 }
 
 pub struct Metrics {

@@ -23,7 +23,10 @@
 use anyhow::{Context, Result, bail};
 use edgegate_core::GatewayError;
 use edgegate_core::gateway::QuotaRequest;
-use edgegate_core::ledger::{LedgerCounts, LedgerEntry, LedgerKey, UsageQuery};
+use edgegate_core::ledger::latency::{LatencyKey, Pruning};
+use edgegate_core::ledger::{
+    LatencyQuery, LatencyRow, LedgerCounts, LedgerEntry, LedgerKey, UsageQuery,
+};
 use edgegate_core::quota::remaining::{self, Peeked, QuotaPeek};
 use edgegate_core::quota::{
     Amounts, Budget, Level, Levels, Outstanding, QuotaChange, QuotaCounters, QuotaKey, QuotaLimits,
@@ -70,6 +73,11 @@ enum Read {
     Usage {
         query: UsageQuery,
         reply: oneshot::Sender<Result<Vec<LedgerEntry>, String>>,
+    },
+    /// The latency counts a latency report selects.
+    Latency {
+        query: LatencyQuery,
+        reply: oneshot::Sender<Result<Vec<LatencyRow>, String>>,
     },
     /// When each key of one tenant (or of all) was last used.
     LastUsed {
@@ -360,6 +368,14 @@ impl QuotaStore {
         .await
     }
 
+    /// The latency counts `query` selects, read after everything settled
+    /// before this call is committed.
+    pub async fn latency(&self, query: &LatencyQuery) -> Result<Vec<LatencyRow>, GatewayError> {
+        let (reply, rows) = oneshot::channel();
+        let query = query.clone();
+        self.read(Read::Latency { query, reply }, rows).await
+    }
+
     /// When each key of `tenant` (or of every tenant) was last used, by
     /// key id, from the ledger as of everything settled before this call.
     pub async fn last_used(
@@ -514,6 +530,7 @@ fn write_rows(
 /// everyone who waits on it, then serves the reads that queued with them.
 /// Ends when the store is dropped.
 fn write_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    let mut pruning = Pruning::default();
     while let Ok(first) = rx.recv() {
         let mut batch: Vec<Write> = Vec::new();
         let mut reads: Vec<Read> = Vec::new();
@@ -526,12 +543,21 @@ fn write_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
         if !batch.is_empty() {
             commit_batch(&conn, batch);
         }
+        if let Some(before) = pruning.due(crate::clock::now_ms())
+            && let Err(e) = ledger::prune_latency(&conn, before)
+        {
+            eprintln!("edgegate: pruning the latency counts failed: {e}");
+        }
         for read in reads {
             match read {
                 Read::Usage { query, reply } => {
                     reply
                         .send(ledger::read(&conn, &query).map_err(|e| e.to_string()))
                         .ok();
+                }
+                Read::Latency { query, reply } => {
+                    let rows = ledger::read_latency(&conn, &query);
+                    reply.send(rows.map_err(|e| e.to_string())).ok();
                 }
                 Read::LastUsed { tenant, reply } => {
                     let last = ledger::last_used(&conn, tenant.as_deref());
@@ -632,6 +658,16 @@ fn commit(conn: &Connection, batch: &[Write]) -> rusqlite::Result<()> {
         for (key, counts) in ledger {
             ledger::add(conn, key, &counts)?;
         }
+        // So are their latency counts: one upsert per bucket per batch.
+        let mut latency: HashMap<LatencyKey<'_>, u64> = HashMap::new();
+        for entry in batch.iter().filter_map(|w| w.ledger.as_ref()) {
+            for key in entry.latency_keys() {
+                *latency.entry(key).or_default() += 1;
+            }
+        }
+        for (key, count) in latency {
+            ledger::add_latency(conn, &key, count)?;
+        }
         Ok(())
     })();
     let end = if written.is_ok() {
@@ -644,122 +680,4 @@ fn commit(conn: &Connection, batch: &[Write]) -> rusqlite::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn limits() -> QuotaLimits {
-        QuotaLimits {
-            requests_per_minute: 10,
-            request_burst: 10,
-            tokens_per_minute: 1000,
-            token_burst: 1000,
-            tokens_per_day: None,
-            cost_per_day_micros: None,
-            tokens_per_month: None,
-            cost_per_month_micros: None,
-            max_concurrent: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn one_runner_owns_a_state_and_reservations_survive_a_reopen() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("state.sqlite");
-        let store = QuotaStore::open(&path).expect("first open");
-        let second = QuotaStore::open(&path).err().expect("a second open fails");
-        assert!(
-            second
-                .to_string()
-                .contains("in use by another local-runner"),
-            "{second:#}"
-        );
-
-        let request = QuotaRequest {
-            key: QuotaKey::shard("t", 1, 2),
-            limits: limits(),
-            amounts: Amounts {
-                requests: 1,
-                tokens: 100,
-                cost_micros: 0,
-            },
-            ttl_ms: 60_000,
-            presented: None,
-            budgets: vec![Budget {
-                level: Level::User("u-1".into()),
-                limits: QuotaLimits {
-                    request_burst: 1,
-                    ..limits()
-                },
-            }],
-        };
-        let outcome = store.reserve(&request, "r1", 1_000).await.expect("reserve");
-        assert!(
-            matches!(outcome, ReserveOutcome::Admit { .. }),
-            "{outcome:?}"
-        );
-        drop(store);
-        // The lock went with the store; the committed reservation did not,
-        // nor the user's budget.
-        let reopened = QuotaStore::open(&path).expect("reopen");
-        let state = reopened
-            .state(&QuotaKey::shard("t", 1, 2), &limits(), 1_000)
-            .1;
-        assert!(lock(&state).state.reservation("r1").is_some());
-        let outcome = reopened
-            .reserve(&request, "r2", 1_000)
-            .await
-            .expect("reserve");
-        assert!(
-            matches!(
-                outcome,
-                ReserveOutcome::Deny {
-                    level: edgegate_core::quota::LevelKind::User,
-                    ..
-                }
-            ),
-            "{outcome:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn settlements_of_one_ledger_row_sum_exactly_however_they_batch() {
-        use edgegate_core::ledger::{Day, LedgerCounts, LedgerKey};
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = QuotaStore::open(&dir.path().join("state.sqlite")).expect("open");
-        let request = QuotaRequest {
-            key: QuotaKey::whole("t"),
-            limits: limits(),
-            amounts: Amounts::default(),
-            ttl_ms: 60_000,
-            presented: None,
-            budgets: Vec::new(),
-        };
-        let entry = |cost| LedgerEntry {
-            key: LedgerKey {
-                tenant: "t".into(),
-                key: Some("k1".into()),
-                model: "m".into(),
-                version: Some("v1".into()),
-                day: Day::of_ms(1_000),
-            },
-            counts: LedgerCounts {
-                requests: 1,
-                input_tokens: 10,
-                output_tokens: 5,
-                cost_micros: cost,
-                ..LedgerCounts::default()
-            },
-        };
-        // Queued back to back: the writer takes several in one batch.
-        for (i, cost) in [3, 5, 7, 11].into_iter().enumerate() {
-            let id = format!("r{i}");
-            store.settle(&request, &id, Amounts::default(), Some(entry(cost)), 1_000);
-        }
-        let query = UsageQuery::parse("tenant=t", Day::of_ms(1_000)).expect("query");
-        let rows = store.usage(&query).await.expect("usage");
-        assert_eq!(rows.len(), 1, "{rows:?}");
-        assert_eq!(rows[0].counts.requests, 4);
-        assert_eq!(rows[0].counts.cost_micros, 26);
-        assert_eq!(rows[0].counts.input_tokens, 40);
-    }
-}
+mod tests;

@@ -2,11 +2,13 @@
 // puppeteer-core. Signs in (first with a wrong key, which must be refused
 // on the page), then checks that the page shows what the admin API says:
 // the totals of the usage report it is given, and the revoked key as
-// revoked. Fails on any console error, page error, failed request or
+// revoked, and each phase's latency as the latency report it is given says.
+// Fails on any console error, page error, failed request or
 // error status but the wrong key's 401. Prints one JSON line of what it saw.
 //
 //   node dashboard.mjs --url http://127.0.0.1:8080 --admin-key … --tenant dash-co \
-//     --expect '<the report's total as JSON>' --revoked key_… --active key_… \
+//     --expect '<the usage report's total>' --expect-latency '<the latency report>' \
+//     --revoked key_… --active key_… \
 //     --screenshot out.png
 
 import { parseArgs } from "node:util";
@@ -18,15 +20,17 @@ const { values: args } = parseArgs({
     "admin-key": { type: "string" },
     tenant: { type: "string" },
     expect: { type: "string" },
+    "expect-latency": { type: "string" },
     revoked: { type: "string" },
     active: { type: "string" },
     screenshot: { type: "string" },
   },
 });
-for (const name of ["url", "admin-key", "tenant", "expect", "revoked", "active"]) {
+for (const name of ["url", "admin-key", "tenant", "expect", "expect-latency", "revoked", "active"]) {
   if (!args[name]) throw new Error(`--${name} is required`);
 }
 const expected = JSON.parse(args.expect);
+const expectedLatency = JSON.parse(args["expect-latency"]);
 
 function fail(message) {
   console.error(`dashboard: ${message}`);
@@ -90,6 +94,19 @@ try {
   const rate = expected.requests ? `${((100 * expected.errors) / expected.requests).toFixed(1)}%` : "–";
   if (seen.error_rate !== rate) fail(`error rate: the page shows ${seen.error_rate}, the ledger ${rate}`);
 
+  // Latency by phase: each phase's requests and p95 as the latency report says.
+  seen.latency = {};
+  for (const phase of expectedLatency.phases) {
+    const cells = await page
+      .$$eval(`tr[data-testid="latency-${phase.phase}"] td`, (tds) => tds.map((td) => td.textContent))
+      .catch(() => []);
+    const [requests, p95] = [number(cells[1] ?? "NaN"), cells[4]];
+    seen.latency[phase.phase] = { requests, p95 };
+    if (requests !== phase.count) fail(`${phase.phase}: the page shows ${requests} requests, the report ${phase.count}`);
+    const want = phase.p95_ms == null ? "–" : `${phase.p95_ms.toLocaleString("en-US", { maximumFractionDigits: 3 })} ms`;
+    if (p95 !== want) fail(`${phase.phase}: the page shows p95 ${p95}, the report ${want}`);
+  }
+
   const status = (id) =>
     page.$eval(`tr[data-testid="key-${id}"] td.status`, (e) => e.textContent).catch(() => "(not listed)");
   seen.revoked_key = await status(args.revoked);
@@ -97,7 +114,7 @@ try {
   if (seen.revoked_key !== "revoked") fail(`the revoked key shows as ${seen.revoked_key}`);
   if (seen.active_key !== "active") fail(`the active key shows as ${seen.active_key}`);
   seen.charts = await page.$$eval(".charts canvas", (c) => c.length);
-  if (seen.charts < 3) fail(`${seen.charts} charts drawn, not 3`);
+  if (seen.charts !== 5) fail(`${seen.charts} charts drawn, not 5`);
   seen.usage_rows = await page.$$eval("#usage-table tbody tr", (r) => r.length);
 
   if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true });

@@ -135,7 +135,11 @@ fn a_usage_report_reads_every_shard_of_every_tenant_it_covers() {
     let query = |q: &str| UsageQuery::parse(q, Day::from_number(20_000)).expect("query");
     let names = |keys: Vec<QuotaKey>| keys.iter().map(ToString::to_string).collect::<Vec<_>>();
     assert_eq!(
-        names(usage_stores(&config, &query("tenant=restricted"), &[])),
+        names(usage_stores(
+            &config,
+            query("tenant=restricted").tenant.as_deref(),
+            &[]
+        )),
         [
             "restricted#0",
             "restricted#1",
@@ -145,7 +149,11 @@ fn a_usage_report_reads_every_shard_of_every_tenant_it_covers() {
     );
     // A tenant known only from its rows is read too, once.
     let registered = ["kv-only".to_owned(), "acme".to_owned()];
-    let all = names(usage_stores(&config, &query(""), &registered));
+    let all = names(usage_stores(
+        &config,
+        query("").tenant.as_deref(),
+        &registered,
+    ));
     assert_eq!(all.iter().filter(|n| *n == "acme").count(), 1, "{all:?}");
     assert!(all.contains(&"kv-only".to_owned()), "{all:?}");
     assert!(all.contains(&"restricted#3".to_owned()), "{all:?}");
@@ -190,4 +198,37 @@ fn a_key_holder_reads_its_own_usage_and_a_token_none() {
     assert_eq!(own("sk-nobody", "").expect_err("unknown").status(), 401);
     let token = crate::testing::sign_hs256(&crate::testing::hs_claims());
     assert_eq!(own(&token, "").expect_err("a token").status(), 403);
+}
+
+#[test]
+fn the_latency_report_is_asked_with_get_and_its_parameters_are_checked() {
+    let config = with_admin();
+    let headers = Headers::new([("authorization", format!("Bearer {ADMIN_KEY}"))]);
+    let asked = parse(
+        &config,
+        &call(
+            "GET",
+            "/admin/v1/latency",
+            "tenant=acme&model=chat",
+            &headers,
+        ),
+    );
+    match asked {
+        Ok(AdminRequest::Latency { query }) => {
+            assert_eq!(query.tenant.as_deref(), Some("acme"));
+            assert_eq!(query.model.as_deref(), Some("chat"));
+            assert_eq!(query.to.number() - query.from.number(), 6);
+        }
+        other => panic!("{other:?}"),
+    }
+    let post = parse(&config, &call("POST", "/admin/v1/latency", "", &headers));
+    assert_eq!(post.map_err(|e| e.status()).err(), Some(405));
+    let bad = parse(
+        &config,
+        &call("GET", "/admin/v1/latency", "key=x", &headers),
+    );
+    assert_eq!(bad.map_err(|e| e.status()).err(), Some(400));
+    let anonymous = Headers::default();
+    let refused = parse(&config, &call("GET", "/admin/v1/latency", "", &anonymous));
+    assert_eq!(refused.map_err(|e| e.status()).err(), Some(401));
 }

@@ -83,15 +83,14 @@ fn bad(param: &str, message: String) -> GatewayError {
     GatewayError::invalid(message, Some(param))
 }
 
-impl UsageQuery {
-    /// Parses `tenant`, `key`, `from`, `to` (`YYYY-MM-DD`, UTC; `to`
-    /// defaults to `today`, `from` to 31 days ending at `to`) and
-    /// `group_by` (a comma-separated list of `tenant`, `key`, `model`,
-    /// `day`; all four by default) from a URL's query string.
-    pub fn parse(query: &str, today: Day) -> Result<UsageQuery, GatewayError> {
+/// A report's query string: each parameter once, none unknown.
+pub(super) struct Params(BTreeMap<String, String>);
+
+impl Params {
+    pub(super) fn parse(query: &str, known: &[&str]) -> Result<Params, GatewayError> {
         let mut params: BTreeMap<String, String> = BTreeMap::new();
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            if !matches!(&*name, "tenant" | "key" | "from" | "to" | "group_by") {
+            if !known.contains(&&*name) {
                 let name: String = name.chars().take(64).collect();
                 return Err(bad(&name, format!("Unknown query parameter `{name}`.")));
             }
@@ -102,26 +101,61 @@ impl UsageQuery {
                 return Err(bad(&name, format!("`{name}` is given more than once.")));
             }
         }
+        Ok(Params(params))
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<&String> {
+        self.0.get(name)
+    }
+
+    /// A text parameter, if given; given empty is an error.
+    pub(super) fn text(&self, name: &str) -> Result<Option<String>, GatewayError> {
+        match self.0.get(name) {
+            Some(v) if v.is_empty() => Err(bad(name, format!("`{name}` is empty."))),
+            v => Ok(v.cloned()),
+        }
+    }
+
+    /// `from` and `to` (`YYYY-MM-DD`, UTC, inclusive): `to` defaults to
+    /// `today`, `from` to `default_days` ending at `to`; at most `max_days`.
+    pub(super) fn days(
+        &self,
+        today: Day,
+        default_days: u32,
+        max_days: u32,
+    ) -> Result<(Day, Day), GatewayError> {
         let day = |name: &str| -> Result<Option<Day>, GatewayError> {
-            params
+            self.0
                 .get(name)
                 .map(|v| Day::parse(v).map_err(|e| bad(name, format!("`{name}` {e}."))))
                 .transpose()
         };
         let to = day("to")?.unwrap_or(today);
-        let from = day("from")?.unwrap_or_else(|| to.minus(DEFAULT_DAYS - 1));
+        let from = day("from")?.unwrap_or_else(|| to.minus(default_days - 1));
         if from > to {
             return Err(bad(
                 "from",
                 format!("`from` ({from}) is after `to` ({to})."),
             ));
         }
-        if to.number() - from.number() >= MAX_DAYS {
+        if to.number() - from.number() >= max_days {
             return Err(bad(
                 "from",
-                format!("A report covers at most {MAX_DAYS} days."),
+                format!("A report covers at most {max_days} days."),
             ));
         }
+        Ok((from, to))
+    }
+}
+
+impl UsageQuery {
+    /// Parses `tenant`, `key`, `from`, `to` (`YYYY-MM-DD`, UTC; `to`
+    /// defaults to `today`, `from` to 31 days ending at `to`) and
+    /// `group_by` (a comma-separated list of `tenant`, `key`, `model`,
+    /// `day`; all four by default) from a URL's query string.
+    pub fn parse(query: &str, today: Day) -> Result<UsageQuery, GatewayError> {
+        let params = Params::parse(query, &["tenant", "key", "from", "to", "group_by"])?;
+        let (from, to) = params.days(today, DEFAULT_DAYS, MAX_DAYS)?;
         let mut group_by = match params.get("group_by") {
             None => vec![GroupBy::Tenant, GroupBy::Key, GroupBy::Model, GroupBy::Day],
             Some(list) => list
@@ -139,15 +173,9 @@ impl UsageQuery {
         };
         group_by.sort();
         group_by.dedup();
-        let text = |name: &str| -> Result<Option<String>, GatewayError> {
-            match params.get(name) {
-                Some(v) if v.is_empty() => Err(bad(name, format!("`{name}` is empty."))),
-                v => Ok(v.cloned()),
-            }
-        };
         Ok(UsageQuery {
-            tenant: text("tenant")?,
-            key: text("key")?,
+            tenant: params.text("tenant")?,
+            key: params.text("key")?,
             from,
             to,
             group_by,

@@ -66,3 +66,33 @@ pub const SELECT: &str = "SELECT tenant, key_id, model, version, day,
 /// and the latest `last_ms` of its rows.
 pub const LAST_USED: &str = "SELECT key_id, MAX(last_ms) AS last_ms FROM usage_ledger
     WHERE (?1 IS NULL OR tenant = ?1) AND key_id <> '' GROUP BY key_id";
+
+/// Latency by phase (`super::latency`): a count per tenant × model × hour
+/// × phase × bucket, in the same database as the ledger.
+pub const CREATE_LATENCY_TABLE: &str = "CREATE TABLE IF NOT EXISTS usage_latency (
+    tenant TEXT NOT NULL,
+    model TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    phase INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (tenant, model, hour, phase, bucket)
+) WITHOUT ROWID";
+
+/// Adds to a latency count (creating it): tenant, model, hour, phase,
+/// bucket, count.
+pub const UPSERT_LATENCY: &str =
+    "INSERT INTO usage_latency (tenant, model, hour, phase, bucket, count)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+    ON CONFLICT (tenant, model, hour, phase, bucket) DO UPDATE SET count = count + excluded.count";
+
+/// The counts of an hour range (first and last hour), of one tenant and
+/// one model or any (each NULL for any), summed over the rest:
+/// `hour, phase, bucket, count`.
+pub const SELECT_LATENCY: &str =
+    "SELECT hour, phase, bucket, SUM(count) AS count FROM usage_latency
+    WHERE hour BETWEEN ?1 AND ?2 AND (?3 IS NULL OR tenant = ?3) AND (?4 IS NULL OR model = ?4)
+    GROUP BY hour, phase, bucket";
+
+/// Deletes the counts of the hours before ?1 (`super::latency::Pruning`).
+pub const PRUNE_LATENCY: &str = "DELETE FROM usage_latency WHERE hour < ?1";

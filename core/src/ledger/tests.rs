@@ -24,6 +24,7 @@ fn entry(tenant: &str, key: Option<&str>, model: &str, d: &str, requests: u64) -
             degraded: 0,
             last_ms: 1_000 * requests,
         },
+        latency: None,
     }
 }
 

@@ -11,6 +11,7 @@ use edgegate_core::gateway::{QuotaRequest, RequestContext, UsageSource};
 use edgegate_core::geo::{ClientGeo, Health, RegionStatus};
 use edgegate_core::health::Observation;
 use edgegate_core::ledger::LedgerEntry;
+use edgegate_core::ledger::latency::Phase;
 use edgegate_core::load::{BackendLoad, TargetLoad};
 use edgegate_core::names::ShardedName;
 use edgegate_core::quota::{Amounts, Level, LevelKind, QuotaLimits, QuotaSnapshot, ReserveOutcome};
@@ -382,6 +383,23 @@ fn ledger_entry(e: LedgerEntry) -> wit::LedgerEntry {
         cache_hits: c.cache_hits,
         degraded: c.degraded,
         last_ms: c.last_ms,
+        latency: e.latency.map(|l| wit::LatencySample {
+            hour: l.hour.number(),
+            buckets: l
+                .buckets
+                .into_iter()
+                .map(|(phase, bucket)| wit::PhaseBucket {
+                    phase: match phase {
+                        Phase::Gateway => wit::LatencyPhase::Gateway,
+                        Phase::Queue => wit::LatencyPhase::Queue,
+                        Phase::TimeToFirstToken => wit::LatencyPhase::TimeToFirstToken,
+                        Phase::TimePerOutputToken => wit::LatencyPhase::TimePerOutputToken,
+                        Phase::Total => wit::LatencyPhase::Total,
+                    },
+                    bucket,
+                })
+                .collect(),
+        }),
     }
 }
 

@@ -111,6 +111,26 @@ pub fn usage(report: &Value) -> String {
     aligned(&columns, rows, dimensions)
 }
 
+/// A latency report's phases: requests and percentiles (ms), a line each.
+pub fn latency(report: &Value) -> String {
+    let columns = ["phase", "requests", "p50_ms", "p90_ms", "p95_ms", "p99_ms"];
+    let rows = report["phases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| {
+            columns
+                .iter()
+                .map(|c| match *c {
+                    "requests" => cell(&row["count"], c),
+                    c => cell(&row[c], c),
+                })
+                .collect()
+        })
+        .collect();
+    aligned(&columns, rows, 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +157,25 @@ mod tests {
         assert!(lines[2].starts_with("chat   -"), "{table}");
         assert!(lines[3].starts_with("total"), "{table}");
         assert!(lines[3].contains(" 3 "), "{table}");
+    }
+
+    #[test]
+    fn a_latency_report_prints_a_phase_a_line() {
+        let report = json!({"phases": [
+            {"phase": "gateway", "count": 4, "p50_ms": 0.3, "p90_ms": 0.6, "p95_ms": 0.7, "p99_ms": 0.74},
+            {"phase": "time_per_output_token", "count": 0, "p50_ms": null, "p90_ms": null,
+             "p95_ms": null, "p99_ms": null},
+        ]});
+        let table = latency(&report);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[0].starts_with("phase"), "{table}");
+        assert!(
+            lines[1].starts_with("gateway") && lines[1].contains(" 4 "),
+            "{table}"
+        );
+        assert!(lines[1].trim_end().ends_with("0.74"), "{table}");
+        assert!(lines[2].trim_end().ends_with('-'), "{table}");
     }
 
     #[test]

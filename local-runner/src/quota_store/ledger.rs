@@ -1,14 +1,19 @@
-//! The usage ledger's rows in the state file (`edgegate_core::ledger::sql`):
-//! written in the quota writer's transactions, read by its thread after
-//! what was queued before the read is committed.
+//! The usage ledger's rows and the latency counts beside them in the state
+//! file (`edgegate_core::ledger::sql`): written in the quota writer's
+//! transactions, read by its thread after what was queued before the read
+//! is committed.
 
-use edgegate_core::ledger::{LedgerCounts, LedgerEntry, LedgerKey, StoredKey, UsageQuery, sql};
+use edgegate_core::ledger::latency::LatencyKey;
+use edgegate_core::ledger::{
+    LatencyQuery, LatencyRow, LedgerCounts, LedgerEntry, LedgerKey, StoredKey, UsageQuery, sql,
+};
 use rusqlite::{Connection, params};
 use std::collections::HashMap;
 
-/// Creates the table, or adds `last_ms` to one made before it was kept.
+/// Creates the tables, or adds `last_ms` to a ledger made before it was kept.
 pub fn create(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(sql::CREATE_TABLE)?;
+    conn.execute_batch(sql::CREATE_LATENCY_TABLE)?;
     if conn.prepare(sql::PROBE_LAST_MS).is_err() {
         conn.execute_batch(sql::ADD_LAST_MS)?;
     }
@@ -45,6 +50,37 @@ pub fn read(conn: &Connection, q: &UsageQuery) -> rusqlite::Result<Vec<LedgerEnt
         Ok(LedgerEntry::from_stored(stored, columns))
     })?;
     rows.collect()
+}
+
+/// Adds `count` requests to a latency count.
+pub fn add_latency(conn: &Connection, key: &LatencyKey<'_>, count: u64) -> rusqlite::Result<()> {
+    let [hour, phase, bucket] = key.numbers();
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    conn.prepare_cached(sql::UPSERT_LATENCY)?
+        .execute(params![key.tenant, key.model, hour, phase, bucket, count])?;
+    Ok(())
+}
+
+/// Deletes the latency counts of the hours before `hour`.
+pub fn prune_latency(conn: &Connection, hour: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql::PRUNE_LATENCY)?
+        .execute(params![hour])?;
+    Ok(())
+}
+
+/// The latency counts a query selects, summed per hour, phase and bucket.
+pub fn read_latency(conn: &Connection, q: &LatencyQuery) -> rusqlite::Result<Vec<LatencyRow>> {
+    let (first, last) = q.hours();
+    let mut select = conn.prepare_cached(sql::SELECT_LATENCY)?;
+    let rows = select.query_map(params![first, last, q.tenant, q.model], |r| {
+        Ok(LatencyRow::from_stored(
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+        ))
+    })?;
+    rows.filter_map(Result::transpose).collect()
 }
 
 /// When each key of `tenant` (or of all) was last used, by key id (Unix

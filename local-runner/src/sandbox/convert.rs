@@ -10,7 +10,8 @@ use edgegate_core::error::LimitKind;
 use edgegate_core::exchange::{BodyLimit, BodyRead, Transport};
 use edgegate_core::gateway::{QuotaRequest, RequestContext, UsageSource};
 use edgegate_core::geo::Health;
-use edgegate_core::ledger::{Day, LedgerCounts, LedgerEntry, LedgerKey};
+use edgegate_core::ledger::latency::{Hour, Phase};
+use edgegate_core::ledger::{Day, LatencySample, LedgerCounts, LedgerEntry, LedgerKey};
 use edgegate_core::names::ShardedName;
 use edgegate_core::quota::{
     Amounts, Budget, Level, LevelKind, QuotaLimits, QuotaSnapshot, ReserveOutcome,
@@ -259,6 +260,23 @@ pub fn ledger_entry(e: guest::LedgerEntry) -> LedgerEntry {
             degraded: e.degraded,
             last_ms: e.last_ms,
         },
+        latency: e.latency.map(|l| LatencySample {
+            hour: Hour::from_number(l.hour),
+            buckets: l
+                .buckets
+                .into_iter()
+                .map(|b| {
+                    let phase = match b.phase {
+                        guest::LatencyPhase::Gateway => Phase::Gateway,
+                        guest::LatencyPhase::Queue => Phase::Queue,
+                        guest::LatencyPhase::TimeToFirstToken => Phase::TimeToFirstToken,
+                        guest::LatencyPhase::TimePerOutputToken => Phase::TimePerOutputToken,
+                        guest::LatencyPhase::Total => Phase::Total,
+                    };
+                    (phase, b.bucket)
+                })
+                .collect(),
+        }),
     }
 }
 

@@ -1,8 +1,8 @@
 //! The dashboard (`/dashboard`) in a real headless Chromium
 //! (`tests/sdk/dashboard.mjs`, puppeteer-core; scripts/setup.sh installs
 //! Debian's `chromium`): after known requests on a fresh tenant, signed in
-//! with the admin key, the page shows the ledger's totals and a revoked key
-//! as revoked, with no console error. A screenshot of it is left at
+//! with the admin key, the page shows the ledger's totals, the latency
+//! report's phases and a revoked key as revoked, with no console error. A screenshot of it is left at
 //! `target/dashboard-<runner>.png`.
 
 use crate::cases::directory::{admin, first_answer, new_key};
@@ -68,7 +68,7 @@ pub async fn the_dashboard_shows_what_the_ledger_says(t: &Target) -> Outcome {
     // The ledger once every settlement is in (the Worker settles after it answers).
     let report = format!("/admin/v1/usage?tenant={tenant}&group_by=day");
     let deadline = Instant::now() + Duration::from_secs(10);
-    let total: Value = loop {
+    let usage: Value = loop {
         let json = t.get(&report).key(ADMIN_KEY).send().await?.expect(200)?;
         if json["total"]["requests"].as_u64() == Some(REQUESTS) || Instant::now() > deadline {
             break json["total"].clone();
@@ -76,13 +76,58 @@ pub async fn the_dashboard_shows_what_the_ledger_says(t: &Target) -> Outcome {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     ensure_eq!(
-        total["requests"].as_u64(),
+        usage["requests"].as_u64(),
         Some(REQUESTS),
         "the ledger's requests"
     );
 
+    // Latency by phase: every request in the total, the gateway's and the
+    // queue's phases, and (each went upstream) the time to first token;
+    // none streamed, so no time per output token.
+    let latency = t
+        .get(&format!("/admin/v1/latency?tenant={tenant}"))
+        .key(ADMIN_KEY)
+        .send()
+        .await?
+        .expect(200)?;
+    ensure_eq!(
+        latency["requests"].as_u64(),
+        Some(REQUESTS),
+        "the latency report's requests"
+    );
+    let counts: Vec<(String, u64)> = latency["phases"]
+        .as_array()
+        .ok_or("no phases")?
+        .iter()
+        .map(|p| {
+            (
+                p["phase"].as_str().unwrap_or("?").to_owned(),
+                p["count"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64)> = [
+        ("gateway", REQUESTS),
+        ("queue", REQUESTS),
+        ("time_to_first_token", REQUESTS),
+        ("time_per_output_token", 0),
+        ("total", REQUESTS),
+    ]
+    .into_iter()
+    .map(|(p, n)| (p.to_owned(), n))
+    .collect();
+    ensure_eq!(counts, want, "each phase's requests");
+    let total = &latency["phases"][4];
+    let (p50, p99) = (total["p50_ms"].as_f64(), total["p99_ms"].as_f64());
+    ensure!(
+        p50.zip(p99)
+            .is_some_and(|(p50, p99)| p50 > 0.0 && p50 <= p99),
+        "the total's p50 and p99: {p50:?} {p99:?}"
+    );
+
     let shot = repo_dir().join(format!("target/dashboard-{}.png", t.name()));
-    let (url, expect, shot) = (t.url(""), total.to_string(), shot.display().to_string());
+    let (url, shot) = (t.url(""), shot.display().to_string());
+    let (expect, expect_latency) = (usage.to_string(), latency.to_string());
     let args = [
         "--url",
         url.trim_end_matches('/'),
@@ -92,6 +137,8 @@ pub async fn the_dashboard_shows_what_the_ledger_says(t: &Target) -> Outcome {
         &tenant,
         "--expect",
         &expect,
+        "--expect-latency",
+        &expect_latency,
         "--revoked",
         &revoked_id,
         "--active",
