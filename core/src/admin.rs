@@ -5,7 +5,7 @@
 //! a 400 naming it, a body over [`MAX_BODY_BYTES`] a 413. The host reads
 //! what is asked from its stores and answers with [`usage_response`], or
 //! applies a tenant or key operation ([`crate::directory::ops`]) to its
-//! records and answers with [`directory_response`].
+//! records and answers with [`json_response`].
 //!
 //! Order of refusals: not configured → 404 (as if the API did not exist);
 //! a missing or wrong key → 401 (before anything about the path is said);
@@ -20,9 +20,13 @@ use crate::ledger::{
     Day, LatencyQuery, LatencyReport, LatencyRow, LedgerEntry, UsageFormat, UsageQuery, UsageReport,
 };
 use crate::quota::QuotaKey;
+use crate::quota::headroom::BudgetPlan;
 use crate::quota::remaining::{Peeked, QuotaPeek};
 use crate::request::Headers;
 use subtle::ConstantTimeEq;
+
+mod regions;
+pub use regions::regions_view;
 
 /// Where the admin API lives.
 pub const PREFIX: &str = "/admin/";
@@ -69,6 +73,13 @@ pub enum AdminRequest {
     /// `GET /admin/v1/latency`: latency percentiles per phase, and per
     /// hour, from the latency counts beside the ledger.
     Latency { query: LatencyQuery },
+    /// `GET /admin/v1/budgets?tenant=`: the host applies `plan` (a
+    /// [`DirectoryOp::BudgetPlan`]) to its directory, asks each store of
+    /// the plan its peek, and answers with [`budgets_response`].
+    Budgets { plan: DirectoryOp },
+    /// `GET /admin/v1/regions`: the regions and replicas with their
+    /// health and load as this host sees them ([`regions_view`]).
+    Regions,
     /// A tenant or key operation.
     Directory(DirectoryOp),
 }
@@ -78,13 +89,10 @@ pub fn is_admin_path(path: &str) -> bool {
     path.starts_with(PREFIX) || path == "/admin"
 }
 
-/// The answer to a tenant or key operation the host applied
-/// ([`ops::apply`]: its status and body) and whose changes it persisted.
-pub fn directory_response(
-    status: u16,
-    body: &serde_json::Value,
-    request_id: &str,
-) -> LocalResponse {
+/// An admin answer of JSON, never cached: a tenant or key operation the
+/// host applied ([`ops::apply`]: its status and body) and whose changes it
+/// persisted, or a view such as [`regions_view`].
+pub fn json_response(status: u16, body: &serde_json::Value, request_id: &str) -> LocalResponse {
     let mut response = LocalResponse::json(status, body.to_string(), request_id);
     response
         .headers
@@ -144,6 +152,40 @@ pub fn parse(config: &Config, call: &AdminCall<'_>) -> Result<AdminRequest, Gate
             format: UsageFormat::from_accept(headers.get("accept")),
             peeks: Vec::new(),
         });
+    }
+    if route == "/admin/v1/budgets" {
+        only_get()?;
+        let tenant = form_urlencoded::parse(query.as_bytes())
+            .map(|(name, value)| match &*name {
+                "tenant" if !value.is_empty() => Ok(value.into_owned()),
+                "tenant" => Err(GatewayError::invalid("`tenant` is empty.", Some("tenant"))),
+                other => {
+                    let other: String = other.chars().take(64).collect();
+                    let message = format!("Unknown query parameter `{other}`.");
+                    Err(GatewayError::invalid(message, Some(&other)))
+                }
+            })
+            .collect::<Result<Vec<String>, _>>()?;
+        let tenant = match <[String; 1]>::try_from(tenant) {
+            Ok([tenant]) => tenant,
+            Err(given) if given.is_empty() => {
+                return Err(GatewayError::invalid(
+                    "`tenant` is required.",
+                    Some("tenant"),
+                ));
+            }
+            Err(_) => {
+                let message = "`tenant` is given more than once.";
+                return Err(GatewayError::invalid(message, Some("tenant")));
+            }
+        };
+        return Ok(AdminRequest::Budgets {
+            plan: DirectoryOp::BudgetPlan { tenant },
+        });
+    }
+    if route == "/admin/v1/regions" {
+        only_get()?;
+        return Ok(AdminRequest::Regions);
     }
     if route == "/admin/v1/latency" {
         only_get()?;
@@ -257,6 +299,29 @@ pub fn latency_response(
         .headers
         .push(("cache-control".into(), "no-store".into()));
     response
+}
+
+/// The answer to a budgets report: the tenant's level, then each key's and
+/// each user's, from the stores' answers to the plan's peeks.
+pub fn budgets_response(
+    plan: &BudgetPlan,
+    answers: Vec<Peeked>,
+    request_id: &str,
+) -> Result<LocalResponse, GatewayError> {
+    let levels = crate::quota::remaining::report_naming_keys(&plan.peeks, answers)?;
+    let body = serde_json::json!({
+        "object": "budget_report",
+        "tenant": plan.tenant,
+        "levels": levels,
+    });
+    Ok(json_response(200, &body, request_id))
+}
+
+/// The plan a directory answered a [`DirectoryOp::BudgetPlan`] with.
+pub fn budget_plan(body: serde_json::Value) -> Result<BudgetPlan, GatewayError> {
+    serde_json::from_value(body).map_err(|e| GatewayError::Internal {
+        message: format!("the directory's budget plan: {e}"),
+    })
 }
 
 /// The quota stores a usage or latency report reads on a host that keeps

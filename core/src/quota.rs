@@ -16,6 +16,7 @@
 //!   release idempotent and let stale reservations expire.
 
 pub mod budgets;
+pub mod headroom;
 pub mod placement;
 pub mod remaining;
 

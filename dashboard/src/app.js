@@ -1,7 +1,8 @@
 // edgegate's dashboard: signs in with the admin key, then shows what the
 // admin API says — the usage ledger's spend, tokens and rates over a range
 // of UTC days, per tenant, key and model; latency percentiles per phase and
-// the request rate per hour; and the tenants and keys.
+// the request rate per hour; a tenant's budget headroom; the regions' and
+// replicas' health and load; and the tenants and keys.
 
 import "./app.css";
 import * as api from "./api.js";
@@ -68,6 +69,22 @@ function showLatency(report) {
   draw("chart-latency", xs, p95, { hours: true, gaps: true, unit: " ms" });
 }
 
+/** A tenant's budgets, or why none show (every tenant chosen; a refusal). */
+function showBudgets(report) {
+  const note = $("budgets-note");
+  if (report === null) {
+    note.textContent = "Choose a tenant to see what is left of its budgets and its keys'.";
+    tables.budgets([]);
+  } else if (report instanceof Error) {
+    if (report instanceof api.ApiError && report.status === 401) throw report;
+    note.textContent = report.message;
+    tables.budgets([]);
+  } else {
+    note.textContent = "";
+    tables.budgets(report.levels);
+  }
+}
+
 async function load() {
   const tenant = $("tenant").value;
   const from = $("from").value;
@@ -77,11 +94,13 @@ async function load() {
   $("error").textContent = "";
   try {
     const range = { tenant, from, to };
-    const [daily, series, detail, latency, keys, tenants] = await Promise.all([
+    const [daily, series, detail, latency, budgets, regions, keys, tenants] = await Promise.all([
       api.get("/admin/v1/usage", { ...range, group_by: "day" }),
       api.get("/admin/v1/usage", { ...range, group_by: `day,${by}` }),
       api.get("/admin/v1/usage", { ...range, group_by: "tenant,key,model" }),
       api.get("/admin/v1/latency", { tenant, from: latencyFrom(from, to), to }),
+      tenant ? api.get("/admin/v1/budgets", { tenant }).catch((e) => e) : null,
+      api.get("/admin/v1/regions"),
       api.get("/admin/v1/keys", { tenant }),
       api.get("/admin/v1/tenants"),
     ]);
@@ -98,6 +117,8 @@ async function load() {
     ]);
     draw("chart-requests", days, outcomes);
     showLatency(latency);
+    showBudgets(budgets);
+    tables.regions(regions.data);
     tables.usage(detail.data);
     tables.keys(keys.data, Date.now() / 1000);
     tables.tenants(tenant ? tenants.data.filter((t) => t.id === tenant) : tenants.data);

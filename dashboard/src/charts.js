@@ -44,7 +44,7 @@ export function draw(id, xs, series, { unit = "", money = false, hours = false, 
       stroke: COLORS[k % COLORS.length],
       width: 2,
       spanGaps: false,
-      points: { show: xs.length < 40 },
+      points: { show: gaps || xs.length < 40, size: gaps ? 5 : undefined },
       value: (_, v) => fmt(v),
     })),
   ];

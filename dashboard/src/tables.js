@@ -116,3 +116,53 @@ export function latency(phases) {
     })),
   );
 }
+
+/** "left of limit" for a rate, "used of limit" for a window; "–" without a limit. */
+const rate = (r) => (r == null ? "–" : `${count(r.remaining)} of ${count(r.burst)}`);
+const window_ = (w, money) =>
+  w == null ? "–" : money ? `${usd(w.used)} of ${usd(w.limit)}` : `${count(w.used)} of ${count(w.limit)}`;
+
+export function budgets(levels) {
+  fill(
+    "budgets-table",
+    levels.map((l) => ({
+      testid: `budget-${l.level}${l.id ? `-${l.id}` : ""}`,
+      cells: [
+        cell(l.level),
+        cell(l.id ?? ""),
+        cell(rate(l.requests_per_minute), "n requests"),
+        cell(rate(l.tokens_per_minute), "n"),
+        cell(window_(l.tokens_per_day), "n"),
+        cell(window_(l.cost_per_day_usd, true), "n"),
+        cell(window_(l.tokens_per_month), "n"),
+        cell(window_(l.cost_per_month_usd, true), "n"),
+        cell(l.max_concurrent == null ? "–" : `${l.max_concurrent.in_flight} of ${l.max_concurrent.limit}`, "n"),
+      ],
+    })),
+  );
+}
+
+const or = (v, suffix = "") => (v == null ? "–" : `${v}${suffix}`);
+
+export function regions(list) {
+  fill(
+    "regions-table",
+    list.flatMap((region) =>
+      region.replicas.map((r) => ({
+        testid: `replica-${r.target}`,
+        cells: [
+          cell(region.name),
+          cell(r.name),
+          cell(r.health, `status ${r.health === "up" ? "active" : "revoked"}`),
+          cell(or(r.latency_ms, " ms"), "n"),
+          cell(or(r.capacity), "n"),
+          cell(or(r.running), "n"),
+          cell(or(r.waiting), "n"),
+          cell(r.kv_cache_usage == null ? "–" : `${(100 * r.kv_cache_usage).toFixed(0)}%`, "n"),
+          cell(or(r.in_flight), "n"),
+          cell(r.ttft_ewma_ms == null ? "–" : `${r.ttft_ewma_ms.toFixed(1)} ms`, "n"),
+        ],
+      })),
+    ),
+  );
+}

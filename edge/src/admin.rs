@@ -93,10 +93,27 @@ async fn answer(
             }
             Ok(admin::latency_response(query, rows, request_id))
         }
+        AdminRequest::Budgets { plan } => {
+            let (_, body) = Directory::new(env)?.apply(&plan).await?;
+            let plan = admin::budget_plan(body)?;
+            let quotas = QuotaStore::new(env)?;
+            let mut answers = Vec::with_capacity(plan.peeks.len());
+            for peek in &plan.peeks {
+                answers.push(quotas.peek(peek).await?);
+            }
+            admin::budgets_response(&plan, answers, request_id)
+        }
+        AdminRequest::Regions => {
+            let kv = EdgeKv::new(env)?;
+            let statuses = crate::region_health::statuses(&kv, now_ms()).await;
+            let loads = crate::region_health::loads(gateway.config(), now_ms());
+            let view = admin::regions_view(gateway.config(), &statuses, &loads);
+            Ok(admin::json_response(200, &view, request_id))
+        }
         AdminRequest::Directory(op) => {
             let (status, mut body) = Directory::new(env)?.apply(&op).await?;
             show_last_used(&gateway, env, &mut body).await?;
-            Ok(admin::directory_response(status, &body, request_id))
+            Ok(admin::json_response(status, &body, request_id))
         }
     }
 }

@@ -10,6 +10,7 @@
 use crate::app::{App, Body, response};
 use edgegate_core::GatewayError;
 use edgegate_core::admin::{self, AdminCall, AdminRequest};
+use edgegate_core::directory::ops::{Applied, DirectoryOp};
 use edgegate_core::directory::views;
 use edgegate_core::gateway::LocalResponse;
 use edgegate_core::quota::remaining::{Peeked, QuotaPeek};
@@ -47,20 +48,23 @@ pub async fn handle(
             .latency(&query)
             .await
             .map(|rows| admin::latency_response(query, rows, request_id)),
+        Ok(AdminRequest::Regions) => {
+            let view = admin::regions_view(&app.config, &app.health.statuses(), &app.loads.loads());
+            Ok(admin::json_response(200, &view, request_id))
+        }
+        Ok(AdminRequest::Budgets { plan }) => match apply(app, plan, now_ms).await {
+            Ok(applied) => admin::budget_plan(applied.body).and_then(|plan| {
+                let answers = plan.peeks.iter().map(|p| peek(app, p, now_ms)).collect();
+                admin::budgets_response(&plan, answers, request_id)
+            }),
+            Err(e) => Err(e),
+        },
         Ok(AdminRequest::Directory(op)) => {
-            let (directory, config) = (app.directory.clone(), app.config.clone());
-            let applied =
-                tokio::task::spawn_blocking(move || directory.apply(&config, &op, now_ms))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(GatewayError::Internal {
-                            message: format!("directory operation: {e}"),
-                        })
-                    });
+            let applied = apply(app, op, now_ms).await;
             match applied {
                 Ok(mut applied) => show_last_used(app, &mut applied.body)
                     .await
-                    .map(|()| admin::directory_response(applied.status, &applied.body, request_id)),
+                    .map(|()| admin::json_response(applied.status, &applied.body, request_id)),
                 Err(e) => Err(e),
             }
         }
@@ -68,6 +72,19 @@ pub async fn handle(
     };
     let local = answer.unwrap_or_else(|e: GatewayError| LocalResponse::error(&e, request_id));
     response(local.status, local.headers, crate::app::full(local.body))
+}
+
+/// Applies a tenant or key operation to the directory (its changes
+/// committed before it returns).
+async fn apply(app: &App, op: DirectoryOp, now_ms: u64) -> Result<Applied, GatewayError> {
+    let (directory, config) = (app.directory.clone(), app.config.clone());
+    tokio::task::spawn_blocking(move || directory.apply(&config, &op, now_ms))
+        .await
+        .unwrap_or_else(|e| {
+            Err(GatewayError::Internal {
+                message: format!("directory operation: {e}"),
+            })
+        })
 }
 
 /// Fills in when each key an answer shows was last used, from the ledger.

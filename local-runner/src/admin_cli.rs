@@ -33,6 +33,13 @@ pub enum AdminCommand {
     Usage(UsageArgs),
     /// Latency percentiles per phase (GET /admin/v1/latency).
     Latency(LatencyArgs),
+    /// What is left of a tenant's budgets and its keys' (GET /admin/v1/budgets).
+    Budgets {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// The regions and replicas: health and load (GET /admin/v1/regions).
+    Regions,
     /// Tenants: list, show, create, update, disable, enable.
     #[command(subcommand)]
     Tenants(TenantCommand),
@@ -337,6 +344,14 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             ];
             let ask = report_ask("/admin/v1/latency", params);
             return print_report(&base, &ask, &key, args.json, table::latency).await;
+        }
+        AdminCommand::Budgets { tenant } => {
+            let ask = report_ask("/admin/v1/budgets", [("tenant", Some(tenant))]);
+            return print_report(&base, &ask, &key, args.json, table::budgets).await;
+        }
+        AdminCommand::Regions => {
+            let ask = report_ask("/admin/v1/regions", []);
+            return print_report(&base, &ask, &key, args.json, table::regions).await;
         }
         AdminCommand::Tenants(command) => tenant_ask(command),
         AdminCommand::Keys(command) => key_ask(command),

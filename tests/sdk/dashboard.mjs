@@ -2,12 +2,13 @@
 // puppeteer-core. Signs in (first with a wrong key, which must be refused
 // on the page), then checks that the page shows what the admin API says:
 // the totals of the usage report it is given, and the revoked key as
-// revoked, and each phase's latency as the latency report it is given says.
+// revoked, each phase's latency, the tenant's budgets and the replicas'
+// health as the reports it is given say.
 // Fails on any console error, page error, failed request or
 // error status but the wrong key's 401. Prints one JSON line of what it saw.
 //
 //   node dashboard.mjs --url http://127.0.0.1:8080 --admin-key … --tenant dash-co \
-//     --expect '<the usage report's total>' --expect-latency '<the latency report>' \
+//     --expect '{"usage": <total>, "latency": …, "budgets": …, "regions": …}' \
 //     --revoked key_… --active key_… \
 //     --screenshot out.png
 
@@ -20,17 +21,18 @@ const { values: args } = parseArgs({
     "admin-key": { type: "string" },
     tenant: { type: "string" },
     expect: { type: "string" },
-    "expect-latency": { type: "string" },
     revoked: { type: "string" },
     active: { type: "string" },
     screenshot: { type: "string" },
   },
 });
-for (const name of ["url", "admin-key", "tenant", "expect", "expect-latency", "revoked", "active"]) {
+for (const name of ["url", "admin-key", "tenant", "expect", "revoked", "active"]) {
   if (!args[name]) throw new Error(`--${name} is required`);
 }
-const expected = JSON.parse(args.expect);
-const expectedLatency = JSON.parse(args["expect-latency"]);
+// What the admin API answered: the usage report's total, the latency
+// report, the tenant's budget report and the regions.
+const { usage: expected, latency: expectedLatency, budgets: expectedBudgets, regions: expectedRegions } =
+  JSON.parse(args.expect);
 
 function fail(message) {
   console.error(`dashboard: ${message}`);
@@ -105,6 +107,28 @@ try {
     if (requests !== phase.count) fail(`${phase.phase}: the page shows ${requests} requests, the report ${phase.count}`);
     const want = phase.p95_ms == null ? "–" : `${phase.p95_ms.toLocaleString("en-US", { maximumFractionDigits: 3 })} ms`;
     if (p95 !== want) fail(`${phase.phase}: the page shows p95 ${p95}, the report ${want}`);
+  }
+
+  // Budget headroom: each level's requests per minute left, as the report says.
+  seen.budgets = {};
+  for (const level of expectedBudgets.levels) {
+    const id = `budget-${level.level}${level.id ? `-${level.id}` : ""}`;
+    const shown = await page.$eval(`tr[data-testid="${id}"] td.requests`, (e) => e.textContent).catch(() => null);
+    const r = level.requests_per_minute;
+    const want = `${r.remaining.toLocaleString("en-US")} of ${r.burst.toLocaleString("en-US")}`;
+    seen.budgets[id] = shown;
+    if (shown !== want) fail(`${id}: the page shows ${shown}, the report ${want}`);
+  }
+
+  // Regions: every replica, with its health.
+  const replicas = expectedRegions.data.flatMap((region) => region.replicas);
+  seen.replicas = await page.$$eval("#regions-table tbody tr", (rows) => rows.length);
+  if (seen.replicas !== replicas.length) fail(`${seen.replicas} replicas shown, the API lists ${replicas.length}`);
+  for (const r of replicas) {
+    const health = await page
+      .$eval(`tr[data-testid="replica-${r.target}"] td.status`, (e) => e.textContent)
+      .catch(() => "(not listed)");
+    if (health !== r.health) fail(`replica ${r.target}: the page shows ${health}, the API ${r.health}`);
   }
 
   const status = (id) =>

@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::Secrets;
+use crate::directory::ops::DirectoryOp;
 use crate::quota::QuotaKey;
 use crate::testing::{config_value, secrets};
 use serde_json::json;
@@ -231,4 +232,82 @@ fn the_latency_report_is_asked_with_get_and_its_parameters_are_checked() {
     let anonymous = Headers::default();
     let refused = parse(&config, &call("GET", "/admin/v1/latency", "", &anonymous));
     assert_eq!(refused.map_err(|e| e.status()).err(), Some(401));
+}
+
+#[test]
+fn the_budgets_report_needs_one_tenant_and_is_planned_by_the_directory() {
+    let config = with_admin();
+    let headers = Headers::new([("authorization", format!("Bearer {ADMIN_KEY}"))]);
+    let ask = |method: &str, query: &str| {
+        parse(&config, &call(method, "/admin/v1/budgets", query, &headers))
+    };
+    match ask("GET", "tenant=acme") {
+        Ok(AdminRequest::Budgets {
+            plan: DirectoryOp::BudgetPlan { tenant },
+        }) => assert_eq!(tenant, "acme"),
+        other => panic!("{other:?}"),
+    }
+    for (query, param) in [
+        ("", "tenant"),
+        ("tenant=", "tenant"),
+        ("tenant=a&tenant=b", "tenant"),
+        ("tenant=a&key=k", "key"),
+    ] {
+        let refused = ask("GET", query).expect_err(query);
+        assert_eq!(refused.status(), 400, "{query}");
+        assert_eq!(refused.to_openai_json()["error"]["param"], param, "{query}");
+    }
+    assert_eq!(
+        ask("POST", "tenant=acme").map_err(|e| e.status()).err(),
+        Some(405)
+    );
+}
+
+#[test]
+fn the_regions_show_each_replicas_health_and_load() {
+    use crate::geo::{Health, RegionStatus};
+    use crate::load::{BackendLoad, TargetLoad};
+    let config = with_admin();
+    let statuses = [RegionStatus {
+        region: "eu-west".into(),
+        health: Health::Down,
+        latency_ms: Some(40),
+        backend: Some(BackendLoad {
+            running: 3,
+            waiting: 2,
+            kv_cache_usage: Some(0.5),
+        }),
+    }];
+    let loads = [TargetLoad {
+        target: "us-east".into(),
+        in_flight: 4,
+        latency_ms: Some(21.5),
+        latency_age_ms: 10,
+    }];
+    let view = regions_view(&config, &statuses, &loads);
+    let regions = view["data"].as_array().expect("regions");
+    assert_eq!(regions.len(), config.regions.len());
+    let find = |name: &str| {
+        regions
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    let eu = find("eu-west");
+    assert_eq!(eu["health"], "down");
+    let replica = &eu["replicas"][0];
+    assert_eq!(
+        (
+            &replica["running"],
+            &replica["waiting"],
+            &replica["kv_cache_usage"]
+        ),
+        (&json!(3), &json!(2), &json!(0.5))
+    );
+    assert!(replica["in_flight"].is_null(), "not balanced, not tracked");
+    let us = &find("us-east")["replicas"][0];
+    assert_eq!((&us["health"], &us["in_flight"]), (&json!("up"), &json!(4)));
+    assert_eq!(us["ttft_ewma_ms"], 21.5);
+    // A config's secrets never show: no replica's URL or credential.
+    assert!(!view.to_string().contains("http"), "{view}");
 }

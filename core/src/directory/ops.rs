@@ -19,6 +19,7 @@ use super::{
 use crate::auth::{ApiKeyRecord, key_hash};
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::quota::headroom;
 use base64::Engine;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -70,6 +71,11 @@ pub enum DirectoryOp {
     },
     RevokeKey {
         id: String,
+    },
+    /// What a budgets report of `tenant` asks its quota stores
+    /// ([`crate::quota::headroom::plan`], as the body).
+    BudgetPlan {
+        tenant: String,
     },
 }
 
@@ -367,6 +373,26 @@ pub fn apply(
             }
             let keys = store.keys(tenant.as_deref());
             Ok(Applied::read(views::keys(config, tenant.as_deref(), &keys)))
+        }
+        DirectoryOp::BudgetPlan { tenant } => {
+            let settings = match config.tenant(tenant) {
+                Some(i) => config.tenants[i].clone(),
+                None => {
+                    let record = store
+                        .tenant(tenant)
+                        .ok_or_else(|| not_found("tenant", tenant))?;
+                    config
+                        .tenant_from_settings(&record.id, &record.settings)
+                        .map_err(|e| GatewayError::Internal {
+                            message: format!("tenant `{tenant}`'s settings: {e}"),
+                        })?
+                }
+            };
+            let plan = headroom::plan(config, &settings, &store.keys(Some(tenant)), now_ms);
+            let body = serde_json::to_value(plan).map_err(|e| GatewayError::Internal {
+                message: format!("a budget plan: {e}"),
+            })?;
+            Ok(Applied::read(body))
         }
         DirectoryOp::GetKey { id } => match store.key(id) {
             Some(k) => Ok(Applied::read(views::key(&k, None))),

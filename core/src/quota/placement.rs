@@ -3,7 +3,7 @@
 //! all, one of the tenant's shards (a budget's requests all go to one, so
 //! it holds whole there).
 
-use super::{Budget, Level, QuotaKey};
+use super::{Budget, Level, QuotaKey, QuotaLimits};
 use crate::auth::Principal;
 use crate::config::Config;
 use crate::routing;
@@ -12,15 +12,23 @@ use crate::routing;
 /// its tenant's: a run-time key's own, then the user's when the tier names
 /// `per_user`.
 pub fn budgets(config: &Config, principal: &Principal, user: Option<&str>) -> Vec<Budget> {
-    let tier = &config.tiers[principal.tier];
-    let key_budget = principal
-        .key_budget
-        .clone()
-        .zip(principal.key_id.clone())
-        .map(|(limits, id)| Budget {
-            level: Level::Key(id),
-            limits,
-        });
+    let key = principal.key_budget.clone().zip(principal.key_id.clone());
+    budgets_of(config, principal.tier, key, user)
+}
+
+/// The budgets of a request in tier `tier` by a key with `key`'s id and
+/// limits (if it has its own) acting for `user`.
+pub fn budgets_of(
+    config: &Config,
+    tier: usize,
+    key: Option<(QuotaLimits, String)>,
+    user: Option<&str>,
+) -> Vec<Budget> {
+    let tier = &config.tiers[tier];
+    let key_budget = key.map(|(limits, id)| Budget {
+        level: Level::Key(id),
+        limits,
+    });
     let user_budget = tier.per_user.zip(user).map(|(user_tier, user)| Budget {
         level: Level::User(budget_user_id(user)),
         limits: config.tiers[user_tier].limits.clone(),

@@ -247,6 +247,23 @@ pub fn peeks(config: &Config, principal: &Principal) -> Vec<QuotaPeek> {
 /// The stores' answers as the report's `budgets`: the tenant's (its
 /// shards summed), then each budget's; a refusal is the key's error.
 pub fn report(peeks: &[QuotaPeek], answers: Vec<Peeked>) -> Result<Value, GatewayError> {
+    levels(peeks, answers, false)
+}
+
+/// As [`report`], each key's level naming its key (for the admin API,
+/// which shows many keys' budgets at once).
+pub fn report_naming_keys(
+    peeks: &[QuotaPeek],
+    answers: Vec<Peeked>,
+) -> Result<Value, GatewayError> {
+    levels(peeks, answers, true)
+}
+
+fn levels(
+    peeks: &[QuotaPeek],
+    answers: Vec<Peeked>,
+    name_keys: bool,
+) -> Result<Value, GatewayError> {
     let mut tenant: Option<Remaining> = None;
     let mut budgets = Vec::new();
     for (peek, answer) in peeks.iter().zip(answers) {
@@ -273,6 +290,7 @@ pub fn report(peeks: &[QuotaPeek], answers: Vec<Peeked>) -> Result<Value, Gatewa
     for (budget, remaining) in budgets {
         let whose = match budget.level.kind() {
             LevelKind::User => Some(budget.level.id()),
+            LevelKind::Key if name_keys => Some(budget.level.id()),
             _ => None,
         };
         shown.push(remaining.view(budget.level.kind(), whose));

@@ -610,3 +610,69 @@ fn expiry_pops_only_what_is_due_in_order() {
     assert_eq!(s.next_expiry_ms(), Some(T0 + 3_000));
     assert!(s.reservation("r0").is_some());
 }
+
+mod headroom_plan {
+    use crate::directory::{KeyHash, KeyRecord, KeyStanding};
+    use crate::quota::headroom::plan;
+    use crate::quota::{Level, QuotaLimits};
+    use crate::testing::{NOW_MS, gateway};
+
+    fn key(
+        id: &str,
+        budget: Option<QuotaLimits>,
+        revoked: bool,
+        expires_ms: Option<u64>,
+    ) -> KeyRecord {
+        KeyRecord {
+            id: id.into(),
+            tenant: "restricted".into(),
+            name: id.into(),
+            user: None,
+            prefix: "sk-eg-x".into(),
+            standing: KeyStanding {
+                revoked,
+                expires_ms,
+                hashes: vec![KeyHash {
+                    sha256: "00".repeat(32),
+                    until_ms: None,
+                }],
+                budget,
+            },
+            created_ms: NOW_MS,
+            revoked_ms: revoked.then_some(NOW_MS),
+            rotated_ms: None,
+            limits: None,
+        }
+    }
+
+    #[test]
+    fn a_peek_per_shard_with_the_usable_keys_budgets_where_they_are_kept() {
+        let gateway = gateway();
+        let config = gateway.config();
+        let tenant = &config.tenants[config.tenant("restricted").expect("a tenant")];
+        let limits = config.tiers[tenant.tier].limits.clone();
+        let keys = [
+            key("key_a", Some(limits.clone()), false, None),
+            key("key_b", None, false, None),
+            key("key_revoked", Some(limits.clone()), true, None),
+            key("key_expired", Some(limits.clone()), false, Some(NOW_MS - 1)),
+            key("key_later", Some(limits.clone()), false, Some(NOW_MS + 1)),
+        ];
+        let planned = plan(config, tenant, &keys, NOW_MS);
+        assert_eq!(planned.tenant, "restricted");
+        assert_eq!(planned.peeks.len(), 4, "one per shard");
+        assert!(planned.peeks.iter().all(|p| p.presented.is_none()));
+        let mut kept: Vec<&Level> = planned
+            .peeks
+            .iter()
+            .flat_map(|p| p.budgets.iter().map(|b| &b.level))
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            [&Level::Key("key_a".into()), &Level::Key("key_later".into())]
+        );
+        let shard_limits = limits.shard(4);
+        assert!(planned.peeks.iter().all(|p| p.limits == shard_limits));
+    }
+}

@@ -131,6 +131,83 @@ pub fn latency(report: &Value) -> String {
     aligned(&columns, rows, 1)
 }
 
+/// "left/burst" of a rate, "used/limit" of a window, "-" without one.
+fn headroom(v: &Value, rate: bool) -> String {
+    let n = |name: &str| match &v[name] {
+        Value::Number(n) => n.to_string(),
+        _ => "?".to_owned(),
+    };
+    match (v, rate) {
+        (Value::Null, _) => "-".to_owned(),
+        (_, true) => format!("{}/{}", n("remaining"), n("burst")),
+        (_, false) => format!("{}/{}", n("used"), n("limit")),
+    }
+}
+
+/// A budget report: a level a line, with what is left.
+pub fn budgets(report: &Value) -> String {
+    let columns = [
+        "level",
+        "id",
+        "requests_left",
+        "tokens_left",
+        "tokens_today",
+        "usd_today",
+        "tokens_month",
+        "usd_month",
+    ];
+    let rows = report["levels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            vec![
+                cell(&l["level"], "level"),
+                cell(&l["id"], "id"),
+                headroom(&l["requests_per_minute"], true),
+                headroom(&l["tokens_per_minute"], true),
+                headroom(&l["tokens_per_day"], false),
+                headroom(&l["cost_per_day_usd"], false),
+                headroom(&l["tokens_per_month"], false),
+                headroom(&l["cost_per_month_usd"], false),
+            ]
+        })
+        .collect();
+    aligned(&columns, rows, 2)
+}
+
+/// The regions: a replica a line.
+pub fn regions(answer: &Value) -> String {
+    let fields = [
+        "health",
+        "latency_ms",
+        "capacity",
+        "running",
+        "waiting",
+        "in_flight",
+        "ttft_ewma_ms",
+    ];
+    let rows = answer["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|region| {
+            region["replicas"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |r| {
+                    let mut row = vec![cell(&region["name"], "region"), cell(&r["name"], "name")];
+                    row.extend(fields.iter().map(|f| cell(&r[*f], f)));
+                    row
+                })
+        })
+        .collect();
+    let mut columns = vec!["region", "replica"];
+    columns.extend(fields);
+    aligned(&columns, rows, 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +253,56 @@ mod tests {
         );
         assert!(lines[1].trim_end().ends_with("0.74"), "{table}");
         assert!(lines[2].trim_end().ends_with('-'), "{table}");
+    }
+
+    #[test]
+    fn budgets_and_regions_print_a_line_each() {
+        let report = json!({"levels": [
+            {"level": "tenant", "requests_per_minute": {"remaining": 97, "burst": 100},
+             "tokens_per_minute": null, "tokens_per_day": {"used": 87, "limit": 1000},
+             "cost_per_day_usd": null, "tokens_per_month": null, "cost_per_month_usd": null},
+            {"level": "key", "id": "key_1", "requests_per_minute": {"remaining": 17, "burst": 20},
+             "tokens_per_minute": null, "tokens_per_day": null,
+             "cost_per_day_usd": {"used": 0.5, "limit": 5.0}, "tokens_per_month": null,
+             "cost_per_month_usd": null},
+        ]});
+        let table = budgets(&report);
+        let cells: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            cells[1],
+            ["tenant", "-", "97/100", "-", "87/1000", "-", "-", "-"],
+            "{table}"
+        );
+        assert_eq!(
+            cells[2],
+            ["key", "key_1", "17/20", "-", "-", "0.5/5.0", "-", "-"],
+            "{table}"
+        );
+        let answer = json!({"data": [{"name": "eu", "replicas": [
+            {"name": "a", "health": "up", "latency_ms": 22, "capacity": null, "running": 3,
+             "waiting": 0, "in_flight": 1, "ttft_ewma_ms": 21.5},
+            {"name": "b", "health": "down", "latency_ms": null, "capacity": 8, "running": null,
+             "waiting": null, "in_flight": 0, "ttft_ewma_ms": null},
+        ]}]});
+        let table = regions(&answer);
+        let cells: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(cells.len(), 3, "{table}");
+        assert_eq!(
+            cells[1],
+            ["eu", "a", "up", "22", "-", "3", "0", "1", "21.5"],
+            "{table}"
+        );
+        assert_eq!(
+            cells[2],
+            ["eu", "b", "down", "-", "8", "-", "-", "0", "-"],
+            "{table}"
+        );
     }
 
     #[test]

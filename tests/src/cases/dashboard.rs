@@ -2,7 +2,8 @@
 //! (`tests/sdk/dashboard.mjs`, puppeteer-core; scripts/setup.sh installs
 //! Debian's `chromium`): after known requests on a fresh tenant, signed in
 //! with the admin key, the page shows the ledger's totals, the latency
-//! report's phases and a revoked key as revoked, with no console error. A screenshot of it is left at
+//! report's phases, the tenant's budget headroom, the replicas' health and
+//! a revoked key as revoked, with no console error. A screenshot of it is left at
 //! `target/dashboard-<runner>.png`.
 
 use crate::cases::directory::{admin, first_answer, new_key};
@@ -52,7 +53,9 @@ pub async fn the_dashboard_shows_what_the_ledger_says(t: &Target) -> Outcome {
     )
     .await?
     .expect(201)?;
-    let (kept_id, kept) = new_key(t, &tenant, json!({})).await?;
+    // A key with its own budget: a burst of 50 that refills one a minute.
+    let limits = json!({"limits": {"requests_per_minute": 1, "request_burst": 50}});
+    let (kept_id, kept) = new_key(t, &tenant, limits).await?;
     let (revoked_id, revoked) = new_key(t, &tenant, json!({})).await?;
     first_answer(t, &kept).await?.expect(200)?;
     first_answer(t, &revoked).await?.expect(200)?;
@@ -125,9 +128,44 @@ pub async fn the_dashboard_shows_what_the_ledger_says(t: &Target) -> Outcome {
         "the total's p50 and p99: {p50:?} {p99:?}"
     );
 
+    // Budget headroom: the tenant's level, then the kept key's, 3 of its 50 spent.
+    let budgets = admin(
+        t,
+        "GET",
+        &format!("/admin/v1/budgets?tenant={tenant}"),
+        None,
+    )
+    .await?
+    .expect(200)?;
+    let levels = budgets["levels"].as_array().ok_or("no levels")?;
+    let shown: Vec<(&str, Option<&str>)> = levels
+        .iter()
+        .map(|l| (l["level"].as_str().unwrap_or("?"), l["id"].as_str()))
+        .collect();
+    ensure_eq!(
+        shown,
+        vec![("tenant", None), ("key", Some(kept_id.as_str()))],
+        "the budget levels"
+    );
+    let key_rate = &levels[1]["requests_per_minute"];
+    ensure_eq!(
+        (key_rate["burst"].as_u64(), key_rate["remaining"].as_u64()),
+        (Some(50), Some(50 - (REQUESTS - 1))),
+        "the kept key's requests left"
+    );
+    let regions = admin(t, "GET", "/admin/v1/regions", None)
+        .await?
+        .expect(200)?;
+    ensure!(
+        regions["data"].as_array().is_some_and(|r| !r.is_empty()),
+        "no regions listed: {regions}"
+    );
+
     let shot = repo_dir().join(format!("target/dashboard-{}.png", t.name()));
     let (url, shot) = (t.url(""), shot.display().to_string());
-    let (expect, expect_latency) = (usage.to_string(), latency.to_string());
+    let expect =
+        json!({"usage": usage, "latency": latency, "budgets": budgets, "regions": regions})
+            .to_string();
     let args = [
         "--url",
         url.trim_end_matches('/'),
@@ -137,8 +175,6 @@ pub async fn the_dashboard_shows_what_the_ledger_says(t: &Target) -> Outcome {
         &tenant,
         "--expect",
         &expect,
-        "--expect-latency",
-        &expect_latency,
         "--revoked",
         &revoked_id,
         "--active",

@@ -291,7 +291,7 @@ pub const ALL: &[Case] = &[
         directory::a_key_holder_reads_its_own_usage_only
     ),
     case!(
-        "dashboard: in headless Chromium, signed in with the admin key, the page shows the ledger's totals, each phase's latency and a revoked key as revoked, with no console error",
+        "dashboard: in headless Chromium, signed in with the admin key, the page shows the ledger's totals, each phase's latency, the budgets' headroom, the replicas' health and a revoked key as revoked, with no console error",
         dashboard::the_dashboard_shows_what_the_ledger_says
     ),
     case!(
