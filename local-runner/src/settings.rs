@@ -87,6 +87,9 @@ impl Settings {
 }
 
 /// `.dev.vars` is dotenv: `NAME=value`, optional quotes, `#` comments.
+/// Hand-read rather than with `dotenvy`: wrangler's `.dev.vars` dialect (the
+/// npm `dotenv` parser) takes unquoted values with spaces
+/// (`H=authorization=Bearer x`), which `dotenvy` refuses.
 fn parse_dev_vars(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .map(str::trim)
@@ -140,5 +143,16 @@ regions = ["staging"]
         let staging = Settings::load(&path, Some("staging")).expect("load env");
         assert_eq!(staging.gateway["regions"][0], "staging");
         assert!(Settings::load(&path, Some("prod")).is_err());
+    }
+
+    #[test]
+    fn dev_vars_take_unquoted_values_with_spaces_as_wrangler_does() {
+        let vars = parse_dev_vars("H=authorization=Bearer x \nQ='a b'\n# c=d\n");
+        assert_eq!(
+            vars.get("H").map(String::as_str),
+            Some("authorization=Bearer x")
+        );
+        assert_eq!(vars.get("Q").map(String::as_str), Some("a b"));
+        assert_eq!(vars.len(), 2);
     }
 }

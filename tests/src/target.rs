@@ -221,6 +221,40 @@ impl Target {
         self.collector.reset();
     }
 
+    /// Waits up to 15 s, probing, until the runner reports `target` (a
+    /// region or replica) up and queueing nothing (`/admin/v1/regions`):
+    /// a case that sets faults on one backend starts from it healthy, not
+    /// from what an earlier case's faults left its breaker at.
+    pub async fn reported_up(&self, target: &str) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            self.probe_regions().await?;
+            let regions = self
+                .get("/admin/v1/regions")
+                .key(crate::gateway::ADMIN_KEY)
+                .send()
+                .await?
+                .expect(200)?;
+            let shown = regions["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|r| r["replicas"].as_array().into_iter().flatten())
+                .find(|r| r["target"] == target)
+                .cloned()
+                .ok_or_else(|| format!("{target} is not listed: {regions}"))?;
+            if shown["health"] == "up" && shown["waiting"].as_u64().unwrap_or(0) == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "{target} is not reported up and idle after 15 s: {shown}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Runs the runner's region health probes once more: the Worker's cron
     /// on demand (it waits until the cron is over); `local-runner` probes on
     /// its own every 500 ms, so this waits one interval.

@@ -148,6 +148,7 @@ pub async fn a_queued_replica_gets_no_traffic_until_it_drains(t: &Target) -> Out
     b.set_latency(0, 0);
     drained(t, "pool-queue/b").await?;
     let_probes_land(t).await?;
+    t.reported_up("pool-queue/b").await?;
     // Drained, b takes traffic again: at least 8 of the next requests, up to
     // 120 of them (its breaker may need a few good probes after the queued
     // phase before its rank is a's again, so the first ones can all go to a).

@@ -232,6 +232,7 @@ pub async fn one_record_per_request_on_every_path(t: &Target) -> Outcome {
 }
 
 pub async fn a_json_answer_to_a_stream_request_is_replayed_as_sse(t: &Target) -> Outcome {
+    t.reported_up("us-east").await?;
     t.backend("us-east").set_never_stream(true);
     let reply = t
         .post(CHAT)
@@ -268,6 +269,7 @@ fn last_error_code(reply: &crate::client::StreamReply) -> Result<Value, String> 
 }
 
 pub async fn an_endless_event_ends_the_stream_at_its_cap(t: &Target) -> Outcome {
+    t.reported_up("us-east").await?;
     let us_east = t.backend("us-east");
     us_east.set_latency(0, 50);
     us_east.runaway_event_after_chunks(Some(3));
@@ -294,6 +296,7 @@ pub async fn an_endless_event_ends_the_stream_at_its_cap(t: &Target) -> Outcome 
 }
 
 pub async fn a_stream_ends_at_the_routes_total_time(t: &Target) -> Outcome {
+    t.reported_up("us-east").await?;
     // 12 words 300 ms apart: 3.6 s, past the tiny route's 2 s.
     t.backend("us-east").set_latency(0, 300);
     let mut body = streamed("a long answer");
