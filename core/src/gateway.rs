@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use std::net::IpAddr;
 
 /// Everything the host knows about a request besides the request itself.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct RequestContext {
     /// Unix time in milliseconds.
     pub now_ms: u64,
@@ -40,11 +40,9 @@ pub struct RequestContext {
     pub client_geo: Option<ClientGeo>,
     /// The host's current view of region health (and of each replica's,
     /// for regions with several; see [`crate::config::Replica::target`]).
-    #[serde(default)]
     pub regions: Vec<RegionStatus>,
     /// The host's load counters of every replica when there is a choice
     /// ([`Config::balanced_targets`]).
-    #[serde(default)]
     pub loads: Vec<TargetLoad>,
     /// The key-store record for the presented API key, if the host has one
     /// (looked up by [`auth::presented_key_hash`]).
@@ -52,7 +50,7 @@ pub struct RequestContext {
 }
 
 /// A response the gateway gives without calling a backend.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
@@ -100,11 +98,9 @@ pub struct QuotaRequest {
     pub ttl_ms: u64,
     /// A run-time API key, checked against its tenant's standing
     /// ([`crate::directory::Standing::check`]) before anything is reserved.
-    #[serde(default)]
     pub presented: Option<PresentedKey>,
     /// Budgets inside the tenant's (its user's), reserved and settled in
     /// the same operation ([`crate::quota::Levels`]).
-    #[serde(default)]
     pub budgets: Vec<Budget>,
 }
 
@@ -134,7 +130,7 @@ impl QuotaRequest {
 }
 
 /// One upstream try: a model version at a replica of a region.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     /// The replica's target: the region's name, or `region/replica` for a
     /// region with several replicas (what health, load, metrics and the
@@ -147,25 +143,20 @@ pub struct Attempt {
     pub body: usize,
     /// Why this attempt answers in place of the route's model (its
     /// degradation policy), if it does: `x-edgegate-degraded`.
-    #[serde(default)]
     pub degraded: Option<String>,
     /// When its replica has a capacity: it is sent only with a permit from
     /// its region's gate ([`crate::admission`]).
-    #[serde(default)]
     pub gate: Option<AttemptGate>,
     /// Its span in the request's trace, and the `traceparent` naming it
     /// that its replica is sent.
-    #[serde(default)]
     pub span_id: String,
-    #[serde(default)]
     pub traceparent: String,
     /// What its replica is sent as `Authorization` (never serialised).
-    #[serde(skip)]
     pub authorization: Option<Credential>,
 }
 
 /// What an attempt's region gate needs to know about its replica.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptGate {
     /// The gate: the replica's region's (one shard of it when it is sharded).
     pub region: GateKey,
@@ -183,11 +174,10 @@ impl Attempt {
 }
 
 /// What to do with an admitted request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ForwardPlan {
     pub request_id: String,
     /// The host's wall clock at admission (ms): the age of cached answers.
-    #[serde(default)]
     pub now_ms: u64,
     /// The same id as backends get it in `x-request-id` (a UUID; see
     /// [`crate::request_id`]).
@@ -197,7 +187,6 @@ pub struct ForwardPlan {
     pub user: Option<String>,
     pub auth: AuthMethod,
     /// The API key's id, for the usage record and the ledger.
-    #[serde(default)]
     pub key_id: Option<String>,
     pub endpoint: Endpoint,
     /// The model as configured (aliases resolved).
@@ -219,37 +208,25 @@ pub struct ForwardPlan {
     /// The W3C trace the request belongs to (its `traceparent`, continued,
     /// or one it starts), the gateway's span in it, and the client's span
     /// it continues.
-    #[serde(default)]
     pub trace_id: String,
-    #[serde(default)]
     pub span_id: String,
-    #[serde(default)]
     pub parent_span_id: Option<String>,
-    #[serde(default)]
     pub tracestate: Option<String>,
     /// Export the request's spans: `observability.otlp_endpoint` is set
     /// and the trace is sampled.
-    #[serde(default)]
     pub export_trace: bool,
     /// The tier's priority at replica gates, and how long it may wait there.
-    #[serde(default)]
     pub priority: Priority,
-    #[serde(default)]
     pub max_wait_ms: u64,
     /// How full a replica may be for it to be let in, in % of its capacity.
-    #[serde(default = "full_fill")]
     pub fill_percent: u64,
     pub safety: SafetyReport,
     /// Headers to add to the client's response.
     pub response_headers: Vec<(String, String)>,
 }
 
-fn full_fill() -> u64 {
-    100
-}
-
 /// What settling needs to know about a plan answered by one attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     /// The model of the version that answered.
     pub model: String,
@@ -299,17 +276,14 @@ impl ForwardPlan {
     }
 }
 
-// Externally tagged: an internally tagged enum makes serde buffer the whole
-// plan before deserialising it, which dominated the sandbox boundary's cost.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Respond(LocalResponse),
     Forward(Box<ForwardPlan>),
 }
 
 /// What to charge once the backend answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settlement {
     pub actual: Amounts,
     pub input_tokens: u64,
@@ -319,7 +293,6 @@ pub struct Settlement {
 
 /// Where a settlement's token counts come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum UsageSource {
     /// The backend's `usage` (or a cache hit, which uses no tokens).
     Reported,
