@@ -155,30 +155,9 @@ pub fn parse(config: &Config, call: &AdminCall<'_>) -> Result<AdminRequest, Gate
     }
     if route == "/admin/v1/budgets" {
         only_get()?;
-        let tenant = form_urlencoded::parse(query.as_bytes())
-            .map(|(name, value)| match &*name {
-                "tenant" if !value.is_empty() => Ok(value.into_owned()),
-                "tenant" => Err(GatewayError::invalid("`tenant` is empty.", Some("tenant"))),
-                other => {
-                    let other: String = other.chars().take(64).collect();
-                    let message = format!("Unknown query parameter `{other}`.");
-                    Err(GatewayError::invalid(message, Some(&other)))
-                }
-            })
-            .collect::<Result<Vec<String>, _>>()?;
-        let tenant = match <[String; 1]>::try_from(tenant) {
-            Ok([tenant]) => tenant,
-            Err(given) if given.is_empty() => {
-                return Err(GatewayError::invalid(
-                    "`tenant` is required.",
-                    Some("tenant"),
-                ));
-            }
-            Err(_) => {
-                let message = "`tenant` is given more than once.";
-                return Err(GatewayError::invalid(message, Some("tenant")));
-            }
-        };
+        let tenant = crate::ledger::query::Params::parse(query, &["tenant"])?
+            .text("tenant")?
+            .ok_or_else(|| GatewayError::invalid("`tenant` is required.", Some("tenant")))?;
         return Ok(AdminRequest::Budgets {
             plan: DirectoryOp::BudgetPlan { tenant },
         });

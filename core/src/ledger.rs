@@ -11,7 +11,7 @@
 
 mod day;
 pub mod latency;
-mod query;
+pub(crate) mod query;
 pub mod sql;
 
 pub use day::{Day, DayParseError};

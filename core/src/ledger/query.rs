@@ -84,10 +84,10 @@ fn bad(param: &str, message: String) -> GatewayError {
 }
 
 /// A report's query string: each parameter once, none unknown.
-pub(super) struct Params(BTreeMap<String, String>);
+pub(crate) struct Params(BTreeMap<String, String>);
 
 impl Params {
-    pub(super) fn parse(query: &str, known: &[&str]) -> Result<Params, GatewayError> {
+    pub(crate) fn parse(query: &str, known: &[&str]) -> Result<Params, GatewayError> {
         let mut params: BTreeMap<String, String> = BTreeMap::new();
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             if !known.contains(&&*name) {
@@ -109,7 +109,7 @@ impl Params {
     }
 
     /// A text parameter, if given; given empty is an error.
-    pub(super) fn text(&self, name: &str) -> Result<Option<String>, GatewayError> {
+    pub(crate) fn text(&self, name: &str) -> Result<Option<String>, GatewayError> {
         match self.0.get(name) {
             Some(v) if v.is_empty() => Err(bad(name, format!("`{name}` is empty."))),
             v => Ok(v.cloned()),
