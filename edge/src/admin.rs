@@ -81,14 +81,9 @@ async fn answer(
             admin::usage_response(query, rows, budgets, format, request_id)
         }
         AdminRequest::Latency { query } => {
-            let registered = match query.tenant {
-                Some(_) => Vec::new(),
-                None => EdgeKv::new(env)?.ledger_tenants().await?,
-            };
             let quotas = QuotaStore::new(env)?;
             let mut rows = Vec::new();
-            let tenant = query.tenant.as_deref();
-            for key in admin::usage_stores(gateway.config(), tenant, &registered) {
+            for key in report_stores(&gateway, env, query.tenant.as_deref()).await? {
                 rows.extend(quotas.latency(&key, &query).await?);
             }
             Ok(admin::latency_response(query, rows, request_id))
@@ -118,19 +113,29 @@ async fn answer(
     }
 }
 
+/// The quota objects a report of `tenant` (or of every tenant: the
+/// config's and those KV notes as having rows) reads.
+async fn report_stores(
+    gateway: &Gateway,
+    env: &Env,
+    tenant: Option<&str>,
+) -> Result<Vec<QuotaKey>, GatewayError> {
+    let registered = match tenant {
+        Some(_) => Vec::new(),
+        None => EdgeKv::new(env)?.ledger_tenants().await?,
+    };
+    Ok(admin::usage_stores(gateway.config(), tenant, &registered))
+}
+
 /// The ledger rows of every quota object the query reaches.
 async fn usage_rows(
     gateway: &Gateway,
     env: &Env,
     query: &UsageQuery,
 ) -> Result<Vec<LedgerEntry>, GatewayError> {
-    let registered = match query.tenant {
-        Some(_) => Vec::new(),
-        None => EdgeKv::new(env)?.ledger_tenants().await?,
-    };
     let quotas = QuotaStore::new(env)?;
     let mut rows = Vec::new();
-    for key in admin::usage_stores(gateway.config(), query.tenant.as_deref(), &registered) {
+    for key in report_stores(gateway, env, query.tenant.as_deref()).await? {
         rows.extend(quotas.usage(&key, query).await?);
     }
     Ok(rows)
